@@ -1,0 +1,113 @@
+"""NumPy backend: the reference algorithm run as is. Also the base class of the other backends,
+which override ``step`` (the fused kernel) and inherit the per-method calls."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import reference as ref
+from ..state import Config, Params, State
+
+
+class NumpyBackend:
+    """Runs every method with :mod:`fa_gpu.reference` on ``xp`` arrays (NumPy here)."""
+
+    name = "numpy"
+    xp = np
+
+    # -- memory ----------------------------------------------------------------------------
+    def asarray(self, x, dtype=None):
+        """Host array -> backend array (a copy)."""
+        return self.xp.array(x, dtype=dtype)
+
+    def to_host(self, x) -> np.ndarray:
+        """Backend array -> host NumPy copy."""
+        return np.array(x)
+
+    def synchronize(self) -> None:
+        """Wait for queued work (no-op on the CPU)."""
+
+    # -- views -----------------------------------------------------------------------------
+    def _view(self, p: Params, name: str, cfg: Config):
+        """Per-agent ``(N, ...)`` views of a parameter list (shared arrays broadcast, no copy)."""
+        xp, n = self.xp, cfg.n_agents
+        arrs, flags = getattr(p, name), p.per_agent[name]
+        return [a if per else xp.broadcast_to(a, (n,) + a.shape) for a, per in zip(arrs, flags)]
+
+    # -- the step, one method at a time ----------------------------------------------------
+    def infer_states(self, p: Params, s: State, cfg: Config) -> None:
+        xp = self.xp
+        ll = ref.log_likelihoods(self._view(p, "logA", cfg), s.obs, xp)
+        qs = ref.infer_states(ll, s.prior, cfg.A_dependencies, cfg.num_iter, xp)
+        for dst, src in zip(s.qs, qs):
+            dst[...] = src
+
+    def infer_policies(self, p: Params, s: State, cfg: Config) -> None:
+        xp = self.xp
+        G = ref.neg_efe(
+            s.qs, self._view(p, "A", cfg), self._view(p, "B", cfg), self._view(p, "C", cfg),
+            cfg.policies, cfg.A_dependencies, cfg.B_dependencies,
+            H_A=self._view(p, "H_A", cfg), use_utility=cfg.use_utility,
+            use_states_info_gain=cfg.use_states_info_gain,
+            wA=self._view(p, "wA", cfg) if p.wA is not None else None,
+            wB=self._view(p, "wB", cfg) if p.wB is not None else None, xp=xp)
+        E = p.E if p.per_agent["E"][0] else xp.broadcast_to(p.E, (cfg.n_agents,) + p.E.shape)
+        s.neg_efe[...] = G
+        s.q_pi[...] = ref.policy_posterior(G, E, p.gamma, xp)
+
+    def infer_parameters(self, p: Params, s: State, cfg: Config) -> None:
+        xp = self.xp
+        if cfg.learn_A:
+            A = ref.learn_A(p.pA, s.obs, s.qs, cfg.A_dependencies, p.lr_pA, xp=xp)
+            for m, a in enumerate(A):
+                p.A[m][...] = a
+            self.refresh_A(p, cfg)
+        if cfg.learn_B:
+            B = ref.learn_B(p.pB, p.B, s.qs, s.qs_prev, s.prev_actions, cfg.B_dependencies, p.lr_pB, xp)
+            for f, b in enumerate(B):
+                p.B[f][...] = b
+            self.refresh_B(p, cfg)
+        if cfg.learn_D:
+            D = ref.learn_D(p.pD, p.D, s.qs, p.lr_pD, s.t == 0, xp)
+            for f, d in enumerate(D):
+                p.D[f][...] = d
+
+    def sample_action(self, p: Params, s: State, cfg: Config) -> None:
+        xp = self.xp
+        s.actions[...] = ref.sample_action(
+            s.q_pi, cfg.policies, cfg.num_controls, action_selection=cfg.action_selection,
+            sampling_mode=cfg.sampling_mode, alpha=p.alpha, seed=cfg.seed,
+            agent_ids=xp.arange(cfg.n_agents), steps=s.t, xp=xp)
+
+    def update_empirical_prior(self, p: Params, s: State, cfg: Config, actions) -> None:
+        pred = ref.expected_state(s.qs, self._view(p, "B", cfg), actions, cfg.B_dependencies, self.xp)
+        for f in range(cfg.num_factors):
+            s.prior[f][...] = pred[f]
+            s.qs_prev[f][...] = s.qs[f]
+        s.prev_actions[...] = actions
+        s.t += 1
+
+    def step(self, p: Params, s: State, cfg: Config) -> None:
+        """One whole step in pymdp's order (obs already in ``s.obs``)."""
+        self.infer_states(p, s, cfg)
+        self.infer_policies(p, s, cfg)
+        if cfg.learn_A or cfg.learn_B or cfg.learn_D:
+            self.infer_parameters(p, s, cfg)
+        self.sample_action(p, s, cfg)
+        self.update_empirical_prior(p, s, cfg, s.actions)
+
+    # -- derived parameters ----------------------------------------------------------------
+    def refresh_A(self, p: Params, cfg: Config) -> None:
+        """Recompute logA, H_A (and wA) from A (and pA)."""
+        xp = self.xp
+        for m, a in enumerate(p.A):
+            axis = 1 if p.per_agent["A"][m] else 0
+            p.logA[m][...] = ref.log_stable(a, xp)
+            p.H_A[m][...] = ref.conditional_entropy(a, axis, xp)
+            if p.wA is not None:
+                p.wA[m][...] = ref.dirichlet_weights(p.pA[m], axis, xp)
+
+    def refresh_B(self, p: Params, cfg: Config) -> None:
+        """Recompute wB from pB."""
+        if p.wB is not None:
+            for f, pb in enumerate(p.pB):
+                p.wB[f][...] = ref.dirichlet_weights(pb, 1 if p.per_agent["pB"][f] else 0, self.xp)

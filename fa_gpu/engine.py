@@ -1,0 +1,322 @@
+"""`Engine`: N agents sharing one generative model, stepped together on one backend."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backends
+from .model import GenerativeModel
+from .state import Config, Params, State
+
+_ALGOS = ("fpi",)
+_SELECTIONS = ("deterministic", "stochastic")
+_MODES = ("full", "marginal")
+
+
+def _per_agent_scalar(value, name: str, n: int, dtype) -> np.ndarray:
+    """A scalar or an ``(n,)`` array -> finite ``(n,)`` array of ``dtype``."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or an array of {n} numbers, got {value!r}") from None
+    if arr.ndim == 0:
+        arr = np.full(n, float(arr))
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have shape ({n},) (one per agent); got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite; agent {int(np.argmin(np.isfinite(arr)))} has "
+                         f"{arr[np.argmin(np.isfinite(arr))]}")
+    return arr.astype(dtype)
+
+
+def _choice(value, name, options):
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
+    return value
+
+
+class Engine:
+    """Many active-inference agents on contiguous arrays, with pymdp 1.0.4's numbers.
+
+    Parameters
+    ----------
+    model : GenerativeModel
+        Shared by all agents (arrays without an agent axis are stored once).
+    n_agents : int
+        N, the number of agents.
+    backend : {"numpy", "numba", "cuda", "auto"}
+        Where the arrays live and the step runs. ``FA_GPU_BACKEND`` overrides it.
+    dtype : {"float32", "float64"}
+        Floating type of beliefs and parameters.
+    seed : int
+        Key of the counter-based generator used for stochastic action selection.
+    gamma, alpha : float or ``(N,)`` array
+        Policy precision and action precision (per agent when an array).
+    inference_algo : "fpi"
+        State inference by fixed-point iteration (pymdp's default).
+    num_iter : int
+        FPI sweeps when there are several factors.
+    use_utility, use_states_info_gain, use_param_info_gain : bool
+        Terms of the negative expected free energy.
+    action_selection : {"deterministic", "stochastic"}
+    sampling_mode : {"full", "marginal"}
+        Select a whole policy, or each factor's action from its marginal.
+    learn_A, learn_B, learn_D : bool
+        Dirichlet learning of A, B, D (needs ``pA``/``pB``/``pD`` in the model). A learned array
+        becomes per-agent.
+    lr_pA, lr_pB, lr_pD : float or ``(N,)`` array
+        Learning rates.
+
+    Per-agent state is readable as host copies: ``qs``, ``prior`` (lists of ``(N, S_f)``),
+    ``q_pi``, ``neg_efe`` ``(N, P)``, ``actions`` ``(N, F)`` int64, ``t`` ``(N,)`` int64.
+    """
+
+    def __init__(self, model: GenerativeModel, n_agents: int, backend: str = "numpy",
+                 dtype="float32", seed: int = 0, gamma=1.0, alpha=1.0, inference_algo: str = "fpi",
+                 num_iter: int = 16, use_utility: bool = True, use_states_info_gain: bool = True,
+                 use_param_info_gain: bool = False, action_selection: str = "deterministic",
+                 sampling_mode: str = "full", learn_A: bool = False, learn_B: bool = False,
+                 learn_D: bool = False, lr_pA=1.0, lr_pB=1.0, lr_pD=1.0):
+        if not isinstance(model, GenerativeModel):
+            raise TypeError(f"model must be a fa_gpu.GenerativeModel, got {type(model).__name__}")
+        if isinstance(n_agents, bool) or not isinstance(n_agents, (int, np.integer)) or n_agents < 1:
+            raise ValueError(f"n_agents must be a positive integer, got {n_agents!r}")
+        n = int(n_agents)
+        if model.batch_size is not None and model.batch_size != n:
+            raise ValueError(f"the model has per-agent arrays for {model.batch_size} agents, "
+                             f"but n_agents={n}")
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+        if dt not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dt}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        _choice(inference_algo, "inference_algo", _ALGOS)
+        _choice(action_selection, "action_selection", _SELECTIONS)
+        _choice(sampling_mode, "sampling_mode", _MODES)
+        if isinstance(num_iter, bool) or not isinstance(num_iter, (int, np.integer)) or num_iter < 1:
+            raise ValueError(f"num_iter must be a positive integer, got {num_iter!r}")
+        for flag, counts in (("learn_A", "pA"), ("learn_B", "pB"), ("learn_D", "pD")):
+            if locals()[flag] and getattr(model, counts) is None:
+                raise ValueError(f"{flag}=True needs Dirichlet counts {counts} in the model")
+        if use_param_info_gain and model.pA is None and model.pB is None:
+            raise ValueError("use_param_info_gain=True needs pA or pB in the model")
+
+        self.model = model
+        self.config = Config(
+            n_agents=n, dtype=dt, seed=int(seed), num_obs=tuple(model.num_obs),
+            num_states=tuple(model.num_states), num_controls=tuple(model.num_controls),
+            A_dependencies=tuple(tuple(d) for d in model.A_dependencies),
+            B_dependencies=tuple(tuple(d) for d in model.B_dependencies),
+            policies=model.policies.copy(), inference_algo=inference_algo, num_iter=int(num_iter),
+            use_utility=bool(use_utility), use_states_info_gain=bool(use_states_info_gain),
+            use_param_info_gain=bool(use_param_info_gain), action_selection=action_selection,
+            sampling_mode=sampling_mode, learn_A=bool(learn_A), learn_B=bool(learn_B),
+            learn_D=bool(learn_D))
+        self._backend, self.backend_skipped = backends.resolve(backend)
+        self._params = self._build_params(model, gamma, alpha, lr_pA, lr_pB, lr_pD)
+        self._state = self._build_state()
+        self.reset()
+
+    # -- construction ----------------------------------------------------------------------
+    def _build_params(self, model, gamma, alpha, lr_pA, lr_pB, lr_pD) -> Params:
+        cfg, be = self.config, self._backend
+        n, dt = cfg.n_agents, cfg.dtype
+        flags: dict = {}
+
+        def put(name, arrs, core_ndims, force_per_agent=False):
+            out, fl = [], []
+            for i, (a, core) in enumerate(zip(arrs, core_ndims)):
+                a = np.asarray(a, dtype=dt)
+                per = a.ndim == core + 1 or force_per_agent
+                if per and a.ndim == core:
+                    a = np.broadcast_to(a, (n,) + a.shape)
+                out.append(be.asarray(a, dtype=dt))
+                fl.append(per)
+            flags[name] = fl
+            return out
+
+        a_core = [len(d) + 1 for d in cfg.A_dependencies]
+        b_core = [len(d) + 2 for d in cfg.B_dependencies]
+        ones_f = [1] * cfg.num_factors
+        A = put("A", model.A, a_core, cfg.learn_A)
+        pA = put("pA", model.pA, a_core, cfg.learn_A) if model.pA is not None else None
+        B = put("B", model.B, b_core, cfg.learn_B)
+        pB = put("pB", model.pB, b_core, cfg.learn_B) if model.pB is not None else None
+        D = put("D", model.D, ones_f, cfg.learn_D)
+        pD = put("pD", model.pD, ones_f, cfg.learn_D) if model.pD is not None else None
+        C = put("C", model.C, [1] * cfg.num_modalities)
+        (E,) = put("E", [model.E], [1])
+        xp = be.xp
+        like = lambda arrs: [xp.empty_like(a) for a in arrs]
+        H_core = lambda arrs, name: [xp.empty(a.shape[:1] + a.shape[2:] if per else a.shape[1:], dtype=dt)
+                                     for a, per in zip(arrs, flags[name])]
+        flags.update(logA=flags["A"], H_A=flags["A"])
+        info = cfg.use_param_info_gain
+        if info and pA is not None:
+            flags["wA"] = flags["pA"]
+        if info and pB is not None:
+            flags["wB"] = flags["pB"]
+        p = Params(
+            A=A, B=B, C=C, D=D, E=E, pA=pA, pB=pB, pD=pD, logA=like(A), H_A=H_core(A, "A"),
+            wA=like(pA) if info and pA is not None else None,
+            wB=like(pB) if info and pB is not None else None,
+            gamma=be.asarray(_per_agent_scalar(gamma, "gamma", n, dt)),
+            alpha=be.asarray(_per_agent_scalar(alpha, "alpha", n, dt)),
+            lr_pA=be.asarray(_per_agent_scalar(lr_pA, "lr_pA", n, dt)),
+            lr_pB=be.asarray(_per_agent_scalar(lr_pB, "lr_pB", n, dt)),
+            lr_pD=be.asarray(_per_agent_scalar(lr_pD, "lr_pD", n, dt)),
+            per_agent=flags)
+        be.refresh_A(p, cfg)
+        be.refresh_B(p, cfg)
+        return p
+
+    def _build_state(self) -> State:
+        cfg, xp = self.config, self._backend.xp
+        n, dt = cfg.n_agents, cfg.dtype
+        beliefs = lambda: [xp.zeros((n, s), dtype=dt) for s in cfg.num_states]
+        return State(
+            prior=beliefs(), qs=beliefs(), qs_prev=beliefs(),
+            obs=xp.zeros((n, cfg.num_modalities), dtype=np.int64),
+            q_pi=xp.zeros((n, cfg.num_policies), dtype=dt),
+            neg_efe=xp.zeros((n, cfg.num_policies), dtype=dt),
+            actions=xp.zeros((n, cfg.num_factors), dtype=np.int64),
+            prev_actions=xp.full((n, cfg.num_factors), -1, dtype=np.int64),
+            t=xp.zeros(n, dtype=np.int64))
+
+    # -- input checks ----------------------------------------------------------------------
+    def _check_obs(self, obs) -> np.ndarray:
+        cfg = self.config
+        n, M = cfg.n_agents, cfg.num_modalities
+        if isinstance(obs, (list, tuple)):
+            cols = [np.asarray(o) for o in obs]
+            if len(cols) != M:
+                raise ValueError(f"obs must hold one array per modality ({M}), got {len(cols)}")
+            for m, c in enumerate(cols):
+                if c.shape != (n,):
+                    raise ValueError(f"obs[{m}] must have shape ({n},) (one outcome per agent); got {c.shape}")
+            arr = np.stack(cols, axis=1) if cols else np.zeros((n, 0), dtype=np.int64)
+        else:
+            arr = np.asarray(obs)
+            if arr.shape != (n, M):
+                raise ValueError(f"obs must have shape (n_agents, num_modalities) = ({n}, {M}); got {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"obs must be integer outcome indices, got dtype {arr.dtype}")
+        hi = np.asarray(cfg.num_obs)
+        bad = (arr < 0) | (arr >= hi)
+        if bad.any():
+            a, m = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"obs for agent {a}, modality {m} is {int(arr[a, m])}, outside "
+                             f"[0, {cfg.num_obs[m]})")
+        return arr
+
+    def _check_actions(self, actions) -> np.ndarray:
+        cfg = self.config
+        arr = np.asarray(actions)
+        if arr.shape != (cfg.n_agents, cfg.num_factors):
+            raise ValueError(f"actions must have shape (n_agents, num_factors) = "
+                             f"({cfg.n_agents}, {cfg.num_factors}); got {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"actions must be integers, got dtype {arr.dtype}")
+        bad = (arr < 0) | (arr >= np.asarray(cfg.num_controls))
+        if bad.any():
+            a, f = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"action for agent {a}, factor {f} is {int(arr[a, f])}, outside "
+                             f"[0, {cfg.num_controls[f]})")
+        return arr
+
+    # -- the step --------------------------------------------------------------------------
+    def infer_states(self, obs) -> list:
+        """Posterior over states given outcomes ``obs`` (int ``(N, M)`` or M arrays ``(N,)``)
+        and the current empirical prior. Returns ``qs``: list of ``(N, S_f)`` host arrays."""
+        self._state.obs[...] = self._backend.asarray(self._check_obs(obs), dtype=np.int64)
+        self._backend.infer_states(self._params, self._state, self.config)
+        return self.qs
+
+    def infer_policies(self):
+        """Returns ``(q_pi, neg_efe)``, each ``(N, P)``, for the current ``qs``."""
+        self._backend.infer_policies(self._params, self._state, self.config)
+        return self.q_pi, self.neg_efe
+
+    def infer_parameters(self) -> None:
+        """Dirichlet learning from the last ``obs``, ``qs`` and the previous step's beliefs and
+        action (those enabled by ``learn_A``/``learn_B``/``learn_D``). ``step`` calls it."""
+        self._backend.infer_parameters(self._params, self._state, self.config)
+
+    def sample_action(self) -> np.ndarray:
+        """Actions ``(N, F)`` int64 from ``q_pi`` (uncontrolled factors get 0)."""
+        self._backend.sample_action(self._params, self._state, self.config)
+        return self.actions
+
+    def update_empirical_prior(self, actions) -> list:
+        """Prior for the next step: ``B[f][..., actions[:, f]]`` applied to ``qs``. Advances ``t``.
+        Returns the new prior (list of ``(N, S_f)``)."""
+        act = self._backend.asarray(self._check_actions(actions), dtype=np.int64)
+        self._backend.update_empirical_prior(self._params, self._state, self.config, act)
+        return self.prior
+
+    def step(self, obs) -> np.ndarray:
+        """One full step in pymdp's order: infer_states, infer_policies, infer_parameters (when
+        learning), sample_action, update_empirical_prior. Returns actions ``(N, F)`` int64."""
+        self._state.obs[...] = self._backend.asarray(self._check_obs(obs), dtype=np.int64)
+        self._backend.step(self._params, self._state, self.config)
+        return self._backend.to_host(self._state.actions)
+
+    def reset(self, agents=None) -> None:
+        """Back to the initial prior D (and ``t = 0``, no previous action) for all agents, or for
+        ``agents`` (int indices or a boolean mask of length N). Learned parameters are kept."""
+        cfg, s, p, xp = self.config, self._state, self._params, self._backend.xp
+        if agents is None:
+            idx = slice(None)
+        else:
+            a = np.asarray(agents)
+            if a.dtype == bool:
+                if a.shape != (cfg.n_agents,):
+                    raise ValueError(f"a boolean agents mask must have shape ({cfg.n_agents},); got {a.shape}")
+                a = np.flatnonzero(a)
+            if not np.issubdtype(a.dtype, np.integer) or a.ndim != 1:
+                raise TypeError("agents must be None, a 1-D array of agent indices, or a boolean mask")
+            if a.size and (a.min() < 0 or a.max() >= cfg.n_agents):
+                raise ValueError(f"agents indices must be in [0, {cfg.n_agents}); got {int(a.min())}..{int(a.max())}")
+            idx = self._backend.asarray(a, dtype=np.int64)
+        for f in range(cfg.num_factors):
+            d = p.D[f][idx] if p.per_agent["D"][f] else p.D[f]
+            for arr in (s.prior, s.qs, s.qs_prev):
+                arr[f][idx] = d
+        s.prev_actions[idx] = -1
+        s.t[idx] = 0
+        s.q_pi[idx] = 0
+        s.neg_efe[idx] = 0
+
+    # -- read-only views -------------------------------------------------------------------
+    def _host(self, x):
+        h = self._backend.to_host(x)
+        h.flags.writeable = False
+        return h
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend running this engine."""
+        return self._backend.name
+
+    @property
+    def n_agents(self) -> int:
+        return self.config.n_agents
+
+    qs = property(lambda self: [self._host(x) for x in self._state.qs], doc="Posterior, F x (N, S_f).")
+    prior = property(lambda self: [self._host(x) for x in self._state.prior],
+                     doc="Empirical prior for the next step, F x (N, S_f).")
+    q_pi = property(lambda self: self._host(self._state.q_pi), doc="Policy posterior (N, P).")
+    neg_efe = property(lambda self: self._host(self._state.neg_efe), doc="Negative EFE (N, P).")
+    actions = property(lambda self: self._host(self._state.actions), doc="Last actions (N, F) int64.")
+    t = property(lambda self: self._host(self._state.t), doc="Steps since each agent's reset, (N,) int64.")
+    A = property(lambda self: [self._host(x) for x in self._params.A], doc="Current A (shared or per-agent).")
+    B = property(lambda self: [self._host(x) for x in self._params.B], doc="Current B (shared or per-agent).")
+    D = property(lambda self: [self._host(x) for x in self._params.D], doc="Current D (shared or per-agent).")
+    pA = property(lambda self: None if self._params.pA is None else [self._host(x) for x in self._params.pA])
+    pB = property(lambda self: None if self._params.pB is None else [self._host(x) for x in self._params.pB])
+    pD = property(lambda self: None if self._params.pD is None else [self._host(x) for x in self._params.pD])
+
+    def __repr__(self) -> str:
+        return f"Engine(n_agents={self.n_agents}, backend={self.backend!r}, dtype={self.config.dtype}, {self.model!r})"

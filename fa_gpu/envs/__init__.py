@@ -1,0 +1,1 @@
+"""Vectorized generative processes (environments)."""

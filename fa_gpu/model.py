@@ -1,0 +1,323 @@
+"""`GenerativeModel`: a pymdp 1.0 generative model, validated once, shared by all agents.
+
+Arrays follow pymdp 1.0's layout. Each array is either *shared* (no batch axis: one copy for all
+agents) or *per-agent* (a leading axis of length N):
+
+==========  =====================================  ===================================
+array       shared shape                           meaning
+==========  =====================================  ===================================
+``A[m]``    ``(O_m, S_d0, S_d1, ...)``             p(o_m | s_deps), deps = A_dependencies[m]
+``B[f]``    ``(S_f, S_d0, S_d1, ..., U_f)``        p(s_f' | s_deps, u_f), deps = B_dependencies[f]
+``C[m]``    ``(O_m,)``                             log preferences over outcomes
+``D[f]``    ``(S_f,)``                             initial state prior
+``E``       ``(P,)``                               prior over policies
+``pA[m]``   as ``A[m]``                            Dirichlet counts over A[m]
+``pB[f]``   as ``B[f]``                            Dirichlet counts over B[f]
+``pD[f]``   as ``D[f]``                            Dirichlet counts over D[f]
+==========  =====================================  ===================================
+
+Validation happens on construction: every rule that fails raises a ``ValueError`` (or
+``TypeError`` for non-numeric input) naming the array, the index and the rule. Nothing is
+silently renormalized or clipped.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["GenerativeModel", "construct_policies"]
+
+
+def construct_policies(num_controls: Sequence[int], policy_len: int = 1) -> np.ndarray:
+    """All policies in pymdp's order: the product over (time, factor), last factor fastest.
+
+    Returns an int64 array ``(P, policy_len, F)`` with ``P = prod(num_controls) ** policy_len``.
+    """
+    num_factors = len(num_controls)
+    flat = itertools.product(*[range(u) for u in list(num_controls) * policy_len])
+    pols = np.array(list(flat), dtype=np.int64)
+    return pols.reshape(-1, policy_len, num_factors)
+
+
+def _tol(dtype: np.dtype) -> float:
+    """Normalization tolerance for a dtype: loose enough for values rounded to that dtype."""
+    return 1e-4 if np.dtype(dtype).itemsize <= 4 else 1e-8
+
+
+def _as_array(x, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # e.g. ragged nested lists
+        raise TypeError(f"{name} must be an array of numbers ({exc})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must be an array of numbers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def _as_list(x, name: str) -> list:
+    if isinstance(x, np.ndarray) and x.dtype != object:
+        raise TypeError(f"{name} must be a list of arrays (one per modality/factor), got a single array")
+    if not isinstance(x, (list, tuple, np.ndarray)):
+        raise TypeError(f"{name} must be a list of arrays, got {type(x).__name__}")
+    return list(x)
+
+
+class GenerativeModel:
+    """A pymdp 1.0 generative model for a population of agents.
+
+    Parameters
+    ----------
+    A : list of M arrays ``(O_m, *S_deps)`` or ``(N, O_m, *S_deps)``
+        Observation likelihoods; columns (axis ``O_m``) sum to 1.
+    B : list of F arrays ``(S_f, *S_deps, U_f)`` or ``(N, S_f, *S_deps, U_f)``
+        Transition likelihoods; columns (axis ``S_f``) sum to 1.
+    C : list of M arrays ``(O_m,)`` or ``(N, O_m)``, optional
+        Log preferences. Default (as pymdp 1.0): ``1 / O_m`` everywhere.
+    D : list of F arrays ``(S_f,)`` or ``(N, S_f)``, optional
+        Initial state priors, each summing to 1. Default uniform.
+    E : array ``(P,)`` or ``(N, P)``, optional
+        Prior over policies, summing to 1. Default uniform.
+    pA, pB, pD : lists like A, B, D, optional
+        Dirichlet counts (non-negative, every column with a positive total) for learning and
+        parameter information gain.
+    A_dependencies : list of M lists of factor indices, optional
+        Factors each modality depends on (axis order of ``A[m]``). Default: all factors.
+    B_dependencies : list of F lists of factor indices, optional
+        Factors each factor's transition depends on; must contain f. Default ``[[f]]``.
+    control_fac_idx : list of int, optional
+        Controllable factors; default the factors with more than one action.
+    policy_len : int
+        Planning horizon used to enumerate policies when ``policies`` is None.
+    policies : int array ``(P, T, F)``, optional
+        Explicit policy set; overrides ``policy_len`` (which becomes ``T``).
+
+    Attributes
+    ----------
+    num_obs, num_states, num_controls : list of int
+    num_modalities, num_factors, num_policies, policy_len : int
+    policies : int64 array ``(P, policy_len, F)``
+    batch_size : int or None
+        N when any array has a per-agent axis, else None.
+    """
+
+    def __init__(self, A, B, C=None, D=None, E=None, pA=None, pB=None, pD=None,
+                 A_dependencies=None, B_dependencies=None, control_fac_idx=None,
+                 policy_len: int = 1, policies=None):
+        A = [_as_array(a, f"A[{m}]") for m, a in enumerate(_as_list(A, "A"))]
+        B = [_as_array(b, f"B[{f}]") for f, b in enumerate(_as_list(B, "B"))]
+        if not A:
+            raise ValueError("A must hold at least one modality")
+        if not B:
+            raise ValueError("B must hold at least one factor")
+        self.num_modalities, self.num_factors = len(A), len(B)
+        F, M = self.num_factors, self.num_modalities
+        self._batch: dict[str, int] = {}
+
+        self.B_dependencies = self._deps(B_dependencies, "B_dependencies", F, [[f] for f in range(F)])
+        self.A_dependencies = self._deps(A_dependencies, "A_dependencies", M, [list(range(F))] * M)
+        for f, deps in enumerate(self.B_dependencies):
+            if f not in deps:
+                raise ValueError(f"B_dependencies[{f}] must contain factor {f} itself, got {deps}")
+
+        # num_states comes from B: the axis of factor f inside B[f]
+        self.num_states = []
+        for f, b in enumerate(B):
+            core = len(self.B_dependencies[f]) + 2
+            self._check_ndim(b, f"B[{f}]", core)
+            self.num_states.append(int(b.shape[b.ndim - core + 1 + self.B_dependencies[f].index(f)]))
+        for f, b in enumerate(B):
+            deps = self.B_dependencies[f]
+            expect = (self.num_states[f], *[self.num_states[d] for d in deps])
+            got = b.shape[b.ndim - len(deps) - 2:-1]
+            if got != expect:
+                raise ValueError(f"B[{f}] must have shape (S_f, *S_deps, U) = {expect + ('U',)} for "
+                                 f"B_dependencies[{f}]={deps}; got {b.shape}")
+        self.num_controls = [int(b.shape[-1]) for b in B]
+        for m, a in enumerate(A):
+            deps = self.A_dependencies[m]
+            self._check_ndim(a, f"A[{m}]", len(deps) + 1)
+            expect = tuple(self.num_states[d] for d in deps)
+            if a.shape[a.ndim - len(deps):] != expect:
+                raise ValueError(f"A[{m}] trailing axes must be the states of factors {deps}, {expect}; "
+                                 f"got shape {a.shape}")
+        self.num_obs = [int(a.shape[a.ndim - len(self.A_dependencies[m]) - 1]) for m, a in enumerate(A)]
+
+        for m, a in enumerate(A):
+            self._check_distribution(a, f"A[{m}]", len(self.A_dependencies[m]) + 1)
+        for f, b in enumerate(B):
+            self._check_distribution(b, f"B[{f}]", len(self.B_dependencies[f]) + 2)
+
+        # control factors and policies
+        if control_fac_idx is None:
+            self.control_fac_idx = [f for f in range(F) if self.num_controls[f] > 1]
+        else:
+            self.control_fac_idx = [int(i) for i in control_fac_idx]
+            for i in self.control_fac_idx:
+                if not 0 <= i < F:
+                    raise ValueError(f"control_fac_idx entry {i} is not a factor index in [0, {F})")
+                if self.num_controls[i] < 2:
+                    raise ValueError(f"control_fac_idx names factor {i}, but B[{i}] has "
+                                     f"{self.num_controls[i]} action(s); a controllable factor needs >= 2")
+        if policies is None:
+            if int(policy_len) != policy_len or policy_len < 1:
+                raise ValueError(f"policy_len must be a positive integer, got {policy_len}")
+            self.policies = construct_policies(self.num_controls, int(policy_len))
+        else:
+            pol = np.asarray(policies)
+            if not np.issubdtype(pol.dtype, np.integer):
+                raise TypeError(f"policies must be integers, got dtype {pol.dtype}")
+            if pol.ndim != 3 or pol.shape[2] != F or pol.shape[0] < 1 or pol.shape[1] < 1:
+                raise ValueError(f"policies must have shape (P, policy_len, {F}); got {pol.shape}")
+            for f in range(F):
+                bad = np.argwhere((pol[:, :, f] < 0) | (pol[:, :, f] >= self.num_controls[f]))
+                if len(bad):
+                    p, t = bad[0]
+                    raise ValueError(f"policies[{p}, {t}, {f}] = {pol[p, t, f]} is outside the "
+                                     f"{self.num_controls[f]} actions of factor {f}")
+            self.policies = pol.astype(np.int64)
+        self.num_policies, self.policy_len = int(self.policies.shape[0]), int(self.policies.shape[1])
+
+        # preferences and priors
+        C = ([np.full(o, 1.0 / o) for o in self.num_obs] if C is None
+             else [_as_array(c, f"C[{m}]") for m, c in enumerate(_as_list(C, "C"))])
+        self._check_len(C, "C", M, "modalities")
+        for m, c in enumerate(C):
+            self._check_vector(c, f"C[{m}]", self.num_obs[m])
+            self._check_finite(c, f"C[{m}]")
+        D = ([np.full(s, 1.0 / s) for s in self.num_states] if D is None
+             else [_as_array(d, f"D[{f}]") for f, d in enumerate(_as_list(D, "D"))])
+        self._check_len(D, "D", F, "factors")
+        for f, d in enumerate(D):
+            self._check_vector(d, f"D[{f}]", self.num_states[f])
+            self._check_distribution(d, f"D[{f}]", 1)
+        E = np.full(self.num_policies, 1.0 / self.num_policies) if E is None else _as_array(E, "E")
+        self._check_vector(E, "E", self.num_policies)
+        self._check_distribution(E, "E", 1)
+
+        # Dirichlet counts
+        pA = self._counts(pA, "pA", A, M)
+        pB = self._counts(pB, "pB", B, F)
+        pD = self._counts(pD, "pD", D, F)
+
+        self.A, self.B, self.C, self.D, self.E = A, B, C, D, E
+        self.pA, self.pB, self.pD = pA, pB, pD
+        sizes = set(self._batch.values())
+        if len(sizes) > 1:
+            raise ValueError(f"per-agent arrays disagree on the number of agents: {self._batch}")
+        self.batch_size = sizes.pop() if sizes else None
+
+    # -- validation helpers ------------------------------------------------------------------
+    @staticmethod
+    def _deps(deps, name, n, default):
+        if deps is None:
+            return [list(d) for d in default]
+        deps = [list(map(int, d)) for d in deps]
+        if len(deps) != n:
+            raise ValueError(f"{name} must have {n} entries, got {len(deps)}")
+        for i, d in enumerate(deps):
+            if not d:
+                raise ValueError(f"{name}[{i}] is empty; each entry needs at least one factor")
+            if len(set(d)) != len(d):
+                raise ValueError(f"{name}[{i}] = {d} repeats a factor")
+        return deps
+
+    def _check_ndim(self, arr, name, core):
+        if arr.ndim == core + 1:
+            self._batch[name] = arr.shape[0]
+        elif arr.ndim != core:
+            raise ValueError(f"{name} must have {core} axes (or {core + 1} with a leading agent axis); "
+                             f"got shape {arr.shape}")
+
+    def _check_vector(self, arr, name, size):
+        self._check_ndim(arr, name, 1)
+        if arr.shape[-1] != size:
+            raise ValueError(f"{name} must have length {size} on its last axis; got shape {arr.shape}")
+
+    @staticmethod
+    def _check_len(lst, name, n, what):
+        if len(lst) != n:
+            raise ValueError(f"{name} must have one entry per {what[:-1]} ({n} {what}), got {len(lst)}")
+
+    @staticmethod
+    def _check_finite(arr, name):
+        if not np.all(np.isfinite(arr)):
+            idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+            raise ValueError(f"{name} must be finite; entry {idx} is {arr[idx]}")
+
+    def _check_distribution(self, arr, name, core):
+        """Non-negative, finite, sums to 1 over the first core axis."""
+        self._check_finite(arr, name)
+        if np.any(arr < 0):
+            idx = tuple(int(i) for i in np.argwhere(arr < 0)[0])
+            raise ValueError(f"{name} must be non-negative; entry {idx} is {arr[idx]}")
+        axis = arr.ndim - core
+        sums = arr.sum(axis=axis)
+        bad = np.argwhere(np.abs(sums - 1.0) > _tol(arr.dtype))
+        if len(bad):
+            col = tuple(int(i) for i in bad[0])
+            what = "columns" if core > 1 else "entries"
+            raise ValueError(f"{name} {what} must sum to 1; "
+                             f"{'column ' + str(col) if col else 'it'} sums to {float(sums[tuple(bad[0])]):.6g}")
+
+    def _counts(self, counts, name, like, n):
+        if counts is None:
+            return None
+        counts = [_as_array(c, f"{name}[{i}]") for i, c in enumerate(_as_list(counts, name))]
+        self._check_len(counts, name, n, "modalities" if name == "pA" else "factors")
+        for i, (c, ref) in enumerate(zip(counts, like)):
+            core = ref.ndim - (1 if f"{name[1:]}[{i}]" in self._batch else 0)
+            nm = f"{name}[{i}]"
+            self._check_ndim(c, nm, core)
+            if c.shape[c.ndim - core:] != ref.shape[ref.ndim - core:]:
+                raise ValueError(f"{nm} must have the shape of {name[1:]}[{i}], "
+                                 f"{ref.shape[ref.ndim - core:]}; got {c.shape}")
+            self._check_finite(c, nm)
+            if np.any(c < 0):
+                idx = tuple(int(j) for j in np.argwhere(c < 0)[0])
+                raise ValueError(f"Dirichlet counts {nm} must be non-negative; entry {idx} is {c[idx]}")
+            tot = c.sum(axis=c.ndim - core)
+            if np.any(tot <= 0):
+                col = tuple(int(j) for j in np.argwhere(tot <= 0)[0])
+                raise ValueError(f"Dirichlet counts {nm} must be positive in every column; "
+                                 f"column {col} sums to 0")
+        return counts
+
+    # -- constructors ------------------------------------------------------------------------
+    @classmethod
+    def from_pymdp(cls, agent) -> "GenerativeModel":
+        """Build from a pymdp 1.0 ``Agent``.
+
+        pymdp stores every array with a batch axis; arrays identical across the batch become
+        shared here, others stay per-agent. Dependencies, control factors and policies carry over.
+        """
+        def unbatch(arrs):
+            if arrs is None:
+                return None
+            out = []
+            for x in arrs:
+                x = np.asarray(x)
+                out.append(x[0] if np.all(x == x[:1]) else x)
+            return out
+
+        return cls(
+            A=unbatch(agent.A), B=unbatch(agent.B), C=unbatch(agent.C), D=unbatch(agent.D),
+            E=unbatch([agent.E])[0], pA=unbatch(agent.pA), pB=unbatch(agent.pB),
+            A_dependencies=agent.A_dependencies, B_dependencies=agent.B_dependencies,
+            control_fac_idx=agent.control_fac_idx,
+            policies=np.asarray(agent.policies.policy_arr),
+        )
+
+    def is_shared(self, name: str) -> bool:
+        """True when array ``name`` (e.g. ``"A[0]"``, ``"E"``) has no per-agent axis."""
+        return name not in self._batch
+
+    def __repr__(self) -> str:
+        return (f"GenerativeModel(num_obs={self.num_obs}, num_states={self.num_states}, "
+                f"num_controls={self.num_controls}, policies={self.num_policies}x{self.policy_len}, "
+                f"batch_size={self.batch_size})")

@@ -1,0 +1,291 @@
+"""The readable reference algorithm: one active-inference step for N agents at once.
+
+Array-generic: every function takes arrays of one array module ``xp`` (NumPy, or CuPy
+unchanged) and never loops over agents. It is the oracle every fast backend is tested against,
+and it reproduces pymdp 1.0.4 (``fpi`` inference, expected free energy, action selection,
+Dirichlet learning) to floating-point rounding.
+
+Conventions: ``N`` agents; per-agent arrays carry a leading ``N`` axis; model arrays are either
+per-agent ``(N, ...)`` or shared (no ``N`` axis) and every function takes a ``batched`` flag or
+checks ``ndim`` to tell. Beliefs ``qs[f]`` are ``(N, S_f)``; observations ``(N, M)`` ints.
+"""
+from __future__ import annotations
+
+import string
+
+import numpy as np
+
+from . import rng
+
+#: Floor applied before every log and Dirichlet normalization (pymdp's ``MINVAL``).
+MINVAL = float(np.finfo(np.float64).eps)
+
+
+# -- small array helpers ---------------------------------------------------------------------
+def log_stable(x, xp=np):
+    """``log(max(x, MINVAL))`` elementwise."""
+    return xp.log(xp.maximum(x, MINVAL))
+
+
+def softmax(x, xp=np, axis=-1):
+    """Softmax over ``axis`` with the max subtracted first (as ``jax.nn.softmax``)."""
+    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def xlogx(x, xp=np):
+    """``x * log(max(x, MINVAL))`` with ``0 log 0 = 0``."""
+    return x * log_stable(x, xp)
+
+
+def batched(x, n: int, core_ndim: int, xp=np):
+    """View a shared ``(*core)`` array as ``(n, *core)`` (no copy); per-agent arrays pass through."""
+    return x if x.ndim == core_ndim + 1 else xp.broadcast_to(x, (n,) + x.shape)
+
+
+def contract(T, vecs, keep=None, xp=np):
+    """Contract a per-agent tensor with per-agent vectors on all axes but ``keep``.
+
+    T : ``(N, d0, ..., d_{k-1})``; vecs : the ``(N, d_i)`` for every axis ``i != keep``, in axis
+    order; keep : the axis (0..k-1) left open, or None. Returns ``(N, d_keep)`` or ``(N,)``.
+    """
+    k = T.ndim - 1
+    letters = string.ascii_lowercase[:k]
+    out = "z" + (letters[keep] if keep is not None else "")
+    ins = ["z" + letters] + ["z" + letters[i] for i in range(k) if i != keep]
+    return xp.einsum(",".join(ins) + "->" + out, T, *vecs)
+
+
+# -- state inference -------------------------------------------------------------------------
+def log_likelihoods(logA, obs, xp=np):
+    """Per-modality log-likelihoods of the observed outcomes.
+
+    logA : list of per-agent views ``(N, O_m, *S_deps)`` of ``log_stable(A[m])``; obs : int
+    ``(N, M)``. Returns a list of ``(N, *S_deps)``.
+    """
+    n = obs.shape[0]
+    return [la[xp.arange(n), obs[:, m]] for m, la in enumerate(logA)]
+
+
+def infer_states(ll, prior, A_dependencies, num_iter: int, xp=np):
+    """Fixed-point iteration (pymdp ``run_factorized_fpi``).
+
+    ll : list of per-modality log-likelihoods ``(N, *S_deps)``; prior : list of ``(N, S_f)``.
+    One factor: exact single pass. Several: ``num_iter`` parallel (Jacobi) sweeps from uniform
+    beliefs, no early stop. Returns ``qs``: list of ``(N, S_f)``.
+    """
+    log_prior = [log_stable(p, xp) for p in prior]
+    if len(prior) == 1:
+        return [softmax(sum(ll) + log_prior[0], xp)]
+    log_q = [xp.zeros_like(lp) for lp in log_prior]
+    for _ in range(num_iter):
+        q = [softmax(x, xp) for x in log_q]
+        new = [lp.copy() for lp in log_prior]
+        for m, deps in enumerate(A_dependencies):
+            for i, f in enumerate(deps):
+                others = [q[d] for j, d in enumerate(deps) if j != i]
+                new[f] = new[f] + contract(ll[m], others, keep=i, xp=xp)
+        log_q = new
+    return [softmax(x, xp) for x in log_q]
+
+
+def expected_state(qs, B, actions, B_dependencies, xp=np):
+    """One transition: ``qs'[f] = sum_deps B[f][:, deps, u_f] prod qs[deps]``.
+
+    qs : list of ``(N, S_f)``; B : list of per-agent ``(N, S_f, *S_deps, U_f)`` arrays (shared ones
+    broadcast by the caller); actions : int ``(N, F)`` or a length-F sequence shared by all agents.
+    Returns a list of ``(N, S_f)``.
+    """
+    n = qs[0].shape[0]
+    out = []
+    for f, deps in enumerate(B_dependencies):
+        u = actions[:, f] if getattr(actions, "ndim", 1) == 2 else actions[f]
+        Bu = B[f][xp.arange(n), ..., u] if getattr(actions, "ndim", 1) == 2 else B[f][..., int(u)]
+        out.append(contract(Bu, [qs[d] for d in deps], keep=0, xp=xp))
+    return out
+
+
+# -- policy inference ------------------------------------------------------------------------
+def neg_efe(qs, A, B, C, policies, A_dependencies, B_dependencies, *, H_A=None,
+            use_utility=True, use_states_info_gain=True, wA=None, wB=None, xp=np):
+    """Negative expected free energy of every policy (pymdp ``compute_neg_efe_policy``).
+
+    qs : list of ``(N, S_f)``; A, B : per-agent views ``(N, ...)``; C : list of ``(N, O_m)``;
+    policies : int ``(P, T, F)`` (host NumPy); H_A : list of ``(N, *S_deps)`` conditional outcome
+    entropies ``-sum_o A log A``; wA, wB : per-agent Dirichlet weights (``dirichlet_weights``)
+    for parameter information gain, or None. Returns ``(N, P)``.
+    """
+    n = qs[0].shape[0]
+    P, T, _ = policies.shape
+    G = xp.zeros((n, P), dtype=qs[0].dtype)
+    for p in range(P):
+        q = qs
+        g = xp.zeros(n, dtype=qs[0].dtype)
+        for t in range(T):
+            u = policies[p, t]
+            q_next = expected_state(q, B, u, B_dependencies, xp)
+            qo = [contract(A[m], [q_next[d] for d in deps], keep=0, xp=xp)
+                  for m, deps in enumerate(A_dependencies)]
+            if use_states_info_gain:
+                for m, deps in enumerate(A_dependencies):
+                    g = g + (-xp.sum(xlogx(qo[m], xp), axis=-1)
+                             - contract(H_A[m], [q_next[d] for d in deps], xp=xp))
+            if use_utility:
+                for m in range(len(qo)):
+                    g = g + xp.sum(qo[m] * C[m], axis=-1)
+            if wA is not None:
+                for m, deps in enumerate(A_dependencies):
+                    g = g - xp.sum(qo[m] * contract(wA[m], [q_next[d] for d in deps], keep=0, xp=xp), -1)
+            if wB is not None:
+                for f, deps in enumerate(B_dependencies):
+                    w = contract(wB[f][..., int(u[f])], [q[d] for d in deps], keep=0, xp=xp)
+                    g = g - xp.sum(q_next[f] * w, axis=-1)
+            q = q_next
+        G[:, p] = g
+    return G
+
+
+def policy_posterior(G, E, gamma, xp=np):
+    """``q_pi = softmax(gamma * G + log E)``; G ``(N, P)``, E ``(N, P)``, gamma ``(N,)``."""
+    return softmax(gamma[:, None] * G + log_stable(E, xp), xp)
+
+
+def conditional_entropy(A_m, axis: int, xp=np):
+    """``H[A](s) = -sum_o A[o, s] log A[o, s]``, summing over the outcome ``axis``."""
+    return -xp.sum(xlogx(A_m, xp), axis=axis)
+
+
+def digamma(x, xp=np):
+    """Digamma for ``x >= 1`` (float64 accurate to ~1e-15): recurrence up to 10, then the
+    asymptotic series. Only ever called on ``counts + 1``."""
+    x = xp.asarray(x, dtype=np.float64)
+    acc = xp.zeros_like(x)
+    for _ in range(10):
+        small = x < 10.0
+        acc = acc - xp.where(small, 1.0 / x, 0.0)
+        x = xp.where(small, x + 1.0, x)
+    inv = 1.0 / x
+    inv2 = inv * inv
+    series = inv2 * (1.0 / 12 - inv2 * (1.0 / 120 - inv2 * (1.0 / 252 - inv2 * (1.0 / 240 - inv2 / 132))))
+    return acc + xp.log(x) - 0.5 * inv - series
+
+
+def dirichlet_weights(counts, axis: int, xp=np):
+    """pymdp's exact parameter-information-gain weights (``spm_wnorm``), masked to counts > 0.
+
+    ``w = -(log S - log a + psi(a + 1) - psi(S + 1)) * (a > 0)`` with ``a = max(counts, MINVAL)``
+    and ``S`` the sum of ``a`` over ``axis`` (the outcome / next-state axis).
+    """
+    a = xp.maximum(counts, MINVAL)
+    s = xp.maximum(xp.sum(a, axis=axis, keepdims=True), MINVAL)
+    w = -(xp.log(s) - xp.log(a) + digamma(a + 1.0, xp) - digamma(s + 1.0, xp))
+    return (w * (counts > 0)).astype(counts.dtype)
+
+
+# -- action selection ------------------------------------------------------------------------
+def action_marginals(q_pi, policies, num_controls, xp=np):
+    """Per factor, the probability of each first action: list of ``(N, U_f)``."""
+    first = policies[:, 0, :]
+    out = []
+    for f, nu in enumerate(num_controls):
+        onehot = (first[:, f][:, None] == np.arange(nu)[None, :]).astype(np.float64)
+        out.append(q_pi @ xp.asarray(onehot, dtype=q_pi.dtype))
+    return out
+
+
+def categorical(probs, alpha, u, xp=np):
+    """Draw from ``softmax(alpha * log probs)`` by inverse CDF with uniforms ``u``.
+
+    probs ``(N, K)``; alpha ``(N,)``; u ``(N,)`` in [0, 1). All in float64 so every backend
+    draws the same index. Returns int64 ``(N,)``.
+    """
+    x = alpha[:, None].astype(np.float64) * log_stable(probs.astype(np.float64), xp)
+    w = xp.exp(x - xp.max(x, axis=1, keepdims=True))
+    cum = xp.cumsum(w, axis=1)
+    target = u * cum[:, -1]
+    idx = xp.sum(cum <= target[:, None], axis=1)
+    return xp.minimum(idx, probs.shape[1] - 1).astype(np.int64)
+
+
+def sample_action(q_pi, policies, num_controls, *, action_selection, sampling_mode, alpha,
+                  seed, agent_ids, steps, xp=np):
+    """Actions ``(N, F)`` int64 (pymdp ``sample_policy`` / ``sample_action``).
+
+    ``full``: pick a policy (argmax of q_pi, or a draw from ``softmax(alpha log q_pi)``) and take
+    its first action. ``marginal``: per factor, the marginal of each first action, then argmax or
+    a draw. Draws use the counter-based generator keyed by (seed, agent id, step, draw index).
+    """
+    pols = xp.asarray(policies[:, 0, :])
+    if sampling_mode == "full":
+        if action_selection == "deterministic":
+            idx = xp.argmax(q_pi, axis=1)
+        else:
+            idx = categorical(q_pi, alpha, rng.uniform(seed, agent_ids, steps, 0, xp), xp)
+        return pols[idx]
+    margs = action_marginals(q_pi, policies, num_controls, xp)
+    cols = []
+    for f, mg in enumerate(margs):
+        if action_selection == "deterministic":
+            cols.append(xp.argmax(mg, axis=1))
+        else:
+            cols.append(categorical(mg, alpha, rng.uniform(seed, agent_ids, steps, f, xp), xp))
+    return xp.stack(cols, axis=1).astype(np.int64)
+
+
+# -- learning --------------------------------------------------------------------------------
+def dirichlet_mean(counts, axis: int, xp=np):
+    """Expected categorical of Dirichlet counts over ``axis`` (pymdp ``dirichlet_expected_value``)."""
+    a = xp.maximum(counts, MINVAL)
+    return a / xp.sum(a, axis=axis, keepdims=True)
+
+
+def outer(vecs, xp=np):
+    """Per-agent outer product of ``(N, d_i)`` vectors: ``(N, d0, d1, ...)``."""
+    out = vecs[0]
+    for v in vecs[1:]:
+        out = out[..., None] * v.reshape((v.shape[0],) + (1,) * (out.ndim - 1) + (v.shape[1],))
+    return out
+
+
+def learn_A(pA, obs, qs, A_dependencies, lr, xp=np):
+    """In place: ``pA[m] += lr * onehot(o_m) (x) qs[deps]``; returns the new A (list, per-agent),
+    the Dirichlet mean of ``pA`` (pymdp re-derives A at every step, the first included).
+
+    pA : list of per-agent ``(N, O_m, *S_deps)``; obs ``(N, M)``; lr ``(N,)``.
+    """
+    n = obs.shape[0]
+    A = []
+    for m, deps in enumerate(A_dependencies):
+        onehot = (obs[:, m][:, None] == xp.arange(pA[m].shape[1])[None, :]).astype(pA[m].dtype)
+        upd = outer([onehot] + [qs[d] for d in deps], xp)
+        pA[m] += lr.reshape((n,) + (1,) * (upd.ndim - 1)).astype(pA[m].dtype) * upd
+        A.append(dirichlet_mean(pA[m], 1, xp))
+    return A
+
+
+def learn_B(pB, B, qs, qs_prev, prev_actions, B_dependencies, lr, xp=np):
+    """In place: ``pB[f][:, deps, a] += lr * qs[f] (x) qs_prev[deps]`` for the agents whose previous
+    action ``a`` is valid (all factors >= 0); those agents' ``B[f]`` becomes the Dirichlet mean of
+    ``pB[f]``, the others' is unchanged. pB, B : per-agent ``(N, S_f, *S_deps, U_f)``. Returns the
+    new B (list)."""
+    n = qs[0].shape[0]
+    valid = xp.all(prev_actions >= 0, axis=1)
+    out = []
+    for f, deps in enumerate(B_dependencies):
+        nu = pB[f].shape[-1]
+        onehot = (prev_actions[:, f][:, None] == xp.arange(nu)[None, :]) & valid[:, None]
+        upd = outer([qs[f]] + [qs_prev[d] for d in deps] + [onehot.astype(pB[f].dtype)], xp)
+        pB[f] += lr.reshape((n,) + (1,) * (upd.ndim - 1)).astype(pB[f].dtype) * upd
+        keep = valid.reshape((n,) + (1,) * (upd.ndim - 1))
+        out.append(xp.where(keep, dirichlet_mean(pB[f], 1, xp), B[f]))
+    return out
+
+
+def learn_D(pD, D, qs, lr, mask, xp=np):
+    """In place: ``pD[f] += lr * qs[f]`` for agents in ``mask`` (bool ``(N,)``: their first step);
+    those agents' ``D[f]`` becomes the Dirichlet mean of ``pD[f]``. Returns the new D (list)."""
+    out = []
+    for f in range(len(pD)):
+        pD[f] += (lr * mask)[:, None].astype(pD[f].dtype) * qs[f]
+        out.append(xp.where(mask[:, None], dirichlet_mean(pD[f], 1, xp), D[f]))
+    return out
