@@ -242,7 +242,8 @@ class GenerativeModel:
     @staticmethod
     def _check_len(lst, name, n, what):
         if len(lst) != n:
-            raise ValueError(f"{name} must have one entry per {what[:-1]} ({n} {what}), got {len(lst)}")
+            one = {"modalities": "modality", "factors": "factor"}[what]
+            raise ValueError(f"{name} must have one entry per {one} ({n} {what}), got {len(lst)}")
 
     @staticmethod
     def _check_finite(arr, name):

@@ -116,7 +116,7 @@ CASES = [
 
 
 def build(case: Case, n: int, seed: int, backend="numpy", dtype="float64", **extra):
-    """(GenerativeModel, Engine) for ``case``."""
+    """(GenerativeModel, Engine) for ``case``; ``seed`` keys both the model and the engine's RNG."""
     model = fa_gpu.GenerativeModel(**make_model_arrays(case, seed))
     kw = engine_kwargs(case, n, seed)
     kw.update(extra)

@@ -1,0 +1,189 @@
+"""Engine behaviour beyond the pymdp cross-validation: randomness, learning of D, reset, views."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fa_gpu
+from fa_gpu import reference as ref
+from fa_gpu import rng
+from randmodels import CASES, build, make_model_arrays, random_obs
+
+
+def test_rng_is_a_pure_function_of_the_key():
+    agents = np.arange(1000)
+    a = rng.uniform(5, agents, 3, 0)
+    np.testing.assert_array_equal(a, rng.uniform(5, agents, 3, 0))
+    assert np.all((a >= 0) & (a < 1))
+    # every key component changes the draw
+    for other in (rng.uniform(6, agents, 3, 0), rng.uniform(5, agents, 4, 0), rng.uniform(5, agents, 3, 1),
+                  rng.uniform(5, agents + 1, 3, 0)):
+        assert np.mean(a == other) < 0.01
+    # scalar and broadcast calls agree
+    assert rng.uniform(5, 17, 3, 0) == a[17]
+
+
+def test_rng_uniformity():
+    u = rng.uniform(1, np.arange(200_000), np.arange(200_000) % 7, 2)
+    hist, _ = np.histogram(u, bins=20, range=(0, 1))
+    expected = len(u) / 20
+    chi2 = np.sum((hist - expected) ** 2 / expected)
+    assert chi2 < 45  # 19 dof: p ~ 0.0007
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.01
+
+
+def _stochastic_engine(sampling_mode, n, alpha, seed=3):
+    case = CASES[9]  # 2 factors, 3 x 2 actions
+    return build(case, n, seed, sampling_mode=sampling_mode, action_selection="stochastic", alpha=alpha)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.5])
+def test_stochastic_full_frequencies_follow_q_pi(alpha):
+    n = 30_000
+    model, eng = _stochastic_engine("full", n, alpha)
+    eng.infer_states(np.zeros((n, 1), dtype=np.int64))
+    q_pi, _ = eng.infer_policies()
+    assert np.allclose(q_pi, q_pi[0])  # same obs and prior: every agent has the same q_pi
+    acts = eng.sample_action()
+    p = ref.softmax(alpha * ref.log_stable(q_pi[0]))
+    first = model.policies[:, 0, :]
+    for a0 in range(3):
+        for a1 in range(2):
+            expect = p[(first[:, 0] == a0) & (first[:, 1] == a1)].sum()
+            freq = np.mean((acts[:, 0] == a0) & (acts[:, 1] == a1))
+            assert abs(freq - expect) < 5 * np.sqrt(expect * (1 - expect) / n) + 1e-3, (a0, a1, freq, expect)
+
+
+def test_stochastic_marginal_frequencies_follow_marginals():
+    n, alpha = 30_000, 1.7
+    model, eng = _stochastic_engine("marginal", n, alpha)
+    eng.infer_states(np.ones((n, 1), dtype=np.int64))
+    q_pi, _ = eng.infer_policies()
+    acts = eng.sample_action()
+    for f, nu in enumerate(model.num_controls):
+        marg = np.array([q_pi[0][model.policies[:, 0, f] == a].sum() for a in range(nu)])
+        p = ref.softmax(alpha * ref.log_stable(marg))
+        freq = np.bincount(acts[:, f], minlength=nu) / n
+        assert np.all(np.abs(freq - p) < 5 * np.sqrt(p * (1 - p) / n) + 1e-3), (f, freq, p)
+
+
+def test_stochastic_actions_depend_on_seed_only():
+    case = CASES[1]
+    obs = random_obs(case, 64, 6, 0)
+    runs = []
+    for seed in (11, 11, 12):
+        _, e = build(case, 64, seed, action_selection="stochastic")
+        runs.append(np.stack([e.step(o) for o in obs]))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert np.mean(runs[0] != runs[2]) > 0.1
+
+
+def test_step_equals_the_methods_in_pymdp_order():
+    case = CASES[32]  # learning A and B, param info gain, policy_len 2
+    obs = random_obs(case, 6, 5, 1)
+    _, a = build(case, 6, 1)
+    _, b = build(case, 6, 1)
+    for o in obs:
+        act = a.step(o)
+        b.infer_states(o)
+        b.infer_policies()
+        b.infer_parameters()
+        np.testing.assert_array_equal(act, b.sample_action())
+        b.update_empirical_prior(act)
+        for x, y in zip(a.qs + a.prior + a.pA + a.pB, b.qs + b.prior + b.pA + b.pB):
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a.t, np.full(6, 5))
+
+
+def test_learn_D_on_first_step_only():
+    case = CASES[9]
+    arrs = make_model_arrays(case, 4)
+    arrs["pD"] = [np.array([1.0, 2.0, 0.5]), np.array([0.3, 0.9])]
+    model = fa_gpu.GenerativeModel(**arrs)
+    n, lr = 3, np.array([0.5, 1.0, 2.0])
+    eng = fa_gpu.Engine(model, n, dtype="float64", learn_D=True, lr_pD=lr)
+    obs = random_obs(case, n, 3, 4)
+    eng.step(obs[0])
+    qs0 = eng.qs
+    for f in range(2):
+        expect_pD = arrs["pD"][f][None, :] + lr[:, None] * qs0[f]
+        np.testing.assert_allclose(eng.pD[f], expect_pD, rtol=1e-12)
+        np.testing.assert_allclose(eng.D[f], expect_pD / expect_pD.sum(1, keepdims=True), rtol=1e-12)
+    before = eng.pD
+    eng.step(obs[1])
+    eng.step(obs[2])
+    for f in range(2):
+        np.testing.assert_array_equal(eng.pD[f], before[f])  # only the first step after reset learns
+    eng.reset([1])
+    eng.step(obs[0])
+    D_after = eng.D
+    np.testing.assert_array_equal(eng.pD[0][[0, 2]], before[0][[0, 2]])
+    assert not np.allclose(eng.pD[0][1], before[0][1])
+    # a reset agent starts from its learned D
+    eng.reset([1])
+    np.testing.assert_allclose(eng.prior[0][1], D_after[0][1])
+
+
+def test_reset_subset_restores_prior_and_clock():
+    case = CASES[3]
+    _, e = build(case, 5, 2)
+    obs = random_obs(case, 5, 3, 2)
+    for o in obs:
+        e.step(o)
+    prior_before = e.prior
+    e.reset(np.array([False, True, False, True, False]))
+    D = e.D
+    for f in range(len(D)):
+        np.testing.assert_array_equal(e.prior[f][[1, 3]], np.broadcast_to(D[f], (2, D[f].shape[-1])))
+        np.testing.assert_array_equal(e.prior[f][[0, 2, 4]], prior_before[f][[0, 2, 4]])
+    np.testing.assert_array_equal(e.t, [3, 0, 3, 0, 3])
+
+
+def test_views_are_read_only_copies():
+    _, e = build(CASES[0], 3, 0)
+    e.step(np.array([[0], [1], [2]]))
+    qs = e.qs
+    with pytest.raises(ValueError):
+        qs[0][0, 0] = 1.0
+    q = e.q_pi
+    e.step(np.array([[2], [2], [2]]))
+    assert not np.array_equal(q, e.q_pi)  # the earlier copy did not change under us
+
+
+def test_per_agent_model_equals_separate_engines():
+    """Agents with their own A behave exactly as engines built for each one alone."""
+    case = CASES[12]
+    n = 3
+    per = [make_model_arrays(case, 50 + i) for i in range(n)]
+    arrs = dict(per[0])
+    arrs["A"] = [np.stack([p["A"][m] for p in per]) for m in range(len(case.num_obs))]
+    batched = fa_gpu.Engine(fa_gpu.GenerativeModel(**arrs), n, dtype="float64")
+    obs = random_obs(case, n, 4, 9)
+    singles = []
+    for i in range(n):
+        a = dict(per[0])
+        a["A"] = per[i]["A"]
+        singles.append(fa_gpu.Engine(fa_gpu.GenerativeModel(**a), 1, dtype="float64"))
+    for o in obs:
+        acts = batched.step(o)
+        for i, s in enumerate(singles):
+            np.testing.assert_array_equal(acts[i], s.step(o[i:i + 1])[0])
+            np.testing.assert_allclose(batched.q_pi[i], s.q_pi[0], rtol=1e-12, atol=1e-15)
+
+
+def test_float32_engine_keeps_float32():
+    _, e = build(CASES[5], 4, 0, dtype="float32")
+    e.step(random_obs(CASES[5], 4, 1, 0)[0])
+    assert e.qs[0].dtype == np.float32 and e.q_pi.dtype == np.float32 and e.actions.dtype == np.int64
+
+
+def test_digamma_against_known_values():
+    # psi(1) = -euler_gamma, psi(n+1) = psi(n) + 1/n, psi(1/2 + 1) = 2 - euler_gamma - 2 ln 2
+    g = 0.5772156649015329
+    x = np.array([1.0, 2.0, 5.0, 1.5, 37.25])
+    h = np.cumsum(1.0 / np.arange(1, 40))
+    expect = np.array([-g, 1 - g, h[3] - g, 2 - g - 2 * np.log(2), np.nan])
+    got = ref.digamma(x)
+    np.testing.assert_allclose(got[:4], expect[:4], rtol=0, atol=1e-14)
+    # recurrence at a non-integer far point
+    np.testing.assert_allclose(ref.digamma(np.array([38.25]))[0] - got[4], 1 / 37.25, atol=1e-14)
