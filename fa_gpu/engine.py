@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backends
+from . import backends, layout
 from .model import GenerativeModel
 from .state import Config, Params, State
 
@@ -115,69 +115,80 @@ class Engine:
             sampling_mode=sampling_mode, learn_A=bool(learn_A), learn_B=bool(learn_B),
             learn_D=bool(learn_D))
         self._backend, self.backend_skipped = backends.resolve(backend)
+        self.layout = layout.build_layout(model, B_onehot_ok=not learn_B)
         self._params = self._build_params(model, gamma, alpha, lr_pA, lr_pB, lr_pD)
         self._state = self._build_state()
         self.reset()
 
     # -- construction ----------------------------------------------------------------------
     def _build_params(self, model, gamma, alpha, lr_pA, lr_pB, lr_pD) -> Params:
-        cfg, be = self.config, self._backend
-        n, dt = cfg.n_agents, cfg.dtype
-        flags: dict = {}
+        """Packed parameter buffers (see :mod:`fa_gpu.layout`) plus pymdp-layout views."""
+        cfg, be, lay = self.config, self._backend, self.layout
+        n, dt, xp = cfg.n_agents, cfg.dtype, self._backend.xp
+        M, F = cfg.num_modalities, cfg.num_factors
+        S = cfg.num_states
+        a_shapes = [(o, *[S[d] for d in deps]) for o, deps in zip(cfg.num_obs, cfg.A_dependencies)]
+        h_shapes = [sh[1:] for sh in a_shapes]
+        b_shapes = [(S[f], *[S[d] for d in deps], u)
+                    for f, (deps, u) in enumerate(zip(cfg.B_dependencies, cfg.num_controls))]
+        A_off, H_off, C_off = (lay.A_meta[:, c] for c in (layout.A_OFF, layout.H_OFF, layout.C_OFF))
+        B_off, S_off = lay.B_meta[:, layout.B_OFF], lay.S_off[:-1]
+        shared = lambda name, k: all(model.is_shared(f"{name}[{i}]") for i in range(k))
+        per = {"A": not shared("A", M) or cfg.learn_A, "B": not shared("B", F) or cfg.learn_B,
+               "C": not shared("C", M), "D": not shared("D", F) or cfg.learn_D,
+               "E": not model.is_shared("E")}
+        if model.pA is not None:
+            per["A"] = per["A"] or not shared("pA", M)
+        if model.pB is not None:
+            per["B"] = per["B"] or not shared("pB", F)
+        if model.pD is not None:
+            per["D"] = per["D"] or not shared("pD", F)
+        packed, views = {}, {}
 
-        def put(name, arrs, core_ndims, force_per_agent=False):
-            out, fl = [], []
-            for i, (a, core) in enumerate(zip(arrs, core_ndims)):
-                a = np.asarray(a, dtype=dt)
-                per = a.ndim == core + 1 or force_per_agent
-                if per and a.ndim == core:
-                    a = np.broadcast_to(a, (n,) + a.shape)
-                out.append(be.asarray(a, dtype=dt))
-                fl.append(per)
-            flags[name] = fl
-            return out
+        def put(name, group, arrays, shapes, offsets, width, action_first=False):
+            packed[name], views[name] = layout.pack(xp, arrays, shapes, offsets, width, n, per[group],
+                                                    dt, action_first)
 
-        a_core = [len(d) + 1 for d in cfg.A_dependencies]
-        b_core = [len(d) + 2 for d in cfg.B_dependencies]
-        ones_f = [1] * cfg.num_factors
-        A = put("A", model.A, a_core, cfg.learn_A)
-        pA = put("pA", model.pA, a_core, cfg.learn_A) if model.pA is not None else None
-        B = put("B", model.B, b_core, cfg.learn_B)
-        pB = put("pB", model.pB, b_core, cfg.learn_B) if model.pB is not None else None
-        D = put("D", model.D, ones_f, cfg.learn_D)
-        pD = put("pD", model.pD, ones_f, cfg.learn_D) if model.pD is not None else None
-        C = put("C", model.C, [1] * cfg.num_modalities)
-        (E,) = put("E", [model.E], [1])
-        xp = be.xp
-        like = lambda arrs: [xp.empty_like(a) for a in arrs]
-        H_core = lambda arrs, name: [xp.empty(a.shape[:1] + a.shape[2:] if per else a.shape[1:], dtype=dt)
-                                     for a, per in zip(arrs, flags[name])]
-        flags.update(logA=flags["A"], H_A=flags["A"])
+        sz = lay.sizes
+        put("A", "A", model.A, a_shapes, A_off, sz["A"])
+        put("logA", "A", None, a_shapes, A_off, sz["A"])
+        put("H_A", "A", None, h_shapes, H_off, sz["H"])
+        put("C", "C", model.C, [(o,) for o in cfg.num_obs], C_off, sz["C"])
+        put("B", "B", model.B, b_shapes, B_off, sz["B"], action_first=True)
+        put("D", "D", model.D, [(s,) for s in S], S_off, sz["S"])
+        put("E", "E", [model.E], [(cfg.num_policies,)], [0], sz["E"])
         info = cfg.use_param_info_gain
-        if info and pA is not None:
-            flags["wA"] = flags["pA"]
-        if info and pB is not None:
-            flags["wB"] = flags["pB"]
-        p = Params(
-            A=A, B=B, C=C, D=D, E=E, pA=pA, pB=pB, pD=pD, logA=like(A), H_A=H_core(A, "A"),
-            wA=like(pA) if info and pA is not None else None,
-            wB=like(pB) if info and pB is not None else None,
-            gamma=be.asarray(_per_agent_scalar(gamma, "gamma", n, dt)),
-            alpha=be.asarray(_per_agent_scalar(alpha, "alpha", n, dt)),
-            lr_pA=be.asarray(_per_agent_scalar(lr_pA, "lr_pA", n, dt)),
-            lr_pB=be.asarray(_per_agent_scalar(lr_pB, "lr_pB", n, dt)),
-            lr_pD=be.asarray(_per_agent_scalar(lr_pD, "lr_pD", n, dt)),
-            per_agent=flags)
+        for counts, group, shapes, offs, width, af in (("pA", "A", a_shapes, A_off, sz["A"], False),
+                                                       ("pB", "B", b_shapes, B_off, sz["B"], True),
+                                                       ("pD", "D", [(s,) for s in S], S_off, sz["S"], False)):
+            arrays = getattr(model, counts)
+            if arrays is not None:
+                put(counts, group, arrays, shapes, offs, width, af)
+                if info and counts != "pD":
+                    put("w" + counts[1], group, None, shapes, offs, width, af)
+        scalars = {k: be.asarray(_per_agent_scalar(v, k, n, dt)) for k, v in
+                   (("gamma", gamma), ("alpha", alpha), ("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD))}
+        flags = {name: [per[g]] * len(views[name]) for name, g in
+                 (("A", "A"), ("logA", "A"), ("H_A", "A"), ("pA", "A"), ("wA", "A"), ("C", "C"),
+                  ("B", "B"), ("pB", "B"), ("wB", "B"), ("D", "D"), ("pD", "D"), ("E", "E"))
+                 if name in views}
+        p = Params(A=views["A"], B=views["B"], C=views["C"], D=views["D"], E=views["E"][0],
+                   pA=views.get("pA"), pB=views.get("pB"), pD=views.get("pD"), logA=views["logA"],
+                   H_A=views["H_A"], wA=views.get("wA"), wB=views.get("wB"), per_agent=flags,
+                   packed=packed, **scalars)
         be.refresh_A(p, cfg)
         be.refresh_B(p, cfg)
         return p
 
     def _build_state(self) -> State:
-        cfg, xp = self.config, self._backend.xp
+        cfg, xp, lay = self.config, self._backend.xp, self.layout
         n, dt = cfg.n_agents, cfg.dtype
-        beliefs = lambda: [xp.zeros((n, s), dtype=dt) for s in cfg.num_states]
+        shapes, offs = [(s,) for s in cfg.num_states], lay.S_off[:-1]
+        packed, views = {}, {}
+        for name in ("prior", "qs", "qs_prev"):
+            packed[name], views[name] = layout.pack(xp, None, shapes, offs, lay.sizes["S"], n, True, dt)
         return State(
-            prior=beliefs(), qs=beliefs(), qs_prev=beliefs(),
+            **views, packed=packed,
             obs=xp.zeros((n, cfg.num_modalities), dtype=np.int64),
             q_pi=xp.zeros((n, cfg.num_policies), dtype=dt),
             neg_efe=xp.zeros((n, cfg.num_policies), dtype=dt),

@@ -69,11 +69,13 @@ class Params:
     lr_pB: Any  # (N,)
     lr_pD: Any  # (N,)
     per_agent: dict = field(default_factory=dict)  # name -> list[bool]
+    packed: dict = field(default_factory=dict)  # name -> (R, L) buffer the views above live in
 
 
 @dataclass
 class State:
-    """Per-agent state, every array with the agent as its leading axis."""
+    """Per-agent state, every array with the agent as its leading axis. The belief lists are
+    views into ``packed`` buffers."""
 
     prior: list  # F x (N, S_f) empirical prior for the next inference
     qs: list  # F x (N, S_f) posterior
@@ -84,3 +86,4 @@ class State:
     actions: Any  # (N, F) int64, last sampled actions
     prev_actions: Any  # (N, F) int64, action taken before this step (-1: none yet)
     t: Any  # (N,) int64, steps since reset
+    packed: dict = field(default_factory=dict)  # prior/qs/qs_prev -> (N, S_tot) buffer

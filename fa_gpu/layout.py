@@ -1,0 +1,128 @@
+"""Packed storage: every parameter group and every belief set lives in one 2-D buffer
+``(R, L)`` (R = N rows when per-agent, 1 row when shared), and the lists of arrays in pymdp's
+layout that the reference code uses are *views* into those buffers. Compiled kernels read the
+buffers with the integer tables built here; the reference reads the views; both see one memory.
+
+Packed order inside a row:
+  A, pA, wA, logA : modality m at ``A_OFF``: ``(O_m, J_m)`` C-order, J_m = prod S_deps
+  H_A             : modality m at ``H_OFF``: ``(J_m,)``
+  C               : modality m at ``C_OFF``: ``(O_m,)``
+  B, pB, wB       : factor f at ``B_OFF``: ``(U_f, S_f, J_f)`` C-order (action first, so one
+                    action's matrix is contiguous)
+  D, pD, beliefs  : factor f at ``S_OFF[f]``: ``(S_f,)``
+  E               : ``(P,)``
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# columns of Layout.A_meta
+A_O, A_OFF, H_OFF, C_OFF, A_DLO, A_DHI, A_J = range(7)
+# columns of Layout.B_meta
+B_S, B_U, B_OFF, B_DLO, B_DHI, B_J, B_NEXT = range(7)
+
+
+@dataclass
+class Layout:
+    """Integer tables describing one model's packed layout (host NumPy, int64)."""
+
+    S_off: np.ndarray  # (F+1,) offsets of factors in a belief row
+    A_meta: np.ndarray  # (M, 7) see A_* columns
+    A_deps: np.ndarray  # (nnz, 2): (factor, stride of its index inside J_m)
+    B_meta: np.ndarray  # (F, 7) see B_* columns; B_NEXT = offset in B_next or -1
+    B_deps: np.ndarray  # (nnz, 2)
+    B_next: np.ndarray  # next-state index of one-hot B columns, (U_f, J_f) per one-hot factor
+    policies: np.ndarray  # (P, T, F)
+    branch: np.ndarray  # (P,) first time step where policy p differs from policy p-1
+    sizes: dict  # buffer widths: "A", "H", "C", "B", "S", "E"
+
+    @property
+    def scratch_size(self) -> int:
+        """Per-thread scratch a fused step needs (elements)."""
+        S, T = self.sizes["S"], self.policies.shape[1]
+        O_max = int(self.A_meta[:, A_O].max())
+        U_max = int(self.B_meta[:, B_U].max())
+        return (T + 1) * S + (T + 1) + O_max + max(3 * S, U_max)
+
+
+def _dep_table(deps_list, num_states):
+    rows, lo_hi, J = [], [], []
+    for deps in deps_list:
+        lo = len(rows)
+        stride = 1
+        for d in reversed(deps):  # last dependency varies fastest (C order)
+            rows.append((d, stride))
+            stride *= num_states[d]
+        rows[lo:] = rows[lo:][::-1]
+        lo_hi.append((lo, len(rows)))
+        J.append(stride)
+    return np.array(rows, dtype=np.int64).reshape(-1, 2), lo_hi, J
+
+
+def build_layout(model, B_onehot_ok: bool = True) -> Layout:
+    """Tables for ``model``; ``B_onehot_ok`` allows the one-hot transition shortcut (shared B
+    that is never learned)."""
+    S = model.num_states
+    S_off = np.concatenate([[0], np.cumsum(S)]).astype(np.int64)
+    A_deps, A_lh, A_J = _dep_table(model.A_dependencies, S)
+    B_deps, B_lh, B_J = _dep_table(model.B_dependencies, S)
+    A_meta = np.zeros((model.num_modalities, 7), dtype=np.int64)
+    a_off = h_off = c_off = 0
+    for m, o in enumerate(model.num_obs):
+        A_meta[m] = (o, a_off, h_off, c_off, *A_lh[m], A_J[m])
+        a_off, h_off, c_off = a_off + o * A_J[m], h_off + A_J[m], c_off + o
+    B_meta = np.zeros((model.num_factors, 7), dtype=np.int64)
+    nexts, b_off, n_off = [], 0, 0
+    for f, (s, u) in enumerate(zip(S, model.num_controls)):
+        nxt = -1
+        if B_onehot_ok and model.is_shared(f"B[{f}]"):
+            b = np.moveaxis(np.asarray(model.B[f]), -1, 0).reshape(u, s, B_J[f])  # (U, S_f, J)
+            if np.all((b == 0) | (b == 1)):
+                nexts.append(np.argmax(b, axis=1).ravel())  # (U*J,)
+                nxt, n_off = n_off, n_off + u * B_J[f]
+        B_meta[f] = (s, u, b_off, *B_lh[f], B_J[f], nxt)
+        b_off += u * s * B_J[f]
+    pol = np.ascontiguousarray(model.policies, dtype=np.int64)
+    branch = np.zeros(len(pol), dtype=np.int64)
+    for p in range(1, len(pol)):
+        diff = np.flatnonzero(np.any(pol[p] != pol[p - 1], axis=1))
+        branch[p] = diff[0] if len(diff) else pol.shape[1]
+    return Layout(
+        S_off=S_off, A_meta=A_meta, A_deps=A_deps, B_meta=B_meta, B_deps=B_deps,
+        B_next=np.concatenate(nexts).astype(np.int64) if nexts else np.zeros(1, dtype=np.int64),
+        policies=pol, branch=branch,
+        sizes=dict(A=a_off, H=h_off, C=c_off, B=b_off, S=int(S_off[-1]), E=len(pol)))
+
+
+# -- packing ---------------------------------------------------------------------------------
+def _views(buf, shapes, offsets, per_agent: bool, action_first: bool):
+    """Views into ``buf`` (R, L) in pymdp layout; ``action_first`` segments are stored
+    (U, S_f, *deps) and shown as (S_f, *deps, U)."""
+    out = []
+    for shape, off in zip(shapes, offsets):
+        size = int(np.prod(shape))
+        stored = (shape[-1],) + tuple(shape[:-1]) if action_first else tuple(shape)
+        seg = buf[:, off:off + size] if per_agent else buf[0, off:off + size]
+        v = seg.reshape(((buf.shape[0],) if per_agent else ()) + stored)
+        if action_first:
+            first = 1 if per_agent else 0
+            axes = list(range(v.ndim))
+            v = v.transpose(axes[:first] + axes[first + 1:] + [first])
+        out.append(v)
+    return out
+
+
+def pack(xp, arrays, shapes, offsets, width, n: int, per_agent: bool, dtype, action_first=False):
+    """Allocate ``(n or 1, width)`` and copy ``arrays`` (shared or per-agent, pymdp layout) in.
+
+    Returns ``(buffer, views)``; ``arrays`` None allocates without filling.
+    """
+    rows = n if per_agent else 1
+    buf = xp.zeros((rows, max(width, 1)), dtype=dtype)
+    views = _views(buf, shapes, offsets, per_agent, action_first)
+    if arrays is not None:
+        for v, a in zip(views, arrays):
+            v[...] = xp.asarray(np.asarray(a, dtype=dtype))
+    return buf, views
