@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backends, layout
+from .backends import kernel_args
 from .model import GenerativeModel
 from .state import Config, Params, State
 
@@ -113,7 +114,7 @@ class Engine:
             use_utility=bool(use_utility), use_states_info_gain=bool(use_states_info_gain),
             use_param_info_gain=bool(use_param_info_gain), action_selection=action_selection,
             sampling_mode=sampling_mode, learn_A=bool(learn_A), learn_B=bool(learn_B),
-            learn_D=bool(learn_D))
+            learn_D=bool(learn_D), has_pA=model.pA is not None, has_pB=model.pB is not None)
         self._backend, self.backend_skipped = backends.resolve(backend)
         self.layout = layout.build_layout(model, B_onehot_ok=not learn_B)
         self._params = self._build_params(model, gamma, alpha, lr_pA, lr_pB, lr_pD)
@@ -166,16 +167,26 @@ class Engine:
                 put(counts, group, arrays, shapes, offs, width, af)
                 if info and counts != "pD":
                     put("w" + counts[1], group, None, shapes, offs, width, af)
-        scalars = {k: be.asarray(_per_agent_scalar(v, k, n, dt)) for k, v in
-                   (("gamma", gamma), ("alpha", alpha), ("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD))}
+        lr = np.stack([_per_agent_scalar(v, k, n, dt) for k, v in
+                       (("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD))], axis=1)
+        packed["lr"] = be.asarray(lr, dtype=dt)  # (N, 3)
+        for absent in ("pA", "pB", "pD", "wA", "wB"):  # kernels take an argument either way
+            packed.setdefault(absent, xp.zeros((1, 1), dtype=dt))
         flags = {name: [per[g]] * len(views[name]) for name, g in
                  (("A", "A"), ("logA", "A"), ("H_A", "A"), ("pA", "A"), ("wA", "A"), ("C", "C"),
                   ("B", "B"), ("pB", "B"), ("wB", "B"), ("D", "D"), ("pD", "D"), ("E", "E"))
                  if name in views}
+        tables = {k: be.asarray(getattr(lay, k), dtype=np.int64)
+                  for k in ("A_meta", "A_deps", "B_meta", "B_deps", "B_next", "S_off", "branch")}
+        tables["policies"] = be.asarray(lay.policies, dtype=np.int64)
+        tables["opts"] = be.asarray(kernel_args.options(cfg), dtype=np.int64)
         p = Params(A=views["A"], B=views["B"], C=views["C"], D=views["D"], E=views["E"][0],
                    pA=views.get("pA"), pB=views.get("pB"), pD=views.get("pD"), logA=views["logA"],
                    H_A=views["H_A"], wA=views.get("wA"), wB=views.get("wB"), per_agent=flags,
-                   packed=packed, **scalars)
+                   packed=packed, tables=tables, scratch_size=lay.scratch_size,
+                   gamma=be.asarray(_per_agent_scalar(gamma, "gamma", n, dt)),
+                   alpha=be.asarray(_per_agent_scalar(alpha, "alpha", n, dt)),
+                   lr_pA=packed["lr"][:, 0], lr_pB=packed["lr"][:, 1], lr_pD=packed["lr"][:, 2])
         be.refresh_A(p, cfg)
         be.refresh_B(p, cfg)
         return p

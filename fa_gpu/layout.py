@@ -18,10 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# columns of Layout.A_meta
-A_O, A_OFF, H_OFF, C_OFF, A_DLO, A_DHI, A_J = range(7)
-# columns of Layout.B_meta
-B_S, B_U, B_OFF, B_DLO, B_DHI, B_J, B_NEXT = range(7)
+from .kernels.columns import A_J, A_O, A_OFF, B_J, B_OFF, B_U, C_OFF, H_OFF  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -44,7 +41,8 @@ class Layout:
         S, T = self.sizes["S"], self.policies.shape[1]
         O_max = int(self.A_meta[:, A_O].max())
         U_max = int(self.B_meta[:, B_U].max())
-        return (T + 1) * S + (T + 1) + O_max + max(3 * S, U_max)
+        J_max = int(max(self.A_meta[:, A_J].max(), self.B_meta[:, B_J].max()))
+        return (T + 1) * S + (T + 1) + max(3 * S, O_max + J_max, U_max)
 
 
 def _dep_table(deps_list, num_states):
@@ -66,24 +64,24 @@ def build_layout(model, B_onehot_ok: bool = True) -> Layout:
     that is never learned)."""
     S = model.num_states
     S_off = np.concatenate([[0], np.cumsum(S)]).astype(np.int64)
-    A_deps, A_lh, A_J = _dep_table(model.A_dependencies, S)
-    B_deps, B_lh, B_J = _dep_table(model.B_dependencies, S)
+    A_deps, A_lh, A_Js = _dep_table(model.A_dependencies, S)
+    B_deps, B_lh, B_Js = _dep_table(model.B_dependencies, S)
     A_meta = np.zeros((model.num_modalities, 7), dtype=np.int64)
     a_off = h_off = c_off = 0
     for m, o in enumerate(model.num_obs):
-        A_meta[m] = (o, a_off, h_off, c_off, *A_lh[m], A_J[m])
-        a_off, h_off, c_off = a_off + o * A_J[m], h_off + A_J[m], c_off + o
+        A_meta[m] = (o, a_off, h_off, c_off, *A_lh[m], A_Js[m])
+        a_off, h_off, c_off = a_off + o * A_Js[m], h_off + A_Js[m], c_off + o
     B_meta = np.zeros((model.num_factors, 7), dtype=np.int64)
     nexts, b_off, n_off = [], 0, 0
     for f, (s, u) in enumerate(zip(S, model.num_controls)):
         nxt = -1
         if B_onehot_ok and model.is_shared(f"B[{f}]"):
-            b = np.moveaxis(np.asarray(model.B[f]), -1, 0).reshape(u, s, B_J[f])  # (U, S_f, J)
+            b = np.moveaxis(np.asarray(model.B[f]), -1, 0).reshape(u, s, B_Js[f])  # (U, S_f, J)
             if np.all((b == 0) | (b == 1)):
                 nexts.append(np.argmax(b, axis=1).ravel())  # (U*J,)
-                nxt, n_off = n_off, n_off + u * B_J[f]
-        B_meta[f] = (s, u, b_off, *B_lh[f], B_J[f], nxt)
-        b_off += u * s * B_J[f]
+                nxt, n_off = n_off, n_off + u * B_Js[f]
+        B_meta[f] = (s, u, b_off, *B_lh[f], B_Js[f], nxt)
+        b_off += u * s * B_Js[f]
     pol = np.ascontiguousarray(model.policies, dtype=np.int64)
     branch = np.zeros(len(pol), dtype=np.int64)
     for p in range(1, len(pol)):

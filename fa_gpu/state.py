@@ -31,6 +31,8 @@ class Config:
     learn_A: bool
     learn_B: bool
     learn_D: bool
+    has_pA: bool
+    has_pB: bool
 
     @property
     def num_factors(self) -> int:
@@ -70,6 +72,8 @@ class Params:
     lr_pD: Any  # (N,)
     per_agent: dict = field(default_factory=dict)  # name -> list[bool]
     packed: dict = field(default_factory=dict)  # name -> (R, L) buffer the views above live in
+    tables: dict = field(default_factory=dict)  # integer layout tables (backend arrays)
+    scratch_size: int = 0  # per-thread scratch of a fused step (elements)
 
 
 @dataclass

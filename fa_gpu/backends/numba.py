@@ -1,0 +1,36 @@
+"""Numba CPU backend: one fused, multi-threaded kernel call per step (``kernels.cpu``).
+
+Individual methods (``infer_states`` alone, etc.) run the reference on the same packed buffers;
+``step`` runs the fused kernel. Threads: the usable physical cores of this process (affinity and
+cgroup quota respected, ``fa_gpu.runtime.topology``), or ``num_threads`` / ``FA_GPU_NUM_THREADS``.
+"""
+from __future__ import annotations
+
+import numba
+
+from ..runtime.topology import pool_sizes
+from .numpy import NumpyBackend
+from .kernel_args import kernel_args
+
+#: below this many agents one thread does the whole step (a parallel region costs more)
+SERIAL_BELOW = 256
+
+
+class NumbaBackend(NumpyBackend):
+    name = "numba"
+
+    def __init__(self, num_threads: int | None = None):
+        from fa_gpu.kernels import cpu  # compiled lazily: importing fa_gpu stays fast
+
+        self._cpu = cpu
+        want = pool_sizes(compute_threads=num_threads).compute_threads
+        self.num_threads = max(1, min(want, numba.config.NUMBA_NUM_THREADS))
+
+    def step(self, p, s, cfg) -> None:
+        n = cfg.n_agents
+        if n < SERIAL_BELOW:
+            self._cpu.step_serial(1, p.scratch_size, *kernel_args(p, s, cfg))
+            return
+        numba.set_num_threads(self.num_threads)
+        chunks = min(n, 4 * self.num_threads)
+        self._cpu.step_parallel(chunks, p.scratch_size, *kernel_args(p, s, cfg))
