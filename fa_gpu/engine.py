@@ -178,7 +178,7 @@ class Engine:
                  if name in views}
         tables = {k: be.asarray(getattr(lay, k), dtype=np.int64)
                   for k in ("A_meta", "A_deps", "B_meta", "B_deps", "B_next", "S_off", "branch")}
-        tables["policies"] = be.asarray(lay.policies, dtype=np.int64)
+        tables["policies"] = be.asarray(lay.policies.reshape(cfg.num_policies, -1), dtype=np.int64)
         tables["opts"] = be.asarray(kernel_args.options(cfg), dtype=np.int64)
         p = Params(A=views["A"], B=views["B"], C=views["C"], D=views["D"], E=views["E"][0],
                    pA=views.get("pA"), pB=views.get("pB"), pD=views.get("pD"), logA=views["logA"],

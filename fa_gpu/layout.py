@@ -42,7 +42,7 @@ class Layout:
         O_max = int(self.A_meta[:, A_O].max())
         U_max = int(self.B_meta[:, B_U].max())
         J_max = int(max(self.A_meta[:, A_J].max(), self.B_meta[:, B_J].max()))
-        return (T + 1) * S + (T + 1) + max(3 * S, O_max + J_max, U_max)
+        return (T + 1) * S + (T + 1) + max(3 * S, O_max + 1 + J_max, U_max)
 
 
 def _dep_table(deps_list, num_states):

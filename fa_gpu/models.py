@@ -1,1 +1,190 @@
-"""Ready-made generative models."""
+"""Ready-made generative models: a noisy grid world and the classic T-maze.
+
+Both return a :class:`fa_gpu.GenerativeModel` in pymdp 1.0's layout (outcomes / next states on
+axis 0). The matching generative processes live in :mod:`fa_gpu.envs`, built from these very
+arrays, so an agent's model of the world is exactly the world it acts in.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .model import GenerativeModel
+
+__all__ = ["grid_world", "tmaze", "GRID_ACTIONS", "TMAZE_LOCATIONS", "TMAZE_CONDITIONS",
+           "TMAZE_REWARD_OUTCOMES", "TMAZE_CUES"]
+
+#: Action names of the grid world, in index order. Moving into a wall stays put.
+GRID_ACTIONS = ("stay", "up", "down", "left", "right")
+# (d_row, d_col) of each action in GRID_ACTIONS; "up" decreases the row index.
+_MOVES = np.array([(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)], dtype=np.int64)
+
+#: T-maze state and outcome names, in index order (the layout of pymdp's classic T-maze).
+TMAZE_LOCATIONS = ("centre", "right arm", "left arm", "cue")
+TMAZE_CONDITIONS = ("reward on right", "reward on left")
+TMAZE_REWARD_OUTCOMES = ("none", "reward", "loss")
+TMAZE_CUES = ("cue right", "cue left")
+
+
+def _float_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _prob(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _finite(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _cell(value, name: str, side: int, default: int, rng: np.random.Generator) -> int | str:
+    """A grid cell given as a flat index or ``(row, col)``; ``"random"`` draws one from ``rng``."""
+    S = side * side
+    if value is None:
+        return default
+    if isinstance(value, str):
+        if value == "random":
+            return int(rng.integers(S))
+        return value  # "uniform" is handled by the caller
+    if isinstance(value, tuple) and len(value) == 2:
+        r, c = value
+        if not all(isinstance(v, (int, np.integer)) and 0 <= v < side for v in (r, c)):
+            raise ValueError(f"{name} (row, col) must lie in [0, {side}) x [0, {side}); got {value!r}")
+        return int(r) * side + int(c)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < S:
+        raise ValueError(f"{name} must be a cell index in [0, {S}) (or (row, col)); got {value!r}")
+    return int(value)
+
+
+def grid_moves(side: int) -> np.ndarray:
+    """Next cell of every (cell, action) on a ``side x side`` grid with walls at the border.
+
+    Returns int64 ``(side**2, 5)``: ``next[s, a]`` for the actions in :data:`GRID_ACTIONS`
+    (cell index ``row * side + col``).
+    """
+    s = np.arange(side * side)
+    rc = np.stack([s // side, s % side], axis=1)                      # (S, 2)
+    dest = np.clip(rc[:, None, :] + _MOVES[None, :, :], 0, side - 1)  # a wall clips to the border
+    return dest[..., 0] * side + dest[..., 1]
+
+
+def grid_world(side: int = 5, *, noise: float = 0.1, goal=None, start=None, reward: float = 4.0,
+               seed=None, policy_len: int = 1, dtype=np.float64) -> GenerativeModel:
+    """A ``side x side`` grid: one position factor, one noisy position modality.
+
+    ``S = side**2`` cells, cell index ``row * side + col`` (row 0 at the top). Actions, in order:
+    stay, up, down, left, right (:data:`GRID_ACTIONS`); a move into the border stays put.
+
+    Arrays (``dtype``):
+
+    - ``A[0]`` ``(S, S)``: observed position. ``(1 - noise) * I + noise / S``: the true cell is
+      reported with probability ``1 - noise + noise / S``, every other cell with ``noise / S``.
+      Columns sum to 1; for ``noise > 0`` it is not an identity.
+    - ``B[0]`` ``(S, S, 5)``: deterministic one-hot moves, ``B[0][next, s, a] = 1``.
+    - ``C[0]`` ``(S,)``: ``reward`` at ``goal``, 0 elsewhere.
+    - ``D[0]`` ``(S,)``: one-hot at ``start``, or uniform when ``start="uniform"``.
+
+    Parameters
+    ----------
+    side : int >= 2
+    noise : float in [0, 1]
+        Probability that the position observation is replaced by a uniformly random cell.
+    goal, start : int cell index, ``(row, col)``, ``"random"`` or None
+        Defaults: goal the last cell ``S - 1`` (bottom right), start cell 0 (top left).
+        ``start`` may also be ``"uniform"``. ``"random"`` draws a cell with ``seed``.
+    reward : float
+        Log-preference for observing the goal cell.
+    seed : int or None
+        Only used by ``"random"`` goal/start.
+    policy_len : int
+        Planning horizon (all ``5**policy_len`` policies). The reward is sparse, so an agent sees
+        the goal only when it lies within ``policy_len`` moves; farther away every policy has the
+        same expected free energy. For long horizons pass a smaller policy set yourself:
+        ``GenerativeModel(A=m.A, B=m.B, C=m.C, D=m.D, policies=...)``.
+
+    Returns
+    -------
+    GenerativeModel, with two extra int attributes: ``goal`` (cell index) and ``side``.
+    """
+    if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < 2:
+        raise ValueError(f"side must be an integer >= 2, got {side!r}")
+    side, dt = int(side), _float_dtype(dtype)
+    noise, reward = _prob(noise, "noise"), _finite(reward, "reward")
+    S = side * side
+    rng = np.random.default_rng(seed)
+    goal = _cell(goal, "goal", side, S - 1, rng)
+    if isinstance(goal, str):
+        raise ValueError(f"goal must be a cell index, (row, col) or 'random'; got {goal!r}")
+    start = _cell(start, "start", side, 0, rng)
+    if isinstance(start, str) and start != "uniform":
+        raise ValueError(f"start must be a cell index, (row, col), 'uniform' or 'random'; got {start!r}")
+
+    A = (1.0 - noise) * np.eye(S) + noise / S
+    A = (A / A.sum(axis=0, keepdims=True)).astype(dt)
+    B = np.zeros((S, S, len(GRID_ACTIONS)), dtype=dt)
+    s, a = np.meshgrid(np.arange(S), np.arange(len(GRID_ACTIONS)), indexing="ij")
+    B[grid_moves(side), s, a] = 1.0
+    C = np.zeros(S, dtype=dt)
+    C[goal] = reward
+    if start == "uniform":
+        D = np.full(S, 1.0 / S, dtype=dt)
+    else:
+        D = np.zeros(S, dtype=dt)
+        D[start] = 1.0
+    model = GenerativeModel(A=[A], B=[B], C=[C], D=[D], policy_len=policy_len)
+    model.goal, model.side = goal, side  # read by envs.GridWorldEnv and plots
+    return model
+
+
+def tmaze(*, cue_validity: float = 0.95, reward_prob: float = 0.98, reward: float = 3.0,
+          punishment: float = -3.0, policy_len: int = 1, dtype=np.float64) -> GenerativeModel:
+    """The classic T-maze (pymdp's layout): two factors, three modalities.
+
+    Factors: 0 location (4: centre, right arm, left arm, cue), controlled by 4 actions "go to
+    location a" from anywhere (arms are *not* absorbing: pymdp's fully connected T-maze);
+    1 reward condition (2: reward on right, reward on left), fixed within a trial (1 action,
+    identity B). The rewarding arm of condition ``c`` is location ``c + 1``.
+
+    Arrays (``dtype``):
+
+    - ``A[0]`` ``(4, 4)``, ``A_dependencies[0] = [0]``: location, observed exactly.
+    - ``A[1]`` ``(3, 4, 2)``, deps ``[0, 1]``: reward outcome (none, reward, loss). Centre and cue:
+      none. Rewarding arm: reward with ``reward_prob``, loss otherwise; other arm: loss with
+      ``reward_prob``, reward otherwise.
+    - ``A[2]`` ``(2, 4, 2)``, deps ``[0, 1]``: cue (cue right, cue left). At the cue location the
+      cue names the condition with ``cue_validity``; elsewhere it is uniform (uninformative).
+    - ``B[0]`` ``(4, 4, 4)``: ``B[0][a, :, a] = 1``; ``B[1]`` ``(2, 2, 1)``: identity.
+    - ``C``: ``[0]*4``, ``[0, reward, punishment]``, ``[0, 0]``.
+    - ``D``: one-hot at centre; uniform ``[0.5, 0.5]`` over conditions.
+    """
+    dt = _float_dtype(dtype)
+    cv, p = _prob(cue_validity, "cue_validity"), _prob(reward_prob, "reward_prob")
+    reward, punishment = _finite(reward, "reward"), _finite(punishment, "punishment")
+
+    A_loc = np.eye(4)
+    A_rew = np.zeros((3, 4, 2))
+    A_rew[0, [0, 3], :] = 1.0                      # centre and cue: no outcome
+    A_rew[:, 1, 0] = A_rew[:, 2, 1] = [0, p, 1 - p]  # rewarding arm (condition c -> arm c + 1)
+    A_rew[:, 2, 0] = A_rew[:, 1, 1] = [0, 1 - p, p]  # the other arm
+    A_cue = np.full((2, 4, 2), 0.5)
+    A_cue[:, 3, :] = [[cv, 1 - cv], [1 - cv, cv]]  # cue obs c names condition c
+    B_loc = np.zeros((4, 4, 4))
+    B_loc[np.arange(4), :, np.arange(4)] = 1.0     # action a leads to location a from anywhere
+    B_cond = np.eye(2)[:, :, None]
+    C = [np.zeros(4), np.array([0.0, reward, punishment]), np.zeros(2)]
+    D = [np.eye(4)[0], np.full(2, 0.5)]
+    cast = lambda xs: [np.asarray(x, dtype=dt) for x in xs]
+    return GenerativeModel(A=cast([A_loc, A_rew, A_cue]), B=cast([B_loc, B_cond]), C=cast(C), D=cast(D),
+                           A_dependencies=[[0], [0, 1], [0, 1]], policy_len=policy_len)

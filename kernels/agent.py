@@ -1,14 +1,15 @@
 """One agent's whole step, as scalar loops over packed rows: the body of every fused kernel.
 
-Each function works on 1-D rows of the packed buffers described in ``fa_gpu.layout`` (the
-agent's row of a per-agent buffer, row 0 of a shared one) plus the integer tables, and writes
-its results in place. Nothing allocates: temporaries live in a caller-provided ``work`` row, so
-the same source runs in a CPU thread (``kernels.cpu``) and in a GPU thread (``kernels.cuda``).
+Every array is addressed as ``(array, row, offset)``: parameter buffers by the agent's row (row 0
+of a shared buffer), state by agent ``n``, temporaries in row ``wr`` of a ``work`` array. Nothing
+is sliced and nothing allocates: on the CPU each slice would cost two atomic reference-count
+updates on a buffer that every thread shares, and a CUDA thread cannot allocate. So the same
+source runs in a CPU thread (``kernels.cpu``) and in a GPU thread (``kernels.cuda``).
 
 Math and order follow ``fa_gpu.reference`` (pymdp 1.0.4): fixed-point state inference, negative
 expected free energy over a policy tree (policies in lexicographic order share prefixes, so each
 tree node is evaluated once), softmax policy posterior, Dirichlet learning, action selection,
-empirical prior.
+empirical prior. Policies arrive flattened, ``pol[p, t * F + f]``.
 """
 from __future__ import annotations
 
@@ -23,53 +24,78 @@ from .jit import MINVAL, device_jit
 from .rng import uniform
 
 
-@device_jit
+@device_jit(inline=True)
 def log_stable(x):
     return math.log(x if x > MINVAL else MINVAL)
 
 
+@device_jit(inline=True)
+def row_of(X, n):
+    """Row of a parameter buffer for agent n: its own when per-agent, row 0 when shared."""
+    return n if X.shape[0] > 1 else 0
+
+
 @device_jit
-def softmax_inplace(x, lo, hi):
-    """x[lo:hi] <- softmax(x[lo:hi]), max subtracted first."""
-    m = x[lo]
-    for i in range(lo + 1, hi):
-        if x[i] > m:
-            m = x[i]
+def softmax(x, r, lo, hi):
+    """x[r, lo:hi] <- softmax(x[r, lo:hi]), max subtracted first."""
+    v = x[r, lo:hi]
+    m = v[0]
+    for i in range(1, v.shape[0]):
+        if v[i] > m:
+            m = v[i]
     s = 0.0
-    for i in range(lo, hi):
-        e = math.exp(x[i] - m)
-        x[i] = e
+    for i in range(v.shape[0]):
+        e = math.exp(v[i] - m)
+        v[i] = e
         s += e
-    for i in range(lo, hi):
-        x[i] = x[i] / s
+    for i in range(v.shape[0]):
+        v[i] = v[i] / s
 
 
-@device_jit
+@device_jit(inline=True)
 def dep_index(deps, k, j, S_off):
     """Index of dependency k's factor inside joint index j."""
     d = deps[k, 0]
     return (j // deps[k, 1]) % (S_off[d + 1] - S_off[d])
 
 
-@device_jit
-def joint_weight(q, S_off, deps, lo, hi, j, skip):
+@device_jit(inline=True)
+def joint_weight(q, qr, qoff, S_off, deps, lo, hi, j, skip):
     """prod over dependencies k in [lo, hi), k != skip, of q at k's index in joint index j."""
     w = 1.0
     for k in range(lo, hi):
         if k != skip:
-            w *= q[S_off[deps[k, 0]] + dep_index(deps, k, j, S_off)]
+            w *= q[qr, qoff + S_off[deps[k, 0]] + dep_index(deps, k, j, S_off)]
     return w
 
 
 @device_jit
-def weights(q, S_off, deps, lo, hi, J, wbuf):
-    """Joint-state weights for a dependency list: returns (array, offset) to read w(j) from.
-    A single dependency reads q in place; several fill wbuf[0:J]."""
+def weights(q, qr, qoff, S_off, deps, lo, hi, J, w, wr, woff):
+    """w[wr, woff + j] <- joint-state weight of joint index j (j < J) for a dependency list."""
+    out = w[wr, woff:woff + J]
     if hi - lo == 1:
-        return q, S_off[deps[lo, 0]]
-    for j in range(J):
-        wbuf[j] = joint_weight(q, S_off, deps, lo, hi, j, -1)
-    return wbuf, 0
+        base = qoff + S_off[deps[lo, 0]]
+        src = q[qr, base:base + J]
+        for j in range(J):
+            out[j] = src[j]
+    else:
+        for j in range(J):
+            out[j] = joint_weight(q, qr, qoff, S_off, deps, lo, hi, j, -1)
+
+
+@device_jit
+def matvec(M, mr, moff, O, J, x, xr, xoff, out, outr, outoff):
+    """out[outr, outoff + o] <- sum_j M[mr, moff + o*J + j] * x[xr, xoff + j], o < O."""
+    # Row slices indexed by loop counters: provably non-negative indices, so Numba emits no
+    # negative-index wraparound and LLVM vectorizes (7x faster than indexing with offsets).
+    Mv = M[mr, moff:moff + O * J]
+    xv = x[xr, xoff:xoff + J]
+    ov = out[outr, outoff:outoff + O]
+    for o in range(O):
+        acc = Mv[0] - Mv[0]  # zero of M's dtype: float32 keeps float32 lanes
+        for j in range(J):
+            acc += Mv[o * J + j] * xv[j]
+        ov[o] = acc
 
 
 @device_jit
@@ -97,317 +123,306 @@ def dirichlet_weight(count, total):
 
 # -- state inference -------------------------------------------------------------------------
 @device_jit
-def infer_states(obs_n, logA_r, prior_n, qs_n, A_meta, A_deps, S_off, num_iter, work):
-    """qs_n <- fixed-point posterior given outcomes obs_n and prior_n. work: >= 3 * S_tot."""
+def infer_states(obs, n, logA, rA, prior, qs, A_meta, A_deps, S_off, num_iter, w, wr, woff):
+    """qs[n] <- fixed-point posterior given obs[n] and prior[n]. Uses w[wr, woff:woff+3*S]."""
     F = S_off.shape[0] - 1
     S = S_off[F]
     M = A_meta.shape[0]
     if F == 1:  # exact single pass
+        q1, p1 = qs[n, 0:S], prior[n, 0:S]
         for s in range(S):
-            qs_n[s] = log_stable(prior_n[s])
+            q1[s] = log_stable(p1[s])
         for m in range(M):
-            base = A_meta[m, A_OFF] + obs_n[m] * A_meta[m, A_J]
+            base = A_meta[m, A_OFF] + obs[n, m] * A_meta[m, A_J]
+            ll = logA[rA, base:base + S]
             for s in range(S):
-                qs_n[s] += logA_r[base + s]
-        softmax_inplace(qs_n, 0, S)
+                q1[s] += ll[s]
+        softmax(qs, n, 0, S)
         return
-    lp = work[0:S]
-    lq = work[S:2 * S]
-    q = work[2 * S:3 * S]
+    lp, lq, q = woff, woff + S, woff + 2 * S
     for s in range(S):
-        lp[s] = log_stable(prior_n[s])
-        lq[s] = 0.0
+        w[wr, lp + s] = log_stable(prior[n, s])
+        w[wr, lq + s] = 0.0
     for _ in range(num_iter):
         for s in range(S):
-            q[s] = lq[s]
-            lq[s] = lp[s]
+            w[wr, q + s] = w[wr, lq + s]
+            w[wr, lq + s] = w[wr, lp + s]
         for f in range(F):
-            softmax_inplace(q, S_off[f], S_off[f + 1])
+            softmax(w, wr, q + S_off[f], q + S_off[f + 1])
         for m in range(M):
             J = A_meta[m, A_J]
             lo, hi = A_meta[m, A_DLO], A_meta[m, A_DHI]
-            base = A_meta[m, A_OFF] + obs_n[m] * J
+            base = A_meta[m, A_OFF] + obs[n, m] * J
             for j in range(J):
-                ll = logA_r[base + j]
+                ll = logA[rA, base + j]
                 for k in range(lo, hi):
-                    idx = S_off[A_deps[k, 0]] + dep_index(A_deps, k, j, S_off)
-                    lq[idx] += ll * joint_weight(q, S_off, A_deps, lo, hi, j, k)
+                    idx = lq + S_off[A_deps[k, 0]] + dep_index(A_deps, k, j, S_off)
+                    w[wr, idx] += ll * joint_weight(w, wr, q, S_off, A_deps, lo, hi, j, k)
     for s in range(S):
-        qs_n[s] = lq[s]
+        qs[n, s] = w[wr, lq + s]
     for f in range(F):
-        softmax_inplace(qs_n, S_off[f], S_off[f + 1])
+        softmax(qs, n, S_off[f], S_off[f + 1])
 
 
 # -- transitions and expected free energy ----------------------------------------------------
 @device_jit
-def transition(q_in, q_out, B_r, B_meta, B_deps, B_next, S_off, u_row, wbuf):
-    """q_out[f] <- sum_j B[f][u_f][:, j] w(j) for every factor (one-hot B: a scatter)."""
+def transition(q, qr, qoff, out, outr, outoff, B, rB, B_meta, B_deps, B_next, S_off, U, ur, uoff,
+               w, wr, woff):
+    """out[f] <- sum_j B[f][u_f][:, j] w(j) for every factor, u_f = U[ur, uoff + f] (one-hot B:
+    a scatter). q and out are belief rows at (qr, qoff) and (outr, outoff)."""
     for f in range(B_meta.shape[0]):
         Sf, J = B_meta[f, B_S], B_meta[f, B_J]
-        lo, hi = B_meta[f, B_DLO], B_meta[f, B_DHI]
-        u = u_row[f]
-        o0 = S_off[f]
-        w, w0 = weights(q_in, S_off, B_deps, lo, hi, J, wbuf)
+        u = U[ur, uoff + f]
+        o0 = outoff + S_off[f]
+        weights(q, qr, qoff, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, w, wr, woff)
         nxt = B_meta[f, B_NEXT]
         if nxt >= 0:
+            ov = out[outr, o0:o0 + Sf]
+            wv = w[wr, woff:woff + J]
+            nv = B_next[nxt + u * J:nxt + (u + 1) * J]
             for s in range(Sf):
-                q_out[o0 + s] = 0.0
-            base = nxt + u * J
+                ov[s] = 0.0
             for j in range(J):
-                q_out[o0 + B_next[base + j]] += w[w0 + j]
+                ov[nv[j]] += wv[j]
         else:
-            base = B_meta[f, B_OFF] + u * Sf * J
-            for s in range(Sf):
-                acc = 0.0
-                row = base + s * J
-                for j in range(J):
-                    acc += B_r[row + j] * w[w0 + j]
-                q_out[o0 + s] = acc
+            matvec(B, rB, B_meta[f, B_OFF] + u * Sf * J, Sf, J, w, wr, woff, out, outr, o0)
 
 
 @device_jit
-def step_value(q_t, q_n, u_row, A_r, H_r, C_r, wA_r, wB_r, A_meta, A_deps, B_meta, B_deps,
-               S_off, use_utility, use_info, use_wA, use_wB, qo, wbuf):
-    """One time step's contribution to the negative EFE: info gain + utility - param info."""
+def step_value(w, wr, qt, qn, qo, wb, pol, p, toff, A, rA, H, C, rC, wA, rwA, wB, rwB,
+               A_meta, A_deps, B_meta, B_deps, S_off, use_utility, use_info, use_wA, use_wB):
+    """One time step's contribution to the negative EFE (info gain + utility - parameter info)
+    for beliefs at w[wr, qt] -> w[wr, qn]; qo (O_max + 1) and wb (J_max) are scratch offsets."""
     g = 0.0
     for m in range(A_meta.shape[0]):
-        O, J = A_meta[m, A_O], A_meta[m, A_J]
-        aoff = A_meta[m, A_OFF]
-        w, w0 = weights(q_n, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wbuf)
-        for o in range(O):
-            acc = 0.0
-            row = aoff + o * J
-            for j in range(J):
-                acc += A_r[row + j] * w[w0 + j]
-            qo[o] = acc
+        O, J, aoff = A_meta[m, A_O], A_meta[m, A_J], A_meta[m, A_OFF]
+        weights(w, wr, qn, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, w, wr, wb)
+        matvec(A, rA, aoff, O, J, w, wr, wb, w, wr, qo)
         if use_info:
-            hoff = A_meta[m, H_OFF]
-            amb = 0.0
-            for j in range(J):
-                amb += H_r[hoff + j] * w[w0 + j]
+            matvec(H, rA, A_meta[m, H_OFF], 1, J, w, wr, wb, w, wr, qo + O)  # E_q[H[A]]
+            qv = w[wr, qo:qo + O]
             ent = 0.0
             for o in range(O):
-                ent -= qo[o] * log_stable(qo[o])
-            g += ent - amb
+                ent -= qv[o] * log_stable(qv[o])
+            g += ent - w[wr, qo + O]
         if use_utility:
             coff = A_meta[m, C_OFF]
+            qv, cv = w[wr, qo:qo + O], C[rC, coff:coff + O]
             for o in range(O):
-                g += qo[o] * C_r[coff + o]
+                g += qv[o] * cv[o]
         if use_wA:
             for o in range(O):
                 acc = 0.0
-                row = aoff + o * J
                 for j in range(J):
-                    acc += wA_r[row + j] * w[w0 + j]
-                g -= qo[o] * acc
+                    acc += wA[rwA, aoff + o * J + j] * w[wr, wb + j]
+                g -= w[wr, qo + o] * acc
     if use_wB:
         for f in range(B_meta.shape[0]):
             Sf, J = B_meta[f, B_S], B_meta[f, B_J]
-            w, w0 = weights(q_t, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wbuf)
-            base = B_meta[f, B_OFF] + u_row[f] * Sf * J
+            weights(w, wr, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, w, wr, wb)
+            base = B_meta[f, B_OFF] + pol[p, toff + f] * Sf * J
             for s in range(Sf):
                 acc = 0.0
                 for j in range(J):
-                    acc += wB_r[base + s * J + j] * w[w0 + j]
-                g -= q_n[S_off[f] + s] * acc
+                    acc += wB[rwB, base + s * J + j] * w[wr, wb + j]
+                g -= w[wr, qn + S_off[f] + s] * acc
     return g
 
 
 @device_jit
-def neg_efe(qs_n, G_n, A_r, H_r, C_r, B_r, wA_r, wB_r, A_meta, A_deps, B_meta, B_deps, B_next,
-            S_off, pol, branch, use_utility, use_info, use_wA, use_wB, work):
-    """G_n[p] <- negative EFE of every policy. Policy p re-rolls only from branch[p], the first
-    step where it differs from policy p-1; earlier steps' beliefs and sums are kept in work."""
-    S = S_off[S_off.shape[0] - 1]
-    T = pol.shape[1]
-    Q = work[0:(T + 1) * S]
-    acc = work[(T + 1) * S:(T + 1) * S + T + 1]
-    rest = work[(T + 1) * S + T + 1:]
+def neg_efe(qs, n, G, A, rA, H, C, rC, B, rB, wA, rwA, wB, rwB, A_meta, A_deps, B_meta, B_deps,
+            B_next, S_off, pol, branch, use_utility, use_info, use_wA, use_wB, w, wr):
+    """G[n, p] <- negative EFE of every policy. Policy p re-rolls only from branch[p], the first
+    step where it differs from policy p-1; earlier beliefs and partial sums stay in work:
+    [beliefs (T+1) x S | partial sums T+1 | qo O_max+1 | weights J_max]."""
+    F = B_meta.shape[0]
+    S = S_off[F]
+    T = pol.shape[1] // F
+    acc = (T + 1) * S
+    qo = acc + T + 1
     O_max = 0
     for m in range(A_meta.shape[0]):
         O_max = max(O_max, A_meta[m, A_O])
-    qo = rest[0:O_max]
-    wbuf = rest[O_max:]
+    wb = qo + O_max + 1
     for s in range(S):
-        Q[s] = qs_n[s]
-    acc[0] = 0.0
+        w[wr, s] = qs[n, s]
+    w[wr, acc] = 0.0
     for p in range(pol.shape[0]):
         for t in range(branch[p], T):
-            q_t = Q[t * S:(t + 1) * S]
-            q_n = Q[(t + 1) * S:(t + 2) * S]
-            transition(q_t, q_n, B_r, B_meta, B_deps, B_next, S_off, pol[p, t], wbuf)
-            acc[t + 1] = acc[t] + step_value(q_t, q_n, pol[p, t], A_r, H_r, C_r, wA_r, wB_r, A_meta,
-                                             A_deps, B_meta, B_deps, S_off, use_utility, use_info,
-                                             use_wA, use_wB, qo, wbuf)
-        G_n[p] = acc[T]
+            qt, qn = t * S, (t + 1) * S
+            transition(w, wr, qt, w, wr, qn, B, rB, B_meta, B_deps, B_next, S_off, pol, p, t * F,
+                       w, wr, wb)
+            w[wr, acc + t + 1] = w[wr, acc + t] + step_value(
+                w, wr, qt, qn, qo, wb, pol, p, t * F, A, rA, H, C, rC, wA, rwA, wB, rwB, A_meta,
+                A_deps, B_meta, B_deps, S_off, use_utility, use_info, use_wA, use_wB)
+        G[n, p] = w[wr, acc + T]
 
 
 @device_jit
-def policy_posterior(G_n, E_r, gamma, q_pi_n):
-    """q_pi_n <- softmax(gamma * G_n + log E)."""
-    P = G_n.shape[0]
+def policy_posterior(G, n, E, rE, gamma, q_pi):
+    """q_pi[n] <- softmax(gamma * G[n] + log E)."""
+    P = G.shape[1]
     for p in range(P):
-        q_pi_n[p] = gamma * G_n[p] + log_stable(E_r[p])
-    softmax_inplace(q_pi_n, 0, P)
+        q_pi[n, p] = gamma * G[n, p] + log_stable(E[rE, p])
+    softmax(q_pi, n, 0, P)
 
 
 # -- learning --------------------------------------------------------------------------------
 @device_jit
-def learn_A(obs_n, qs_n, lr, pA_r, A_r, logA_r, H_r, wA_r, use_wA, A_meta, A_deps, S_off, wbuf):
-    """pA += lr * onehot(o) (x) qs[deps]; A, log A, H[A] (and wA) re-derived column by column."""
+def learn_A(obs, n, qs, lr, pA, A, logA, H, wA, use_wA, A_meta, A_deps, S_off, w, wr, wb):
+    """pA += lr * onehot(o) (x) qs[deps]; A, log A, H[A] (and wA) re-derived column by column.
+    Learned buffers are per-agent: row n."""
     for m in range(A_meta.shape[0]):
         O, J, aoff = A_meta[m, A_O], A_meta[m, A_J], A_meta[m, A_OFF]
-        w, w0 = weights(qs_n, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wbuf)
-        row = aoff + obs_n[m] * J
+        weights(qs, n, 0, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, w, wr, wb)
+        row = aoff + obs[n, m] * J
         for j in range(J):
-            pA_r[row + j] += lr * w[w0 + j]
+            pA[n, row + j] += lr * w[wr, wb + j]
         hoff = A_meta[m, H_OFF]
         for j in range(J):
             tot = 0.0
             for o in range(O):
-                c = pA_r[aoff + o * J + j]
+                c = pA[n, aoff + o * J + j]
                 tot += c if c > MINVAL else MINVAL
             h = 0.0
             for o in range(O):
                 i = aoff + o * J + j
-                c = pA_r[i]
+                c = pA[n, i]
                 a = (c if c > MINVAL else MINVAL) / tot
-                A_r[i] = a
+                A[n, i] = a
                 la = log_stable(a)
-                logA_r[i] = la
+                logA[n, i] = la
                 h -= a * la
                 if use_wA:
-                    wA_r[i] = dirichlet_weight(c, tot)
-            H_r[hoff + j] = h
+                    wA[n, i] = dirichlet_weight(c, tot)
+            H[n, hoff + j] = h
 
 
 @device_jit
-def learn_B(qs_n, qs_prev_n, prev_n, lr, pB_r, B_r, wB_r, use_wB, B_meta, B_deps, S_off, wbuf):
+def learn_B(qs, qs_prev, prev, n, lr, pB, B, wB, use_wB, B_meta, B_deps, S_off, w, wr, wb):
     """After a valid previous action: pB[f][u] += lr * qs[f] (x) qs_prev[deps]; B (and wB)
-    re-derived for every column of the factor."""
+    re-derived for every column of the factor. Learned buffers are per-agent: row n."""
     for f in range(B_meta.shape[0]):
-        if prev_n[f] < 0:
+        if prev[n, f] < 0:
             return
     for f in range(B_meta.shape[0]):
         Sf, U, J, boff = B_meta[f, B_S], B_meta[f, B_U], B_meta[f, B_J], B_meta[f, B_OFF]
-        w, w0 = weights(qs_prev_n, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wbuf)
-        base = boff + prev_n[f] * Sf * J
+        weights(qs_prev, n, 0, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, w, wr, wb)
+        base = boff + prev[n, f] * Sf * J
         for s in range(Sf):
-            qf = qs_n[S_off[f] + s]
+            qf = qs[n, S_off[f] + s]
             for j in range(J):
-                pB_r[base + s * J + j] += lr * qf * w[w0 + j]
+                pB[n, base + s * J + j] += lr * qf * w[wr, wb + j]
         for u in range(U):
             for j in range(J):
                 tot = 0.0
                 for s in range(Sf):
-                    c = pB_r[boff + (u * Sf + s) * J + j]
+                    c = pB[n, boff + (u * Sf + s) * J + j]
                     tot += c if c > MINVAL else MINVAL
                 for s in range(Sf):
                     i = boff + (u * Sf + s) * J + j
-                    c = pB_r[i]
-                    B_r[i] = (c if c > MINVAL else MINVAL) / tot
+                    c = pB[n, i]
+                    B[n, i] = (c if c > MINVAL else MINVAL) / tot
                     if use_wB:
-                        wB_r[i] = dirichlet_weight(c, tot)
+                        wB[n, i] = dirichlet_weight(c, tot)
 
 
 @device_jit
-def learn_D(qs_n, lr, pD_r, D_r, S_off):
-    """On an agent's first step: pD += lr * qs; D re-derived."""
+def learn_D(qs, n, lr, pD, D, S_off):
+    """On an agent's first step: pD += lr * qs; D re-derived (per-agent rows)."""
     for f in range(S_off.shape[0] - 1):
         tot = 0.0
         for s in range(S_off[f], S_off[f + 1]):
-            pD_r[s] += lr * qs_n[s]
-            c = pD_r[s]
+            pD[n, s] += lr * qs[n, s]
+            c = pD[n, s]
             tot += c if c > MINVAL else MINVAL
         for s in range(S_off[f], S_off[f + 1]):
-            c = pD_r[s]
-            D_r[s] = (c if c > MINVAL else MINVAL) / tot
+            c = pD[n, s]
+            D[n, s] = (c if c > MINVAL else MINVAL) / tot
 
 
 # -- action selection ------------------------------------------------------------------------
 @device_jit
-def categorical(p, lo, hi, alpha, u):
-    """Index in [0, hi-lo) drawn from softmax(alpha * log p[lo:hi]) by inverse CDF (float64)."""
+def categorical(x, r, lo, hi, alpha, u):
+    """Index in [0, hi-lo) drawn from softmax(alpha * log x[r, lo:hi]) by inverse CDF (float64)."""
     m = -math.inf
     for i in range(lo, hi):
-        x = alpha * log_stable(np.float64(p[i]))
-        if x > m:
-            m = x
+        v = alpha * log_stable(np.float64(x[r, i]))
+        if v > m:
+            m = v
     tot = 0.0
     for i in range(lo, hi):
-        tot += math.exp(alpha * log_stable(np.float64(p[i])) - m)
+        tot += math.exp(alpha * log_stable(np.float64(x[r, i])) - m)
     target = u * tot
     cum = 0.0
     for i in range(lo, hi):
-        cum += math.exp(alpha * log_stable(np.float64(p[i])) - m)
+        cum += math.exp(alpha * log_stable(np.float64(x[r, i])) - m)
         if cum > target:
             return i - lo
     return hi - lo - 1
 
 
 @device_jit
-def select_action(n, q_pi_n, act_n, pol, alpha, stochastic, marginal, seed, t, B_meta, tmp):
-    """act_n <- first actions of the selected policy (full) or per-factor marginal choices."""
+def select_action(n, q_pi, actions, pol, alpha, stochastic, marginal, seed, t, B_meta, w, wr, woff):
+    """actions[n] <- first actions of the selected policy (full) or per-factor marginal choices."""
     P = pol.shape[0]
-    F = pol.shape[2]
+    F = B_meta.shape[0]
     if not marginal:
         if stochastic:
-            k = categorical(q_pi_n, 0, P, np.float64(alpha), uniform(seed, n, t, 0))
+            k = categorical(q_pi, n, 0, P, np.float64(alpha), uniform(seed, n, t, 0))
         else:
             k = 0
             for p in range(1, P):
-                if q_pi_n[p] > q_pi_n[k]:
+                if q_pi[n, p] > q_pi[n, k]:
                     k = p
         for f in range(F):
-            act_n[f] = pol[k, 0, f]
+            actions[n, f] = pol[k, f]
         return
     for f in range(F):
         U = B_meta[f, B_U]
         for a in range(U):
-            tmp[a] = 0.0
+            w[wr, woff + a] = 0.0
         for p in range(P):
-            tmp[pol[p, 0, f]] += q_pi_n[p]
+            w[wr, woff + pol[p, f]] += q_pi[n, p]
         if stochastic:
-            act_n[f] = categorical(tmp, 0, U, np.float64(alpha), uniform(seed, n, t, f))
+            actions[n, f] = categorical(w, wr, woff, woff + U, np.float64(alpha), uniform(seed, n, t, f))
         else:
             k = 0
             for a in range(1, U):
-                if tmp[a] > tmp[k]:
+                if w[wr, woff + a] > w[wr, woff + k]:
                     k = a
-            act_n[f] = k
+            actions[n, f] = k
 
 
 # -- the whole step --------------------------------------------------------------------------
 @device_jit
 def agent_step(n, obs, qs, prior, qs_prev, q_pi, G, actions, prev_actions, t, gamma, alpha, lr,
                A, logA, H, C, B, D, E, pA, pB, pD, wA, wB,
-               A_meta, A_deps, B_meta, B_deps, B_next, S_off, pol, branch, opts, seed, work):
-    """Agent n's whole step in pymdp's order. Parameter buffers with one row are shared; with
-    N rows, row n is agent n's. lr is (N, 3): lr_pA, lr_pB, lr_pD."""
-    rA = n if A.shape[0] > 1 else 0
-    rB = n if B.shape[0] > 1 else 0
-    S = S_off[S_off.shape[0] - 1]
-    T = pol.shape[1]
-    tmp = work[(T + 1) * S + T + 1:]  # free while neg_efe is not running
-    infer_states(obs[n], logA[rA], prior[n], qs[n], A_meta, A_deps, S_off, opts[OPT_NUM_ITER], tmp)
-    neg_efe(qs[n], G[n], A[rA], H[rA], C[n if C.shape[0] > 1 else 0], B[rB],
-            wA[n if wA.shape[0] > 1 else 0], wB[n if wB.shape[0] > 1 else 0], A_meta, A_deps,
-            B_meta, B_deps, B_next, S_off, pol, branch, opts[OPT_UTILITY], opts[OPT_STATE_INFO],
-            opts[OPT_WA], opts[OPT_WB], work)
-    policy_posterior(G[n], E[n if E.shape[0] > 1 else 0], gamma[n], q_pi[n])
+               A_meta, A_deps, B_meta, B_deps, B_next, S_off, pol, branch, opts, seed, w, wr):
+    """Agent n's whole step in pymdp's order, temporaries in w[wr]. lr is (N, 3): lr_pA, lr_pB,
+    lr_pD. Parameter buffers with one row are shared; with N rows, row n is agent n's."""
+    rA, rB = row_of(A, n), row_of(B, n)
+    F = B_meta.shape[0]
+    S = S_off[F]
+    tmp = (pol.shape[1] // F + 1) * (S + 1)  # past neg_efe's beliefs and sums: free otherwise
+    infer_states(obs, n, logA, rA, prior, qs, A_meta, A_deps, S_off, opts[OPT_NUM_ITER], w, wr, tmp)
+    neg_efe(qs, n, G, A, rA, H, C, row_of(C, n), B, rB, wA, row_of(wA, n), wB, row_of(wB, n),
+            A_meta, A_deps, B_meta, B_deps, B_next, S_off, pol, branch, opts[OPT_UTILITY],
+            opts[OPT_STATE_INFO], opts[OPT_WA], opts[OPT_WB], w, wr)
+    policy_posterior(G, n, E, row_of(E, n), gamma[n], q_pi)
     if opts[OPT_LEARN_A]:
-        learn_A(obs[n], qs[n], lr[n, 0], pA[n], A[n], logA[n], H[n], wA[n if wA.shape[0] > 1 else 0],
-                opts[OPT_WA], A_meta, A_deps, S_off, tmp)
+        learn_A(obs, n, qs, lr[n, 0], pA, A, logA, H, wA, opts[OPT_WA], A_meta, A_deps, S_off,
+                w, wr, tmp)
     if opts[OPT_LEARN_B]:
-        learn_B(qs[n], qs_prev[n], prev_actions[n], lr[n, 1], pB[n], B[n],
-                wB[n if wB.shape[0] > 1 else 0], opts[OPT_WB], B_meta, B_deps, S_off, tmp)
+        learn_B(qs, qs_prev, prev_actions, n, lr[n, 1], pB, B, wB, opts[OPT_WB], B_meta, B_deps,
+                S_off, w, wr, tmp)
     if opts[OPT_LEARN_D] and t[n] == 0:
-        learn_D(qs[n], lr[n, 2], pD[n], D[n], S_off)
-    select_action(n, q_pi[n], actions[n], pol, alpha[n], opts[OPT_STOCHASTIC], opts[OPT_MARGINAL],
-                  seed, t[n], B_meta, tmp)
-    transition(qs[n], prior[n], B[rB], B_meta, B_deps, B_next, S_off, actions[n], tmp)
+        learn_D(qs, n, lr[n, 2], pD, D, S_off)
+    select_action(n, q_pi, actions, pol, alpha[n], opts[OPT_STOCHASTIC], opts[OPT_MARGINAL], seed,
+                  t[n], B_meta, w, wr, tmp)
+    transition(qs, n, 0, prior, n, 0, B, rB, B_meta, B_deps, B_next, S_off, actions, n, 0, w, wr, tmp)
     for s in range(S):
         qs_prev[n, s] = qs[n, s]
-    for f in range(actions.shape[1]):
+    for f in range(F):
         prev_actions[n, f] = actions[n, f]
     t[n] += 1

@@ -8,6 +8,11 @@ Python.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
 from numba import config, njit
 
 # Reassociation lets LLVM vectorize the dot products; no 'nnan'/'ninf': logs only ever see
@@ -17,8 +22,47 @@ FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 MINVAL = 2.220446049250313e-16  # pymdp's floor before logs (float64 machine epsilon)
 
 
-def device_jit(fn):
-    """``njit`` for CPU and CUDA callers; identity under the CUDA simulator."""
+# Numba's on-disk cache checks only the decorated function's own file, not the functions it
+# calls in other files: an edit to agent.py would leave cpu.py's cached kernel stale. So the cache
+# lives in a directory named by a hash of every kernel source file. FA_GPU_NUMBA_CACHE=0 turns
+# caching off (e.g. to inspect generated code).
+_HERE = Path(__file__).resolve().parent
+_SRC_HASH = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(_HERE.glob("*.py")))).hexdigest()[:16]
+CACHE = os.environ.get("FA_GPU_NUMBA_CACHE", "1") != "0"
+
+
+@contextlib.contextmanager
+def _cache_dir():
+    if os.environ.get("NUMBA_CACHE_DIR"):  # the user chose a place: respect it
+        yield
+        return
+    saved = config.CACHE_DIR
+    config.CACHE_DIR = str(_HERE / "__pycache__" / f"numba-{_SRC_HASH}")
+    try:
+        yield
+    finally:
+        config.CACHE_DIR = saved
+
+
+def kernel_njit(**options):
+    """``numba.njit`` with nogil, fastmath and the source-hash-keyed cache."""
+    options = {"nogil": True, "fastmath": FASTMATH, "cache": CACHE, **options}
+
+    def wrap(fn):
+        with _cache_dir():
+            return njit(**options)(fn)
+    return wrap
+
+
+def device_jit(fn=None, *, inline: bool = False):
+    """``njit`` for CPU and CUDA callers; identity under the CUDA simulator.
+
+    ``inline=True`` (for tiny helpers called in inner loops) inlines at Numba IR level: Numba
+    does not inline across separately compiled functions, and a call per element or per row
+    costs more than the arithmetic.
+    """
+    if fn is None:
+        return lambda f: device_jit(f, inline=inline)
     if config.ENABLE_CUDASIM:
         return fn
-    return njit(cache=True, nogil=True, fastmath=FASTMATH)(fn)
+    return kernel_njit(inline="always" if inline else "never", _nrt=False)(fn)

@@ -7,6 +7,7 @@ cgroup quota respected, ``fa_gpu.runtime.topology``), or ``num_threads`` / ``FA_
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 from ..runtime.topology import pool_sizes
 from .numpy import NumpyBackend
@@ -26,11 +27,18 @@ class NumbaBackend(NumpyBackend):
         want = pool_sizes(compute_threads=num_threads).compute_threads
         self.num_threads = max(1, min(want, numba.config.NUMBA_NUM_THREADS))
 
+    def _work(self, p, cfg):
+        """Scratch rows, one per chunk of agents: allocated on first use, reused every step."""
+        chunks = 1 if cfg.n_agents < SERIAL_BELOW else min(cfg.n_agents, 4 * self.num_threads)
+        w = p.packed.get("work")
+        if w is None or w.shape[0] != chunks:
+            w = p.packed["work"] = np.empty((chunks, p.scratch_size), dtype=cfg.dtype)
+        return w
+
     def step(self, p, s, cfg) -> None:
-        n = cfg.n_agents
-        if n < SERIAL_BELOW:
-            self._cpu.step_serial(1, p.scratch_size, *kernel_args(p, s, cfg))
+        work = self._work(p, cfg)
+        if work.shape[0] == 1:
+            self._cpu.step_serial(work, *kernel_args(p, s, cfg))
             return
         numba.set_num_threads(self.num_threads)
-        chunks = min(n, 4 * self.num_threads)
-        self._cpu.step_parallel(chunks, p.scratch_size, *kernel_args(p, s, cfg))
+        self._cpu.step_parallel(work, *kernel_args(p, s, cfg))

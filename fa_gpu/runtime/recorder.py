@@ -1,0 +1,298 @@
+"""Asynchronous trajectory recorder: per-step agent arrays -> a chunked, compressed Zarr v3 store.
+
+Layout of the Zarr v3 group at ``path`` (T steps, N agents, F factors, M modalities):
+
+- ``actions``: ``(T, N, F)`` int64 and ``obs``: ``(T, N, M)`` int64;
+- ``qs_{f}``: ``(T, N, S_f)`` in the recorder's float ``dtype``, one per factor, only with
+  ``record_beliefs``;
+- group attributes: ``n_agents``, ``num_modalities``, ``num_factors``, ``num_states``,
+  ``record_beliefs``, ``chunk_steps``, ``dtype``, ``fa_gpu_version``, the caller's ``attrs``,
+  ``steps_written`` (steps whose data is on disk: after a crash trust only these rows) and
+  ``complete`` (true once ``close()`` succeeded).
+
+It is plain Zarr (zarr, xarray, dask read it directly); ``read_store`` is a convenience.
+"Durably written" means handed to the OS by an atomic file replace (zarr's ``LocalStore``), so it
+survives the process being killed; zarr does not fsync, so a power cut may lose more.
+"""
+from __future__ import annotations
+
+import json
+import operator
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import zarr
+
+__all__ = ["Recorder", "read_store"]
+
+# Uncompressed bytes per zarr chunk: large enough to compress well and keep the file count low,
+# small enough that reading a few agents does not decode the whole population.
+_CHUNK_BYTES = 4 << 20
+_RESERVED = frozenset({"n_agents", "num_modalities", "num_factors", "num_states", "record_beliefs",
+                       "chunk_steps", "dtype", "fa_gpu_version", "steps_written", "complete"})
+
+
+def _positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _default_io_threads() -> int:
+    try:
+        from .topology import pool_sizes
+    except ImportError:
+        return 4
+    return pool_sizes().io_threads
+
+
+def _fa_gpu_version():
+    try:
+        import fa_gpu
+    except ImportError:
+        return None
+    return getattr(fa_gpu, "__version__", None)
+
+
+class Recorder:
+    """Record ``actions``, ``obs`` and optionally beliefs ``qs`` of N agents, one step at a time.
+
+    ``record()`` copies the step into a host buffer of ``chunk_steps`` steps; a full buffer is
+    written by a thread pool of ``io_threads`` (default: ``topology.pool_sizes().io_threads``)
+    while the simulation goes on. At most ``max_pending`` chunks are in flight; beyond that
+    ``record()`` blocks. A failed write is re-raised (as ``RuntimeError`` from the original) by
+    the next ``record``/``flush``/``close``. Call it from one thread; inputs are host (NumPy)
+    arrays. ``overwrite=False`` refuses a ``path`` that already holds data.
+    """
+
+    def __init__(self, path, n_agents, *, num_modalities, num_factors, num_states=None,
+                 record_beliefs=False, chunk_steps=64, max_pending=8, io_threads=None,
+                 dtype="float32", overwrite=False, attrs=None):
+        n = _positive("n_agents", n_agents)
+        num_modalities = _positive("num_modalities", num_modalities)
+        num_factors = _positive("num_factors", num_factors)
+        self._chunk_steps = _positive("chunk_steps", chunk_steps)
+        self._max_pending = _positive("max_pending", max_pending)
+        io_threads = _default_io_threads() if io_threads is None else _positive("io_threads", io_threads)
+        float_dtype = np.dtype(dtype)
+        if float_dtype.kind != "f":
+            raise ValueError(f"dtype must be a floating dtype such as 'float32', got {float_dtype}")
+        if num_states is not None:
+            num_states = [_positive(f"num_states[{i}]", s) for i, s in enumerate(num_states)]
+            if len(num_states) != num_factors:
+                raise ValueError(f"num_states must have num_factors={num_factors} entries, "
+                                 f"got {len(num_states)}")
+        if record_beliefs and num_states is None:
+            raise ValueError("record_beliefs=True needs num_states (one state count per factor)")
+        user = dict(attrs or {})
+        if _RESERVED & user.keys():
+            raise ValueError(f"attrs may not set reserved keys {sorted(_RESERVED & user.keys())}")
+        meta = dict(user, n_agents=n, num_modalities=num_modalities, num_factors=num_factors,
+                    num_states=num_states, record_beliefs=bool(record_beliefs),
+                    chunk_steps=self._chunk_steps, dtype=float_dtype.name,
+                    fa_gpu_version=_fa_gpu_version(), steps_written=0, complete=False)
+        try:
+            json.dumps(meta)
+        except TypeError as exc:
+            raise ValueError(f"attrs must be JSON-serializable: {exc}") from None
+
+        # name -> (message label, row shape, dtype kind, storage dtype, last axis name)
+        self._specs = {"actions": ("actions", (n, num_factors), "i", np.dtype(np.int64), "factor"),
+                       "obs": ("obs", (n, num_modalities), "i", np.dtype(np.int64), "modality")}
+        if record_beliefs:
+            self._specs.update({f"qs_{f}": (f"qs[{f}]", (n, s), "f", float_dtype, f"state_{f}")
+                                for f, s in enumerate(num_states)})
+        try:
+            self._group = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3,
+                                          attributes=meta)
+        except FileExistsError as exc:
+            raise FileExistsError(f"{path} already holds data; pass overwrite=True to replace it") from exc
+        self._arrays = {}
+        for name, (_, (_, width), _, dt, axis) in self._specs.items():
+            agents = max(1, min(n, _CHUNK_BYTES // (self._chunk_steps * width * dt.itemsize)))
+            self._arrays[name] = self._group.create_array(
+                name, shape=(0, n, width), chunks=(self._chunk_steps, agents, width), dtype=dt,
+                dimension_names=("step", "agent", axis))
+
+        self._num_factors = num_factors
+        self._beliefs = bool(record_beliefs)
+        self._steps = 0       # steps recorded
+        self._t0 = 0          # first step held in self._buf (a multiple of chunk_steps)
+        self._handed = 0      # steps handed to the writers so far
+        self._written = 0     # steps durably written, mirrors the steps_written attribute
+        self._done = []       # finished (t0, t1) ranges not yet joined to the written prefix
+        self._pending = 0
+        self._error = None
+        self._closed = False
+        self._free = []       # recycled step buffers, so memory stays at max_pending + 1 chunks
+        self._buf = self._new_buffer()
+        self._cond = threading.Condition()
+        self._meta_lock = threading.Lock()
+        # More threads than chunks in flight would only ever sit idle.
+        self._pool = ThreadPoolExecutor(min(io_threads, self._max_pending),
+                                        thread_name_prefix="fa_gpu-recorder")
+
+    @property
+    def steps_written(self) -> int:
+        """Steps whose data is durably written (the ``steps_written`` attribute)."""
+        return self._written
+
+    @property
+    def pending(self) -> int:
+        """Chunks handed to the writer threads and not yet finished (at most ``max_pending``)."""
+        return self._pending
+
+    def record(self, step, actions, obs, qs=None) -> None:
+        """Buffer one step; ``step`` must equal the number of steps recorded so far.
+
+        ``actions``: ``(N, F)`` integer, ``obs``: ``(N, M)`` integer, ``qs``: sequence of F
+        ``(N, S_f)`` float arrays (required with ``record_beliefs``, ignored without). The data
+        are copied, so the caller may reuse its arrays at once. Blocks while ``max_pending``
+        chunks are in flight.
+        """
+        self._check_usable()
+        step = operator.index(step)
+        if step != self._steps:
+            raise ValueError(f"steps must be recorded in order: expected step {self._steps}, got {step}")
+        inputs = {"actions": actions, "obs": obs}
+        if self._beliefs:
+            if qs is None or len(qs) != self._num_factors:
+                got = "None" if qs is None else f"{len(qs)} arrays"
+                raise ValueError(f"qs must be a sequence of {self._num_factors} arrays "
+                                 f"(one per factor), got {got}")
+            inputs.update({f"qs_{f}": q for f, q in enumerate(qs)})
+        # Validate every input before copying any, so a rejected step leaves the buffer untouched.
+        checked = {name: self._validate(name, x) for name, x in inputs.items()}
+        row = step - self._t0
+        for name, x in checked.items():
+            self._buf[name][row] = x
+        self._steps += 1
+        if self._steps - self._t0 == self._chunk_steps:
+            self._hand_over(recycle=True)
+
+    def flush(self) -> None:
+        """Write any partly filled chunk too, and wait until every recorded step is written."""
+        self._check_usable()
+        if self._steps > self._handed:
+            # The buffer stays in use: when its chunk fills up it is written again whole.
+            self._hand_over(recycle=False)
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending == 0)
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        """Flush, set the ``complete`` attribute and stop the writer threads (idempotent)."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+            self._group.update_attributes({"complete": True})
+        finally:
+            self._closed = True
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @staticmethod
+    def open(path) -> dict:
+        """Same as ``read_store(path)``."""
+        return read_store(path)
+
+    def _validate(self, name, x) -> np.ndarray:
+        label, shape, kind, _, axis = self._specs[name]
+        x = np.asarray(x)
+        if x.shape != shape:
+            raise ValueError(f"{label} must have shape {shape} (agent, {axis}), got {x.shape}")
+        if (kind == "i" and not np.issubdtype(x.dtype, np.integer)) or (
+                kind == "f" and not np.issubdtype(x.dtype, np.floating)):
+            what = "an integer" if kind == "i" else "a floating"
+            raise ValueError(f"{label} must have {what} dtype, got {x.dtype}")
+        return x
+
+    def _new_buffer(self) -> dict:
+        return {name: np.empty((self._chunk_steps,) + shape, dtype=dt)
+                for name, (_, shape, _, dt, _) in self._specs.items()}
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Recorder is closed")
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"recorder write failed in a background thread: {self._error!r}") \
+                from self._error
+
+    def _hand_over(self, recycle: bool) -> None:
+        t0, t1 = self._t0, self._steps
+        with self._cond:
+            # Backpressure: stall the simulation rather than queue unbounded memory.
+            self._cond.wait_for(lambda: self._pending < self._max_pending or self._error is not None)
+        self._raise_if_failed()
+        for arr in self._arrays.values():
+            if arr.shape[0] < t1:
+                # Only this thread resizes, and before the write is queued, so no writer addresses
+                # rows beyond the shape it sees; growing never deletes chunks.
+                arr.resize((t1,) + arr.shape[1:])
+        # Chunks start at multiples of chunk_steps, so concurrent writes never share a zarr chunk.
+        data = {name: buf[: t1 - t0] for name, buf in self._buf.items()}
+        with self._cond:
+            self._pending += 1
+        self._pool.submit(self._run, t0, t1, data, self._buf if recycle else None)
+        self._handed = t1
+        if recycle:
+            self._t0 = t1
+            with self._cond:
+                self._buf = self._free.pop() if self._free else self._new_buffer()
+
+    def _run(self, t0, t1, data, buffer) -> None:
+        try:
+            self._write_chunk(t0, data)
+            with self._meta_lock:
+                # Writes finish out of order; steps_written may only cover a gap-free prefix.
+                self._done.append((t0, t1))
+                self._done.sort()
+                before = self._written
+                while self._done and self._done[0][0] <= self._written:
+                    self._written = max(self._written, self._done.pop(0)[1])
+                if self._written != before:
+                    self._group.update_attributes({"steps_written": self._written})
+        except BaseException as exc:  # re-raised in the caller's thread by _raise_if_failed
+            with self._cond:
+                self._error = self._error or exc
+        finally:
+            with self._cond:
+                if buffer is not None:
+                    self._free.append(buffer)
+                self._pending -= 1
+                self._cond.notify_all()
+
+    def _write_chunk(self, t0, data) -> None:
+        """Write ``data[name]`` (``(n, N, width)`` each) to rows ``t0 : t0 + n``; I/O thread."""
+        for name, block in data.items():
+            self._arrays[name][t0: t0 + len(block)] = block
+
+
+def read_store(path) -> dict:
+    """Read a recorder store, truncated to the steps known to be completely written.
+
+    Returns ``{"actions": (T, N, F) int64, "obs": (T, N, M) int64, "qs_{f}": (T, N, S_f) float
+    (with beliefs), "steps_written": T, "attrs": dict}`` with NumPy arrays. Safe on a store whose
+    writer crashed or is still running.
+    """
+    group = zarr.open_group(path, mode="r", zarr_format=3)
+    # Attributes first: arrays are resized before their rows are written, so every array
+    # opened afterwards has at least steps_written rows.
+    attrs = group.attrs.asdict()
+    t = int(attrs["steps_written"])
+    names = ["actions", "obs"]
+    if attrs.get("record_beliefs"):
+        names += [f"qs_{f}" for f in range(attrs["num_factors"])]
+    out = {name: group[name][:t] for name in names}
+    out.update(steps_written=t, attrs=attrs)
+    return out
