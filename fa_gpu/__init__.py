@@ -6,5 +6,13 @@ from .engine import Engine
 from .model import GenerativeModel, construct_policies
 from . import models
 
-__all__ = ["Engine", "GenerativeModel", "construct_policies", "models"]
+__all__ = ["Engine", "GenerativeModel", "Recorder", "construct_policies", "models", "info"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Recorder needs zarr (the runtime extra): imported on first use, never by `import fa_gpu`
+    if name == "Recorder":
+        from .runtime.recorder import Recorder
+        return Recorder
+    raise AttributeError(f"module 'fa_gpu' has no attribute {name!r}")

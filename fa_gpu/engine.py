@@ -119,6 +119,7 @@ class Engine:
         self.layout = layout.build_layout(model, B_onehot_ok=not learn_B)
         self._params = self._build_params(model, gamma, alpha, lr_pA, lr_pB, lr_pD)
         self._state = self._build_state()
+        self._epoch = 0  # bumped before and after each step: odd = a step is writing the state
         self.reset()
 
     # -- construction ----------------------------------------------------------------------
@@ -281,9 +282,39 @@ class Engine:
     def step(self, obs) -> np.ndarray:
         """One full step in pymdp's order: infer_states, infer_policies, infer_parameters (when
         learning), sample_action, update_empirical_prior. Returns actions ``(N, F)`` int64."""
-        self._state.obs[...] = self._backend.asarray(self._check_obs(obs), dtype=np.int64)
-        self._backend.step(self._params, self._state, self.config)
+        obs = self._backend.asarray(self._check_obs(obs), dtype=np.int64)
+        self._epoch += 1  # odd while the state is being written (see snapshot)
+        try:
+            self._state.obs[...] = obs
+            self._backend.step(self._params, self._state, self.config)
+        finally:
+            self._epoch += 1
         return self._backend.to_host(self._state.actions)
+
+    # -- runtime: simulation loop, consistent reads, checkpoints ----------------------------
+    def snapshot(self) -> dict:
+        """A consistent host copy of every per-agent array for one step, safe from any thread
+        while another thread steps the engine (a sequence lock: copy, and copy again if a step
+        ran meanwhile; the stepping thread never waits). Keys: qs, prior (lists of (N, S_f)),
+        q_pi, neg_efe (N, P), actions (N, F), obs (N, M), t (N,), and ``step_epoch``."""
+        from .runtime.snapshot import take_snapshot
+        return take_snapshot(self)
+
+    def run(self, env, steps: int, **kwargs):
+        """The simulation loop: see :func:`fa_gpu.runtime.loop.run` for the options."""
+        from .runtime.loop import run
+        return run(self, env, steps, **kwargs)
+
+    def save(self, path) -> None:
+        """Write the whole engine (model, counts, beliefs, RNG keys, step) atomically to ``path``."""
+        from .runtime.checkpoint import save
+        save(self, path)
+
+    @classmethod
+    def load(cls, path, backend: str | None = None) -> "Engine":
+        """An engine restored from :meth:`save`; it continues bit-identically."""
+        from .runtime.checkpoint import load
+        return load(path, backend=backend)
 
     def reset(self, agents=None) -> None:
         """Back to the initial prior D (and ``t = 0``, no previous action) for all agents, or for

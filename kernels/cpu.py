@@ -27,6 +27,8 @@ def _step_all(work, obs, qs, prior, qs_prev, q_pi, G, actions, prev_actions, t,
 
 
 # No allocation inside (the caller owns ``work``), so no reference counting either: with it, every
-# call would bump shared counters atomically, which costs more than the arithmetic.
-step_parallel = kernel_njit(parallel=True, _nrt=False)(_step_all)
+# call would bump shared counters atomically, which costs more than the arithmetic. The parallel
+# driver is not cached: loaded from Numba's cache it ran on one thread here (numba 0.68); it is
+# small, and the per-agent functions it calls are cached.
+step_parallel = kernel_njit(parallel=True, _nrt=False, cache=False)(_step_all)
 step_serial = kernel_njit(_nrt=False)(_step_all)

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _norm(req: str) -> tuple[str, str]:
     """('numba', '>=0.59') from a requirement string; extras like [cu12] dropped from the name."""
+    req = req.split(";")[0]  # environment markers: conda resolves the Python version itself
     m = re.match(r"\s*([A-Za-z0-9_.\-]+)(\[[^\]]*\])?\s*(.*)", req)
     return m.group(1).lower().replace("_", "-"), m.group(3).replace(" ", "")
 
@@ -53,3 +54,4 @@ def test_environment_matches_pyproject():
 def test_norm_parses_extras_and_specs():
     assert _norm("numba-cuda[cu12]>=0.15") == ("numba-cuda", ">=0.15")
     assert _norm("inferactively_pymdp == 1.0.4") == ("inferactively-pymdp", "==1.0.4")
+    assert _norm("zarr>=3.1.3; python_version >= '3.11'") == ("zarr", ">=3.1.3")
