@@ -2,6 +2,7 @@
 
 Same numbers and argument names as pymdp 1.0.4; see README.md.
 """
+from .devices import info
 from .engine import Engine
 from .model import GenerativeModel, construct_policies
 from . import models

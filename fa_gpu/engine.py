@@ -1,6 +1,9 @@
 """`Engine`: N agents sharing one generative model, stepped together on one backend."""
 from __future__ import annotations
 
+import concurrent.futures
+import functools
+
 import numpy as np
 
 from . import backends, layout
@@ -9,6 +12,34 @@ from .model import GenerativeModel
 from .state import Config, Params, State
 
 _ALGOS = ("fpi",)
+_INLINE_BELOW = 1024  # step_async runs smaller steps inline on CPU backends
+
+
+@functools.lru_cache(maxsize=1)
+def _step_executor():
+    """One worker thread for asynchronous CPU steps (the kernel itself is multi-threaded)."""
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fa_gpu-step")
+
+
+class PendingStep:
+    """A step started by :meth:`Engine.step_async`."""
+
+    def __init__(self, engine: "Engine", wait):
+        self._engine, self._wait, self._done = engine, wait, False
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self) -> np.ndarray:
+        """Wait for the step; actions ``(N, F)`` int64 on the host."""
+        if not self._done:
+            try:
+                self._wait()
+            finally:
+                self._done = True
+                self._engine._epoch += 1
+                self._engine._pending = None
+        return self._engine._backend.to_host(self._engine._state.actions)
 _SELECTIONS = ("deterministic", "stochastic")
 _MODES = ("full", "marginal")
 
@@ -66,6 +97,10 @@ class Engine:
         becomes per-agent.
     lr_pA, lr_pB, lr_pD : float or ``(N,)`` array
         Learning rates.
+    num_threads : int, optional
+        numba backend: threads (default: usable physical cores, or ``FA_GPU_NUM_THREADS``).
+    device : int, optional
+        cuda backend: CUDA device index (default: the one with the most free memory).
 
     Per-agent state is readable as host copies: ``qs``, ``prior`` (lists of ``(N, S_f)``),
     ``q_pi``, ``neg_efe`` ``(N, P)``, ``actions`` ``(N, F)`` int64, ``t`` ``(N,)`` int64.
@@ -76,7 +111,8 @@ class Engine:
                  num_iter: int = 16, use_utility: bool = True, use_states_info_gain: bool = True,
                  use_param_info_gain: bool = False, action_selection: str = "deterministic",
                  sampling_mode: str = "full", learn_A: bool = False, learn_B: bool = False,
-                 learn_D: bool = False, lr_pA=1.0, lr_pB=1.0, lr_pD=1.0):
+                 learn_D: bool = False, lr_pA=1.0, lr_pB=1.0, lr_pD=1.0, *,
+                 num_threads: int | None = None, device: int | None = None):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a fa_gpu.GenerativeModel, got {type(model).__name__}")
         if isinstance(n_agents, bool) or not isinstance(n_agents, (int, np.integer)) or n_agents < 1:
@@ -115,11 +151,16 @@ class Engine:
             use_param_info_gain=bool(use_param_info_gain), action_selection=action_selection,
             sampling_mode=sampling_mode, learn_A=bool(learn_A), learn_B=bool(learn_B),
             learn_D=bool(learn_D), has_pA=model.pA is not None, has_pB=model.pB is not None)
-        self._backend, self.backend_skipped = backends.resolve(backend)
+        self._backend, self.backend_skipped = backends.resolve(backend, num_threads=num_threads,
+                                                               device=device)
         self.layout = layout.build_layout(model, B_onehot_ok=not learn_B)
+        check = getattr(self._backend, "check_memory", None)
+        if check is not None:
+            check(self.estimate_bytes())
         self._params = self._build_params(model, gamma, alpha, lr_pA, lr_pB, lr_pD)
         self._state = self._build_state()
         self._epoch = 0  # bumped before and after each step: odd = a step is writing the state
+        self._pending = None  # the PendingStep of an unfinished step_async
         self.reset()
 
     # -- construction ----------------------------------------------------------------------
@@ -208,6 +249,26 @@ class Engine:
             prev_actions=xp.full((n, cfg.num_factors), -1, dtype=np.int64),
             t=xp.zeros(n, dtype=np.int64))
 
+    def estimate_bytes(self) -> int:
+        """Bytes this engine allocates on its backend (model, counts, state, scratch): checked
+        against the device's free memory before anything is allocated."""
+        cfg, lay, m = self.config, self.layout, self.model
+        n, item = cfg.n_agents, cfg.dtype.itemsize
+        sz = lay.sizes
+        rows = lambda per: n if per else 1
+        shared = lambda name, k: all(m.is_shared(f"{name}[{i}]") for i in range(k))
+        per_A = cfg.learn_A or not shared("A", cfg.num_modalities)
+        per_B = cfg.learn_B or not shared("B", cfg.num_factors)
+        per_D = cfg.learn_D or not shared("D", cfg.num_factors)
+        a_bufs = 3 + cfg.has_pA + (cfg.use_param_info_gain and cfg.has_pA)
+        b_bufs = 1 + cfg.has_pB + (cfg.use_param_info_gain and cfg.has_pB)
+        params = (rows(per_A) * (a_bufs * sz["A"] + sz["H"]) + rows(per_B) * b_bufs * sz["B"]
+                  + rows(per_D) * 2 * sz["S"] + rows(not shared("C", cfg.num_modalities)) * sz["C"]
+                  + rows(not m.is_shared("E")) * sz["E"] + 5 * n) * item
+        state = n * (3 * sz["S"] + 2 * sz["E"]) * item + n * (cfg.num_modalities + 2 * cfg.num_factors + 1) * 8
+        work = self._backend.work_rows(n) * lay.scratch_size * item
+        return int(params + state + work)
+
     # -- input checks ----------------------------------------------------------------------
     def _check_obs(self, obs) -> np.ndarray:
         cfg = self.config
@@ -253,28 +314,33 @@ class Engine:
     def infer_states(self, obs) -> list:
         """Posterior over states given outcomes ``obs`` (int ``(N, M)`` or M arrays ``(N,)``)
         and the current empirical prior. Returns ``qs``: list of ``(N, S_f)`` host arrays."""
+        self.wait()
         self._state.obs[...] = self._backend.asarray(self._check_obs(obs), dtype=np.int64)
         self._backend.infer_states(self._params, self._state, self.config)
         return self.qs
 
     def infer_policies(self):
         """Returns ``(q_pi, neg_efe)``, each ``(N, P)``, for the current ``qs``."""
+        self.wait()
         self._backend.infer_policies(self._params, self._state, self.config)
         return self.q_pi, self.neg_efe
 
     def infer_parameters(self) -> None:
         """Dirichlet learning from the last ``obs``, ``qs`` and the previous step's beliefs and
         action (those enabled by ``learn_A``/``learn_B``/``learn_D``). ``step`` calls it."""
+        self.wait()
         self._backend.infer_parameters(self._params, self._state, self.config)
 
     def sample_action(self) -> np.ndarray:
         """Actions ``(N, F)`` int64 from ``q_pi`` (uncontrolled factors get 0)."""
+        self.wait()
         self._backend.sample_action(self._params, self._state, self.config)
         return self.actions
 
     def update_empirical_prior(self, actions) -> list:
         """Prior for the next step: ``B[f][..., actions[:, f]]`` applied to ``qs``. Advances ``t``.
         Returns the new prior (list of ``(N, S_f)``)."""
+        self.wait()
         act = self._backend.asarray(self._check_actions(actions), dtype=np.int64)
         self._backend.update_empirical_prior(self._params, self._state, self.config, act)
         return self.prior
@@ -282,14 +348,38 @@ class Engine:
     def step(self, obs) -> np.ndarray:
         """One full step in pymdp's order: infer_states, infer_policies, infer_parameters (when
         learning), sample_action, update_empirical_prior. Returns actions ``(N, F)`` int64."""
-        obs = self._backend.asarray(self._check_obs(obs), dtype=np.int64)
+        return self.step_async(obs).result()
+
+    def step_async(self, obs) -> "PendingStep":
+        """Start one step and return at once, so host work overlaps it; ``.result()`` waits and
+        returns the actions. cuda: the kernel is queued on the engine's stream; numpy/numba: the
+        step runs on a worker thread (Numba kernels release the GIL). Starting another step, or
+        reading state, waits for this one first."""
+        self.wait()
+        obs = self._check_obs(obs)
         self._epoch += 1  # odd while the state is being written (see snapshot)
         try:
-            self._state.obs[...] = obs
-            self._backend.step(self._params, self._state, self.config)
-        finally:
+            self._state.obs[...] = self._backend.asarray(obs, dtype=np.int64)
+            launch = getattr(self._backend, "step_async", None)
+            if launch is not None:
+                launch(self._params, self._state, self.config)
+                pending = PendingStep(self, self._backend.synchronize)
+            elif self.config.n_agents < _INLINE_BELOW:  # a thread hop costs more than the step
+                self._backend.step(self._params, self._state, self.config)
+                pending = PendingStep(self, lambda: None)
+            else:
+                fut = _step_executor().submit(self._backend.step, self._params, self._state, self.config)
+                pending = PendingStep(self, fut.result)
+        except BaseException:
             self._epoch += 1
-        return self._backend.to_host(self._state.actions)
+            raise
+        self._pending = pending
+        return pending
+
+    def wait(self) -> None:
+        """Block until a step started by :meth:`step_async` has finished."""
+        if self._pending is not None:
+            self._pending.result()
 
     # -- runtime: simulation loop, consistent reads, checkpoints ----------------------------
     def snapshot(self) -> dict:
@@ -319,6 +409,7 @@ class Engine:
     def reset(self, agents=None) -> None:
         """Back to the initial prior D (and ``t = 0``, no previous action) for all agents, or for
         ``agents`` (int indices or a boolean mask of length N). Learned parameters are kept."""
+        self.wait()
         cfg, s, p, xp = self.config, self._state, self._params, self._backend.xp
         if agents is None:
             idx = slice(None)
@@ -344,6 +435,7 @@ class Engine:
 
     # -- read-only views -------------------------------------------------------------------
     def _host(self, x):
+        self.wait()  # other threads read with snapshot(), which never waits
         h = self._backend.to_host(x)
         h.flags.writeable = False
         return h
@@ -370,6 +462,13 @@ class Engine:
     pA = property(lambda self: None if self._params.pA is None else [self._host(x) for x in self._params.pA])
     pB = property(lambda self: None if self._params.pB is None else [self._host(x) for x in self._params.pB])
     pD = property(lambda self: None if self._params.pD is None else [self._host(x) for x in self._params.pD])
+
+    # zero-copy backend arrays (CuPy on cuda: __cuda_array_interface__), valid until the next step
+    actions_device = property(lambda self: self._state.actions, doc="Last actions (N, F) int64, on the backend.")
+    obs_device = property(lambda self: self._state.obs, doc="Last observations (N, M) int64, on the backend.")
+    q_pi_device = property(lambda self: self._state.q_pi, doc="Policy posterior (N, P), on the backend.")
+    qs_device = property(lambda self: self._state.packed["qs"],
+                         doc="Posterior of all factors side by side, (N, sum S_f), on the backend.")
 
     def __repr__(self) -> str:
         return f"Engine(n_agents={self.n_agents}, backend={self.backend!r}, dtype={self.config.dtype}, {self.model!r})"

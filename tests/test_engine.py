@@ -187,3 +187,25 @@ def test_digamma_against_known_values():
     np.testing.assert_allclose(got[:4], expect[:4], rtol=0, atol=1e-14)
     # recurrence at a non-integer far point
     np.testing.assert_allclose(ref.digamma(np.array([38.25]))[0] - got[4], 1 / 37.25, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_step_async_equals_step(backend):
+    """Large N runs the step on a worker thread; results equal the synchronous step."""
+    case = CASES[9]
+    n = 1500
+    obs = random_obs(case, n, 3, 5)
+    _, a = build(case, n, 5, backend=backend)
+    _, b = build(case, n, 5, backend=backend)
+    for o in obs:
+        pending = b.step_async(o)
+        expect = a.step(o)
+        np.testing.assert_array_equal(pending.result(), expect)
+        assert pending.done()
+        np.testing.assert_array_equal(b.q_pi, a.q_pi)
+    # a second step_async waits for the first; reading a property waits too
+    b.step_async(obs[0])
+    b.step_async(obs[1])
+    assert b.t[0] == 5 and b._epoch % 2 == 0
+    np.testing.assert_array_equal(b.actions_device, b.actions)  # numpy arrays on CPU backends
+    assert b.qs_device.shape == (n, sum(case.num_states))

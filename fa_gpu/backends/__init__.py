@@ -15,11 +15,13 @@ from .numpy import NumpyBackend
 log = logging.getLogger("fa_gpu")
 
 ORDER = ("cuda", "numba", "numpy")
+_OPTIONS = {"numba": ("num_threads",), "cuda": ("device",)}
 ENV_VAR = "FA_GPU_BACKEND"
 
 
-def _probe(name: str):
-    """(backend class or None, reason it cannot run or '')."""
+def _probe(name: str, for_auto: bool = False):
+    """(backend class or None, reason it cannot run or ''). ``auto`` never picks the CUDA
+    simulator: it is for checking kernels, and slow."""
     if name == "numpy":
         return NumpyBackend, ""
     if name == "numba":
@@ -30,21 +32,30 @@ def _probe(name: str):
         return NumbaBackend, ""
     if name == "cuda":
         try:
-            from .cuda import CudaBackend, unavailable_reason
+            from .cuda import CudaBackend, simulated, unavailable_reason
         except ImportError as exc:
             return None, f"the cuda backend is not importable ({exc})"
         reason = unavailable_reason()
+        if not reason and for_auto and simulated():
+            reason = "only Numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1): ask for 'cuda' by name"
         return (None, reason) if reason else (CudaBackend, "")
     raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, ORDER))}; got {name!r}")
 
 
+def _make(cls, options):
+    allowed = _OPTIONS.get(cls.name, ())
+    return cls(**{k: v for k, v in options.items() if k in allowed and v is not None})
+
+
 def availability() -> dict:
-    """``{name: reason}`` for every backend; an empty reason means it can run."""
-    return {name: _probe(name)[1] for name in ORDER}
+    """``{name: reason}`` for every backend; an empty reason means ``auto`` may pick it."""
+    return {name: _probe(name, for_auto=True)[1] for name in ORDER}
 
 
-def resolve(name: str = "auto"):
-    """Backend instance for ``name`` (``FA_GPU_BACKEND`` wins when set).
+def resolve(name: str = "auto", **options):
+    """Backend instance for ``name`` (``FA_GPU_BACKEND`` wins when set); ``options`` go to the
+    chosen backend's constructor when it takes them (``device`` for cuda, ``num_threads`` for
+    numba).
 
     Returns ``(backend, skipped)`` where ``skipped`` maps each backend passed over by ``auto``
     to the reason.
@@ -63,13 +74,13 @@ def resolve(name: str = "auto"):
         if cls is None:
             src = f" (forced by {ENV_VAR})" if forced else ""
             raise RuntimeError(f"backend {name!r}{src} cannot run: {reason}")
-        return cls(), {}
+        return _make(cls, options), {}
     skipped = {}
     for cand in ORDER:
-        cls, reason = _probe(cand)
+        cls, reason = _probe(cand, for_auto=True)
         if cls is not None:
             for k, why in skipped.items():
                 log.info("fa_gpu backend auto: skipped %s: %s", k, why)
-            return cls(), skipped
+            return _make(cls, options), skipped
         skipped[cand] = reason
     raise RuntimeError(f"no backend can run: {skipped}")  # unreachable: numpy always runs

@@ -27,9 +27,13 @@ class NumbaBackend(NumpyBackend):
         want = pool_sizes(compute_threads=num_threads).compute_threads
         self.num_threads = max(1, min(want, numba.config.NUMBA_NUM_THREADS))
 
+    def work_rows(self, n: int) -> int:
+        """One scratch row per chunk of agents (a few chunks per thread)."""
+        return 1 if n < SERIAL_BELOW else min(n, 4 * self.num_threads)
+
     def _work(self, p, cfg):
-        """Scratch rows, one per chunk of agents: allocated on first use, reused every step."""
-        chunks = 1 if cfg.n_agents < SERIAL_BELOW else min(cfg.n_agents, 4 * self.num_threads)
+        """Scratch rows: allocated on first use, reused every step."""
+        chunks = self.work_rows(cfg.n_agents)
         w = p.packed.get("work")
         if w is None or w.shape[0] != chunks:
             w = p.packed["work"] = np.empty((chunks, p.scratch_size), dtype=cfg.dtype)

@@ -26,6 +26,10 @@ class NumpyBackend:
     def synchronize(self) -> None:
         """Wait for queued work (no-op on the CPU)."""
 
+    def work_rows(self, n: int) -> int:
+        """Scratch rows a fused step for n agents needs (none: the reference allocates as it goes)."""
+        return 0
+
     # -- views -----------------------------------------------------------------------------
     def _view(self, p: Params, name: str, cfg: Config):
         """Per-agent ``(N, ...)`` views of a parameter list (shared arrays broadcast, no copy)."""

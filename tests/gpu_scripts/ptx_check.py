@@ -1,0 +1,34 @@
+"""Compile the fused CUDA step kernel to PTX for one compute capability (argv: major minor),
+without a GPU, for float32 and float64 engines. Prints 'PTX OK sm_XY <bytes>' per dtype."""
+import os
+import sys
+from types import SimpleNamespace
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from numba import cuda, types  # noqa: E402
+
+cc = (int(sys.argv[1]), int(sys.argv[2]))
+# Device functions are compiled for "the current device"; there is none here: name the target.
+import numba.cuda.dispatcher as _disp  # noqa: E402
+
+_disp.get_current_device = lambda: SimpleNamespace(compute_capability=cc)
+
+from randmodels import CASES, build  # noqa: E402
+
+from fa_gpu.backends.kernel_args import kernel_args  # noqa: E402
+from fa_gpu.kernels import cuda as kcuda  # noqa: E402
+
+for dtype in ("float32", "float64"):
+    _, eng = build(CASES[33], 4, 0, backend="numpy", dtype=dtype)  # learning, 3 factors, marginal
+    args = kernel_args(eng._params, eng._state, eng.config)
+    work = np.empty((2, eng._params.scratch_size), dtype=dtype)
+    sig = tuple(numba.typeof(a) for a in (work,) + args[:-1]) + (types.uint64,)
+    ptx, _ = cuda.compile_ptx(kcuda.step_kernel_py, sig, cc=cc)
+    target = f".target sm_{cc[0]}{cc[1]}"
+    assert target in ptx, target
+    assert ".entry" in ptx
+    if len(sys.argv) > 3:
+        open(f"{sys.argv[3]}_{dtype}.ptx", "w").write(ptx)
+    print(f"PTX OK sm_{cc[0]}{cc[1]} {dtype} {len(ptx)}", flush=True)

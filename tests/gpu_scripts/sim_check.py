@@ -1,0 +1,34 @@
+"""Run under NUMBA_ENABLE_CUDASIM=1 (a process of its own): the cuda backend's fused kernel on
+Numba's CUDA simulator against the numpy reference, for the random models of tests/randmodels.py.
+Prints one line per case and 'SIM OK <count>' at the end; any mismatch raises."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import numpy as np  # noqa: E402
+from numba import config  # noqa: E402
+
+from randmodels import CASES, build, random_obs  # noqa: E402
+
+assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
+idxs = [int(a) for a in sys.argv[1:]] or range(len(CASES))
+checked = 0
+for idx in idxs:
+    case = CASES[idx]
+    for dtype, tol, sel in (("float64", 1e-10, "stochastic"), ("float32", 1e-5, "deterministic")):
+        _, ref = build(case, 4, 600 + idx, backend="numpy", dtype=dtype, action_selection=sel)
+        _, sim = build(case, 4, 600 + idx, backend="cuda", dtype=dtype, action_selection=sel)
+        assert sim.backend == "cuda"
+        for t, o in enumerate(random_obs(case, 4, 3, 600 + idx)):
+            np.testing.assert_array_equal(ref.step(o), sim.step(o), err_msg=f"{case.name} {dtype} actions t={t}")
+            pairs = [("q_pi", ref.q_pi, sim.q_pi), ("neg_efe", ref.neg_efe, sim.neg_efe)]
+            pairs += [(f"qs{f}", x, y) for f, (x, y) in enumerate(zip(ref.qs, sim.qs))]
+            pairs += [(f"prior{f}", x, y) for f, (x, y) in enumerate(zip(ref.prior, sim.prior))]
+            for name in ("A", "B", "D", "pA", "pB"):
+                if getattr(ref, name) is not None:
+                    pairs += [(f"{name}{i}", x, y) for i, (x, y) in enumerate(zip(getattr(ref, name), getattr(sim, name)))]
+            for name, x, y in pairs:
+                np.testing.assert_allclose(y, x, rtol=tol, atol=tol, err_msg=f"{case.name} {dtype} {name} t={t}")
+        checked += 1
+    print(case.name, "ok", flush=True)
+print("SIM OK", checked)

@@ -1,0 +1,235 @@
+"""The cuda backend without a GPU: kernels on Numba's CUDA simulator against the reference, PTX
+for sm_80 and sm_90, and every fallback path (no CuPy, no driver, no NVML, forced backends).
+
+The simulator and PTX checks run in subprocesses (the simulator must be on before numba is first
+imported). On CI (``CI`` set) a missing numba-cuda is a failure, never a skip.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fa_gpu
+from fa_gpu import backends, devices
+from fa_gpu.backends import cuda as bcuda
+
+SCRIPTS = Path(__file__).parent / "gpu_scripts"
+
+
+def _need_numba_cuda():
+    try:
+        import numba.cuda  # noqa: F401
+    except ImportError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"numba-cuda must be installed on CI (pip install -e '.[gpu]'): {exc}")
+        pytest.skip(f"numba-cuda not installed: {exc}")
+
+
+def _run(script, *args, sim=False, timeout=900):
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    if sim:
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
+    proc = subprocess.run([sys.executable, str(SCRIPTS / script), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc.stdout
+
+
+def test_simulator_trajectories_equal_reference():
+    """Every random model, float64 (stochastic actions) and float32: the fused CUDA kernel on the
+    simulator gives the reference's actions and beliefs, learning included."""
+    _need_numba_cuda()
+    from randmodels import CASES
+
+    out = _run("sim_check.py", sim=True)
+    assert f"SIM OK {2 * len(CASES)}" in out
+
+
+@pytest.mark.parametrize("cc", [(8, 0), (9, 0)], ids=["sm_80", "sm_90"])
+def test_kernel_compiles_to_ptx(cc):
+    _need_numba_cuda()
+    out = _run("ptx_check.py", *cc)
+    for dtype in ("float32", "float64"):
+        assert f"PTX OK sm_{cc[0]}{cc[1]} {dtype}" in out
+
+
+# -- fallbacks -------------------------------------------------------------------------------
+@pytest.fixture
+def fresh_probe(monkeypatch):
+    """Clear the cached probe before and after, and keep FA_GPU_BACKEND out of the way."""
+    monkeypatch.delenv("FA_GPU_BACKEND", raising=False)
+    bcuda.unavailable_reason.cache_clear()
+    yield monkeypatch
+    bcuda.unavailable_reason.cache_clear()
+
+
+def test_no_cupy_falls_back_with_reason(fresh_probe):
+    pytest.importorskip("numba.cuda")
+    fresh_probe.setitem(sys.modules, "cupy", None)  # "import cupy" raises ImportError
+    reason = bcuda.unavailable_reason()
+    assert reason.startswith("CuPy is not installed")
+    eng = fa_gpu.Engine(fa_gpu.models.grid_world(side=3), 4, backend="auto")
+    assert eng.backend == "numba" and eng.backend_skipped["cuda"] == reason
+    with pytest.raises(RuntimeError, match=r"backend 'cuda' cannot run: CuPy is not installed"):
+        fa_gpu.Engine(fa_gpu.models.grid_world(side=3), 4, backend="cuda")
+
+
+def test_cupy_without_driver_falls_back(fresh_probe):
+    pytest.importorskip("numba.cuda")
+
+    class CUDARuntimeError(RuntimeError):
+        pass
+
+    def no_driver():
+        raise CUDARuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_driver)))
+    fresh_probe.setitem(sys.modules, "cupy", fake)
+    assert bcuda.unavailable_reason() == ("CuPy cannot use a GPU: CUDARuntimeError: "
+                                          "cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+    assert backends.availability()["cuda"].startswith("CuPy cannot use a GPU")
+
+
+def test_real_cupy_on_this_machine_reports_why(fresh_probe):
+    """With the real CuPy installed and no GPU (this machine, CI), the probe names the error."""
+    cupy = pytest.importorskip("cupy")
+    pytest.importorskip("numba.cuda")
+    try:
+        has_gpu = cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        has_gpu = False
+    if has_gpu:
+        pytest.skip("a GPU is present")
+    reason = bcuda.unavailable_reason()
+    assert reason.startswith("CuPy cannot use a GPU: CUDARuntimeError"), reason
+
+
+def test_no_numba_cuda_falls_back(fresh_probe):
+    fresh_probe.setitem(sys.modules, "numba.cuda", None)
+    assert bcuda.unavailable_reason().startswith("numba-cuda is not importable")
+
+
+def test_import_never_fails_when_gpu_packages_are_broken():
+    code = ("import sys; sys.modules['cupy'] = None; sys.modules['numba.cuda'] = None; "
+            "sys.modules['pynvml'] = None; import fa_gpu; "
+            "e = fa_gpu.Engine(fa_gpu.models.grid_world(side=3), 2, backend='auto'); "
+            "print(e.backend, sorted(e.backend_skipped)); print(fa_gpu.info()['devices_reason'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("FA_GPU_BACKEND", "NUMBA_ENABLE_CUDASIM")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["numba ['cuda']", "nvidia-ml-py (pynvml) is not installed"]
+
+
+def test_forced_backend_env(fresh_probe):
+    m = fa_gpu.models.grid_world(side=3)
+    fresh_probe.setenv("FA_GPU_BACKEND", "numpy")
+    assert fa_gpu.Engine(m, 2, backend="numba").backend == "numpy"
+    fresh_probe.setenv("FA_GPU_BACKEND", "cuda")
+    fresh_probe.setitem(sys.modules, "cupy", None)
+    with pytest.raises(RuntimeError, match=r"backend 'cuda' \(forced by FA_GPU_BACKEND\) cannot run"):
+        fa_gpu.Engine(m, 2)
+    fresh_probe.setenv("FA_GPU_BACKEND", "tpu")
+    with pytest.raises(ValueError, match=r"FA_GPU_BACKEND must be one of 'auto', 'cuda', 'numba', 'numpy'; got 'tpu'"):
+        fa_gpu.Engine(m, 2)
+
+
+def test_auto_never_picks_the_simulator(fresh_probe):
+    fresh_probe.setattr(bcuda, "simulated", lambda: True)
+    assert "simulator" in backends.availability()["cuda"]
+
+
+# -- NVML and device choice ------------------------------------------------------------------
+class _NVMLError(Exception):
+    pass
+
+
+class _NVMLError_LibraryNotFound(_NVMLError):
+    pass
+
+
+def _fake_pynvml(fail_init=False):
+    mem = lambda total, free: types.SimpleNamespace(total=total, free=free, used=total - free)
+    gpus = [("GPU-A", "00000000:3B:00.0", mem(80 << 30, 70 << 30)),
+            ("GPU-B", "00000000:86:00.0", mem(80 << 30, 10 << 30))]
+
+    def init():
+        if fail_init:
+            raise _NVMLError_LibraryNotFound("NVML Shared Library Not Found")
+
+    return types.SimpleNamespace(
+        NVMLError=_NVMLError, nvmlInit=init, nvmlShutdown=lambda: None,
+        nvmlSystemGetDriverVersion=lambda: "555.42", nvmlDeviceGetCount=lambda: len(gpus),
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetMemoryInfo=lambda h: gpus[h][2],
+        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=10 * h, memory=5),
+        nvmlDeviceGetName=lambda h: b"NVIDIA H200", nvmlDeviceGetUUID=lambda h: gpus[h][0],
+        nvmlDeviceGetPciInfo=lambda h: types.SimpleNamespace(busId=gpus[h][1].encode()))
+
+
+def test_nvml_library_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(fail_init=True))
+    assert devices.nvml_devices() == ([], "NVML unavailable: NVML Shared Library Not Found")
+
+
+def test_real_pynvml_without_driver():
+    pynvml = pytest.importorskip("pynvml")
+    devs, why = devices.nvml_devices()
+    if devs:
+        pytest.skip("NVML sees a GPU here")
+    assert why.startswith("NVML unavailable"), why
+    assert isinstance(pynvml.NVMLError_LibraryNotFound("x"), pynvml.NVMLError)
+
+
+def test_nvml_figures_matched_to_cuda_numbering_by_bus_id(monkeypatch):
+    """CUDA_VISIBLE_DEVICES=1: CUDA device 0 is NVML device 1; its figures must follow it."""
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml())
+
+    class Dev:
+        def __init__(self, i):
+            self.pci_bus_id = "0000:86:00.0"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+    rt = types.SimpleNamespace(getDeviceCount=lambda: 1, memGetInfo=lambda: (9 << 30, 80 << 30))
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=rt, Device=Dev)))
+    (d,) = devices.cuda_devices()
+    assert d["cuda_index"] == 0 and d["nvml_index"] == 1 and d["uuid"] == "GPU-B"
+    assert d["utilization_gpu"] == 10 and d["memory_free"] == 9 << 30
+
+
+def test_pick_device_and_memory_check():
+    devs = [dict(cuda_index=0, memory_free=2 << 30), dict(cuda_index=1, memory_free=5 << 30)]
+    assert devices.pick_device(devs) == 1
+    assert devices.pick_device(devs, 0) == 0
+    with pytest.raises(ValueError, match=r"device must be one of the visible CUDA devices \[0, 1\]; got 3"):
+        devices.pick_device(devs, 3)
+    with pytest.raises(RuntimeError, match="no CUDA device is visible"):
+        devices.pick_device([])
+    with pytest.raises(MemoryError, match=r"the engine needs 3\.20 GiB, device 0 has 2\.00 GiB free"):
+        devices.check_fits(int(3.2 * 2 ** 30), devs[0])
+    devices.check_fits(1 << 30, devs[0])
+
+
+def test_estimate_bytes_covers_what_is_allocated():
+    """The pre-allocation estimate is within 10% of what the engine really holds."""
+    from randmodels import CASES, build
+
+    for idx in (0, 21, 33):
+        _, eng = build(CASES[idx], 500, 1, backend="numpy", dtype="float32")
+        eng.step(np.zeros((500, len(CASES[idx].num_obs)), dtype=np.int64))
+        p, s = eng._params, eng._state
+        held = sum(b.nbytes for b in p.packed.values()) + sum(b.nbytes for b in s.packed.values())
+        held += sum(x.nbytes for x in (s.obs, s.q_pi, s.neg_efe, s.actions, s.prev_actions, s.t, p.gamma, p.alpha))
+        est = eng.estimate_bytes()
+        assert 0.9 * held <= est <= 1.1 * held + 4096, (CASES[idx].name, est, held)
