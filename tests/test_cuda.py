@@ -233,3 +233,14 @@ def test_estimate_bytes_covers_what_is_allocated():
         held += sum(x.nbytes for x in (s.obs, s.q_pi, s.neg_efe, s.actions, s.prev_actions, s.t, p.gamma, p.alpha))
         est = eng.estimate_bytes()
         assert 0.9 * held <= est <= 1.1 * held + 4096, (CASES[idx].name, est, held)
+
+
+def test_gpu_check_dry_run_completes():
+    """benchmarks/gpu_check.py --dry-run: simulator, tiny N, correctness table and timings."""
+    _need_numba_cuda()
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_check.py"), "--dry-run"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "GPU CHECK OK" in proc.stdout and "grid400" in proc.stdout

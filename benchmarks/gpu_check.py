@@ -1,0 +1,193 @@
+"""GPU check: correctness of the cuda backend against the reference, then timings.
+
+    python benchmarks/gpu_check.py               # on a machine with an NVIDIA GPU
+    python benchmarks/gpu_check.py --dry-run     # anywhere: Numba's CUDA simulator, tiny N
+
+1. Correctness: random models (multi-factor, dependencies, learning; float64 and float32),
+   trajectories on the cuda backend vs the numpy reference: max |difference| and equal actions.
+2. Timing: the grid world with 25 states (policy_len 1 and 3) and 400 states (policy_len 1) at
+   N = 1e4, 1e5, 1e6, 4e6: agent-steps/s, ms/step, achieved bandwidth and FLOP rate (estimated
+   from the model's sizes) against the card's peaks, and pymdp 1.0.4 on JAX-GPU when both are
+   importable and JAX sees a GPU.
+Prints one table; ``--json PATH`` also writes the rows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (memory bandwidth bytes/s, fp32 non-tensor FLOP/s) by device name fragment; public spec sheets
+PEAKS = {"H200": (4.8e12, 67e12), "H100": (3.35e12, 67e12), "A100": (2.0e12, 19.5e12),
+         "L40S": (0.864e12, 91.6e12), "A10": (0.6e12, 31.2e12), "T4": (0.32e12, 8.1e12)}
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dry-run", action="store_true", help="Numba's CUDA simulator, tiny N (no GPU needed)")
+    ap.add_argument("--n", default="1e4,1e5,1e6,4e6", help="agent counts for the timings")
+    ap.add_argument("--repeats", type=int, default=5, help="timed steps per cell (median)")
+    ap.add_argument("--skip-pymdp", action="store_true")
+    ap.add_argument("--json", help="also write the results here")
+    return ap.parse_args(argv)
+
+
+def correctness(dry: bool) -> list[dict]:
+    """cuda vs numpy on random models: one row per (case, dtype)."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from randmodels import CASES, build, random_obs
+
+    rows = []
+    idxs = [0, 9, 21, 33] if dry else range(len(CASES))
+    n, steps = (4, 2) if dry else (256, 8)
+    for idx in idxs:
+        case = CASES[idx]
+        for dtype, tol in (("float64", 1e-10), ("float32", 1e-5)):
+            _, ref = build(case, n, 700 + idx, backend="numpy", dtype=dtype, action_selection="stochastic")
+            _, gpu = build(case, n, 700 + idx, backend="cuda", dtype=dtype, action_selection="stochastic")
+            err, same = 0.0, True
+            for o in random_obs(case, n, steps, 700 + idx):
+                same &= bool(np.array_equal(ref.step(o), gpu.step(o)))
+                for x, y in zip([ref.q_pi, ref.neg_efe] + ref.qs, [gpu.q_pi, gpu.neg_efe] + gpu.qs):
+                    err = max(err, float(np.max(np.abs(x - y) / (1 + np.abs(x)))))
+            rows.append(dict(case=case.name, dtype=dtype, max_rel_err=err, actions_equal=same,
+                             ok=same and err <= tol))
+    return rows
+
+
+def flops_bytes(model, itemsize: int) -> tuple[float, float]:
+    """Rough per-agent-step FLOPs and state bytes moved, for the rate columns."""
+    S, P, T = sum(model.num_states), model.num_policies, model.policy_len
+    nodes = sum(len({tuple(p[:t + 1].ravel()) for p in model.policies}) for t in range(T))
+    per_node = sum(2 * o * S for o in model.num_obs) + 2 * S + 6 * sum(model.num_obs)
+    flops = nodes * per_node + 10 * S + 5 * P
+    state = (3 * S + 2 * P) * itemsize + 8 * (len(model.num_obs) + 2 * len(model.num_states) + 1)
+    return float(flops), float(2 * state)  # state read and written
+
+
+def time_engine(engine, obs, repeats: int):
+    import numpy as np
+
+    engine.step(obs)  # compile and warm up
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        engine.step(obs)
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def time_pymdp(model, n: int, repeats: int):
+    """Seconds per step of pymdp 1.0.4 (JAX) batched over n agents, or None if unavailable."""
+    try:
+        import equinox as eqx
+        import jax
+        import jax.numpy as jnp
+        from pymdp.agent import Agent
+    except ImportError:
+        return None
+    if not any(d.platform == "gpu" for d in jax.devices()):
+        return None
+    J = lambda xs: [jnp.asarray(x, dtype=jnp.float32) for x in xs]
+    agent = Agent(A=J(model.A), B=J(model.B), C=J(model.C), D=J(model.D), policy_len=model.policy_len,
+                  A_dependencies=model.A_dependencies, B_dependencies=model.B_dependencies, batch_size=n)
+
+    @eqx.filter_jit
+    def step(agent, obs, prior):
+        qs = agent.infer_states(obs, prior)
+        q_pi, _ = agent.infer_policies(qs)
+        action = agent.sample_action(q_pi)
+        return action, agent.update_empirical_prior(action, qs)
+
+    obs = [jnp.zeros(n, dtype=jnp.int32) for _ in model.num_obs]
+    prior = agent.D
+    jax.block_until_ready(step(agent, obs, prior))
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(step(agent, obs, prior))
+        ts.append(time.perf_counter() - t0)
+    return sorted(ts)[len(ts) // 2]
+
+
+def timings(dry: bool, ns: list[int], repeats: int, skip_pymdp: bool) -> list[dict]:
+    import numpy as np
+
+    import fa_gpu
+
+    eng0 = fa_gpu.Engine(fa_gpu.models.grid_world(side=3), 1, backend="cuda")
+    card = (eng0._backend.device_info or {}).get("name", "simulator" if dry else "unknown")
+    peak = next((v for k, v in PEAKS.items() if k in card), None)
+    cells = [("grid25", 5, 1), ("grid25", 5, 3), ("grid400", 20, 1)]
+    rows = []
+    for name, side, L in cells:
+        model = fa_gpu.models.grid_world(side=side, policy_len=L)
+        for n in ns:
+            try:
+                eng = fa_gpu.Engine(model, n, backend="cuda", dtype="float32")
+            except MemoryError as exc:
+                rows.append(dict(model=name, policy_len=L, n=n, error=str(exc)))
+                continue
+            obs = np.random.default_rng(0).integers(0, side * side, size=(n, 1))
+            sec = time_engine(eng, obs, 1 if dry else repeats)
+            fl, by = flops_bytes(model, 4)
+            row = dict(model=name, policy_len=L, n=n, card=card, ms_per_step=sec * 1e3,
+                       agent_steps_per_s=n / sec, gbytes_per_s=n * by / sec / 1e9,
+                       gflops=n * fl / sec / 1e9)
+            if peak:
+                row.update(bw_of_peak=row["gbytes_per_s"] * 1e9 / peak[0], flops_of_peak=row["gflops"] * 1e9 / peak[1])
+            if not (dry or skip_pymdp) and n <= 1_000_000:
+                ps = time_pymdp(model, n, repeats)
+                if ps:
+                    row.update(pymdp_agent_steps_per_s=n / ps, ratio_to_pymdp=ps / sec)
+            rows.append(row)
+            del eng
+    return rows
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.dry_run and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        # the simulator must be on before numba is imported: re-run this script with it
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+        os.execv(sys.executable, [sys.executable, __file__] + (argv if argv is not None else sys.argv[1:]))
+    sys.path.insert(0, str(ROOT))
+    ns = [2] if args.dry_run else [int(float(x)) for x in args.n.split(",")]
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(f"fa_gpu GPU check  {started}  {platform.node()}  {'(dry run: CUDA simulator)' if args.dry_run else ''}")
+    check = correctness(args.dry_run)
+    print("\ncorrectness: cuda backend vs numpy reference (stochastic actions, same seed)")
+    print(f"{'case':<22}{'dtype':<9}{'max rel err':>12}  actions")
+    for r in check:
+        print(f"{r['case']:<22}{r['dtype']:<9}{r['max_rel_err']:>12.2e}  {'equal' if r['actions_equal'] else 'DIFFER'}")
+    rows = timings(args.dry_run, ns, args.repeats, args.skip_pymdp)
+    print("\ntimings (float32, one fused kernel per step, synchronized)")
+    print(f"{'model':<9}{'L':>2}{'N':>10}{'ms/step':>10}{'agent-steps/s':>16}{'GB/s':>9}{'GFLOP/s':>9}"
+          f"{'%bw':>6}{'%flop':>7}{'pymdp/s':>12}{'ratio':>7}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['model']:<9}{r['policy_len']:>2}{r['n']:>10}  {r['error']}")
+            continue
+        pct = lambda k: f"{100 * r[k]:.1f}" if k in r else "-"
+        pym = f"{r['pymdp_agent_steps_per_s']:.3g}" if "pymdp_agent_steps_per_s" in r else "-"
+        rat = f"{r['ratio_to_pymdp']:.1f}" if "ratio_to_pymdp" in r else "-"
+        print(f"{r['model']:<9}{r['policy_len']:>2}{r['n']:>10}{r['ms_per_step']:>10.3f}{r['agent_steps_per_s']:>16.4g}"
+              f"{r['gbytes_per_s']:>9.1f}{r['gflops']:>9.1f}{pct('bw_of_peak'):>6}{pct('flops_of_peak'):>7}{pym:>12}{rat:>7}")
+    ok = all(r["ok"] for r in check)
+    print("\nGPU CHECK", "OK" if ok else "FAILED")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(started=started, dry_run=args.dry_run,
+                                                   correctness=check, timings=rows), indent=1))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
