@@ -161,6 +161,7 @@ class Engine:
         self._state = self._build_state()
         self._epoch = 0  # bumped before and after each step: odd = a step is writing the state
         self._pending = None  # the PendingStep of an unfinished step_async
+        self._obs_hi = np.asarray(self.config.num_obs, dtype=np.int64)
         self.reset()
 
     # -- construction ----------------------------------------------------------------------
@@ -273,7 +274,9 @@ class Engine:
     def _check_obs(self, obs) -> np.ndarray:
         cfg = self.config
         n, M = cfg.n_agents, cfg.num_modalities
-        if isinstance(obs, (list, tuple)):
+        if type(obs) is np.ndarray and obs.shape == (n, M) and obs.dtype.kind in "iu":
+            arr = obs  # the common case, kept to a few microseconds for small N
+        elif isinstance(obs, (list, tuple)):
             cols = [np.asarray(o) for o in obs]
             if len(cols) != M:
                 raise ValueError(f"obs must hold one array per modality ({M}), got {len(cols)}")
@@ -285,15 +288,20 @@ class Engine:
             arr = np.asarray(obs)
             if arr.shape != (n, M):
                 raise ValueError(f"obs must have shape (n_agents, num_modalities) = ({n}, {M}); got {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype.kind not in "iu":
             raise TypeError(f"obs must be integer outcome indices, got dtype {arr.dtype}")
-        hi = np.asarray(cfg.num_obs)
-        bad = (arr < 0) | (arr >= hi)
-        if bad.any():
+        if not self._obs_in_range(arr):
+            bad = (arr < 0) | (arr >= self._obs_hi)
             a, m = (int(i) for i in np.argwhere(bad)[0])
             raise ValueError(f"obs for agent {a}, modality {m} is {int(arr[a, m])}, outside "
                              f"[0, {cfg.num_obs[m]})")
         return arr
+
+    def _obs_in_range(self, arr) -> bool:
+        if arr.size <= 64:  # NumPy reductions cost microseconds each on tiny arrays
+            hi = self.config.num_obs
+            return all(0 <= v < h for row in arr.tolist() for v, h in zip(row, hi))
+        return bool(arr.min() >= 0 and (arr < self._obs_hi).all())
 
     def _check_actions(self, actions) -> np.ndarray:
         cfg = self.config
