@@ -20,13 +20,14 @@ import numpy as np
 from .columns import (A_DHI, A_DLO, A_J, A_O, A_OFF, B_DHI, B_DLO, B_J, B_NEXT, B_OFF, B_S, B_U,
                       C_OFF, H_OFF, OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D, OPT_MARGINAL,
                       OPT_NUM_ITER, OPT_STATE_INFO, OPT_STOCHASTIC, OPT_UTILITY, OPT_WA, OPT_WB)
-from .jit import MINVAL, device_jit
+from .jit import MINVAL, device_jit, minval_like
 from .rng import uniform
 
 
 @device_jit(inline=True)
 def log_stable(x):
-    return math.log(x if x > MINVAL else MINVAL)
+    m = minval_like(x)
+    return math.log(x if x > m else m)
 
 
 @device_jit(inline=True)

@@ -15,13 +15,26 @@ import os
 from pathlib import Path
 
 import numpy as np
-from numba import config, njit
+from numba import config, njit, types
+from numba.extending import overload
 
 # Reassociation lets LLVM vectorize the dot products; no 'nnan'/'ninf': logs only ever see
 # values clipped at MINVAL, and we keep IEEE semantics for everything else.
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
 MINVAL = 2.220446049250313e-16  # pymdp's floor before logs (float64 machine epsilon)
+
+
+def minval_like(x):
+    """MINVAL in the precision of ``x``, so a float32 log stays a (5x cheaper) float32 log."""
+    return MINVAL
+
+
+@overload(minval_like)
+def _minval_like(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        return lambda x: np.float32(MINVAL)
+    return lambda x: MINVAL
 
 
 # Numba's on-disk cache checks only the decorated function's own file, not the functions it
