@@ -50,6 +50,7 @@ def test_simulator_trajectories_equal_reference():
 
     out = _run("sim_check.py", sim=True)
     assert f"SIM OK {2 * len(CASES)}" in out
+    assert "paths ['global', 'shared']" in out  # model in shared memory, and per-agent (learning)
 
 
 @pytest.mark.parametrize("cc", [(8, 0), (9, 0)], ids=["sm_80", "sm_90"])
@@ -57,7 +58,8 @@ def test_kernel_compiles_to_ptx(cc):
     _need_numba_cuda()
     out = _run("ptx_check.py", *cc)
     for dtype in ("float32", "float64"):
-        assert f"PTX OK sm_{cc[0]}{cc[1]} {dtype}" in out
+        for tag in ("global", "shared"):
+            assert f"PTX OK sm_{cc[0]}{cc[1]} {dtype} {tag}" in out
 
 
 # -- fallbacks -------------------------------------------------------------------------------

@@ -20,15 +20,18 @@ from randmodels import CASES, build  # noqa: E402
 from fa_gpu.backends.kernel_args import kernel_args  # noqa: E402
 from fa_gpu.kernels import cuda as kcuda  # noqa: E402
 
+# the learning model (per-agent parameters, global memory) and a shared model (shared memory)
 for dtype in ("float32", "float64"):
-    _, eng = build(CASES[33], 4, 0, backend="numpy", dtype=dtype)  # learning, 3 factors, marginal
-    args = kernel_args(eng._params, eng._state, eng.config)
-    work = np.empty((2, eng._params.scratch_size), dtype=dtype)
-    sig = tuple(numba.typeof(a) for a in (work,) + args[:-1]) + (types.uint64,)
-    ptx, _ = cuda.compile_ptx(kcuda.step_kernel_py, sig, cc=cc)
-    target = f".target sm_{cc[0]}{cc[1]}"
-    assert target in ptx, target
-    assert ".entry" in ptx
-    if len(sys.argv) > 3:
-        open(f"{sys.argv[3]}_{dtype}.ptx", "w").write(ptx)
-    print(f"PTX OK sm_{cc[0]}{cc[1]} {dtype} {len(ptx)}", flush=True)
+    for case, shared in ((CASES[33], False), (CASES[21], True)):
+        _, eng = build(case, 4, 0, backend="numpy", dtype=dtype)
+        args = kernel_args(eng._params, eng._state, eng.config)
+        work = np.empty((2, eng._params.scratch_size), dtype=dtype)
+        sig = tuple(numba.typeof(a) for a in (work,) + args[:-1]) + (types.uint64,)
+        ptx, _ = cuda.compile_ptx(kcuda.step_kernel_py(shared, np.dtype(dtype)), sig, cc=cc)
+        target = f".target sm_{cc[0]}{cc[1]}"
+        assert target in ptx, target
+        assert ".entry" in ptx and (".extern .shared" in ptx) == shared
+        tag = "shared" if shared else "global"
+        if len(sys.argv) > 3:
+            open(f"{sys.argv[3]}_{dtype}_{tag}.ptx", "w").write(ptx)
+        print(f"PTX OK sm_{cc[0]}{cc[1]} {dtype} {tag} {len(ptx)}", flush=True)

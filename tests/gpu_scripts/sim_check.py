@@ -13,12 +13,14 @@ from randmodels import CASES, build, random_obs  # noqa: E402
 assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
 idxs = [int(a) for a in sys.argv[1:]] or range(len(CASES))
 checked = 0
+paths = set()
 for idx in idxs:
     case = CASES[idx]
     for dtype, tol, sel in (("float64", 1e-10, "stochastic"), ("float32", 1e-5, "deterministic")):
         _, ref = build(case, 4, 600 + idx, backend="numpy", dtype=dtype, action_selection=sel)
         _, sim = build(case, 4, 600 + idx, backend="cuda", dtype=dtype, action_selection=sel)
         assert sim.backend == "cuda"
+        paths.add("shared" if sim._backend.shared_model_bytes(sim._params) else "global")
         for t, o in enumerate(random_obs(case, 4, 3, 600 + idx)):
             np.testing.assert_array_equal(ref.step(o), sim.step(o), err_msg=f"{case.name} {dtype} actions t={t}")
             pairs = [("q_pi", ref.q_pi, sim.q_pi), ("neg_efe", ref.neg_efe, sim.neg_efe)]
@@ -31,4 +33,5 @@ for idx in idxs:
                 np.testing.assert_allclose(y, x, rtol=tol, atol=tol, err_msg=f"{case.name} {dtype} {name} t={t}")
         checked += 1
     print(case.name, "ok", flush=True)
+print("paths", sorted(paths))
 print("SIM OK", checked)
