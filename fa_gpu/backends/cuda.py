@@ -121,22 +121,18 @@ class CudaBackend(NumpyBackend):
         self.step_async(p, s, cfg)
         self.synchronize()
 
-    def shared_model_bytes(self, p) -> int:
-        """Dynamic shared memory the step uses: the model copied per block when it is shared by
-        all agents (one row) and fits, else 0 (every thread reads global memory)."""
-        k = p.packed
-        bufs = [k[name] for name in ("A", "logA", "H_A", "C", "B", "E")]
-        if any(b.shape[0] != 1 for b in bufs):
-            return 0
-        need = self._k.shared_model_bytes(*bufs)
-        return need if need <= self._k.SHARED_LIMIT else 0
+    def shared_model_sizes(self, p):
+        """Row widths of the model copied into each block's shared memory, or None when it is
+        per-agent or too big (then every thread reads global memory)."""
+        return self._k.shared_model_sizes(*(p.packed[k] for k in ("A", "logA", "H_A", "C", "B", "E")))
 
     def step_async(self, p, s, cfg) -> None:
         """Queue the fused step on the engine's stream and return without waiting."""
         blocks, tpb = self.launch_shape(cfg.n_agents)
         args = kernel_args(p, s, cfg)
         work = self._work(p, cfg)
-        shmem = self.shared_model_bytes(p)
-        kernel = self._k.step_kernel(shmem > 0, cfg.dtype.str)
-        stream = 0 if self.stream is None else self._nb_stream
-        kernel[blocks, tpb, stream, shmem](work, *args)
+        kernel = self._k.step_kernel(self.shared_model_sizes(p), cfg.dtype.str)
+        if self.stream is None:
+            kernel[blocks, tpb](work, *args)
+        else:
+            kernel[blocks, tpb, self._nb_stream](work, *args)

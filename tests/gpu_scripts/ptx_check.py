@@ -27,10 +27,13 @@ for dtype in ("float32", "float64"):
         args = kernel_args(eng._params, eng._state, eng.config)
         work = np.empty((2, eng._params.scratch_size), dtype=dtype)
         sig = tuple(numba.typeof(a) for a in (work,) + args[:-1]) + (types.uint64,)
-        ptx, _ = cuda.compile_ptx(kcuda.step_kernel_py(shared, np.dtype(dtype)), sig, cc=cc)
+        p = eng._params.packed
+        sizes = kcuda.shared_model_sizes(*(p[k] for k in ("A", "logA", "H_A", "C", "B", "E")))
+        assert (sizes is not None) == shared
+        ptx, _ = cuda.compile_ptx(kcuda.step_kernel_py(sizes, np.dtype(dtype)), sig, cc=cc)
         target = f".target sm_{cc[0]}{cc[1]}"
         assert target in ptx, target
-        assert ".entry" in ptx and (".extern .shared" in ptx) == shared
+        assert ".entry" in ptx and (".shared" in ptx) == shared and "extern .func" not in ptx
         tag = "shared" if shared else "global"
         if len(sys.argv) > 3:
             open(f"{sys.argv[3]}_{dtype}_{tag}.ptx", "w").write(ptx)

@@ -20,7 +20,7 @@ for idx in idxs:
         _, ref = build(case, 4, 600 + idx, backend="numpy", dtype=dtype, action_selection=sel)
         _, sim = build(case, 4, 600 + idx, backend="cuda", dtype=dtype, action_selection=sel)
         assert sim.backend == "cuda"
-        paths.add("shared" if sim._backend.shared_model_bytes(sim._params) else "global")
+        paths.add("shared" if sim._backend.shared_model_sizes(sim._params) else "global")
         for t, o in enumerate(random_obs(case, 4, 3, 600 + idx)):
             np.testing.assert_array_equal(ref.step(o), sim.step(o), err_msg=f"{case.name} {dtype} actions t={t}")
             pairs = [("q_pi", ref.q_pi, sim.q_pi), ("neg_efe", ref.neg_efe, sim.neg_efe)]
