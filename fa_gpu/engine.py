@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import threading
 
 import numpy as np
 
@@ -26,6 +27,7 @@ class PendingStep:
 
     def __init__(self, engine: "Engine", wait):
         self._engine, self._wait, self._done = engine, wait, False
+        self.thread = threading.get_ident()  # the thread that started the step
 
     def done(self) -> bool:
         return self._done
@@ -396,6 +398,9 @@ class Engine:
         ran meanwhile; the stepping thread never waits). Keys: qs, prior (lists of (N, S_f)),
         q_pi, neg_efe (N, P), actions (N, F), obs (N, M), t (N,), and ``step_epoch``."""
         from .runtime.snapshot import take_snapshot
+        pending = self._pending
+        if pending is not None and pending.thread == threading.get_ident():
+            self.wait()  # our own unfinished step_async: finish it, or we would wait on ourselves
         return take_snapshot(self)
 
     def run(self, env, steps: int, **kwargs):

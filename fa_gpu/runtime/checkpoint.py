@@ -1,0 +1,189 @@
+"""Engine checkpoints: the whole engine in one ``.npz`` file, written atomically.
+
+Contents (NumPy arrays only, so loading never unpickles):
+
+- ``__header__``: UTF-8 JSON as uint8: ``format`` ("fa_gpu-checkpoint"), ``version``
+  (:data:`FORMAT_VERSION`), ``fa_gpu_version``, ``backend``, ``config`` (the engine's
+  constructor settings), ``model`` (dependencies, control factors, which arrays are present),
+  ``epoch``, and the names of the parameter buffers;
+- ``model.<name>[.<i>]``: the model as constructed (A, B, C, D, E, pA, pB, pD, policies);
+- ``params.<name>``: every packed parameter buffer (learned A/B/D and counts, derived logA, H_A,
+  wA, wB, learning rates) plus ``params.gamma``, ``params.alpha`` ``(N,)``;
+- ``state.<name>``: prior, qs, qs_prev ``(N, sum S_f)``, obs, q_pi, neg_efe, actions,
+  prev_actions, t.
+
+The random draws are keyed by (seed, agent, t, draw), so seed and ``t`` are the whole RNG state:
+a loaded engine continues bit-identically on the backend that saved it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "capture", "write_atomic", "save", "load"]
+
+FORMAT = "fa_gpu-checkpoint"
+FORMAT_VERSION = 1
+_HEADER = "__header__"
+_STATE = ("obs", "q_pi", "neg_efe", "actions", "prev_actions", "t")
+_BELIEFS = ("prior", "qs", "qs_prev")
+_SETTINGS = ("n_agents", "seed", "inference_algo", "num_iter", "use_utility", "use_states_info_gain",
+             "use_param_info_gain", "action_selection", "sampling_mode", "learn_A", "learn_B",
+             "learn_D")
+_MODEL_LISTS = ("A", "B", "C", "D", "pA", "pB", "pD")
+_SCRATCH = frozenset({"work"})  # per-step scratch rows: no state, reallocated on demand
+
+
+def capture(engine) -> dict:
+    """Host copies of everything :func:`save` writes, from one step boundary: ``{name: array}``.
+
+    Call it from the thread that steps the engine (it waits for an unfinished ``step_async``);
+    from another thread it retries until no step ran during the copy.
+    """
+    from .. import __version__
+    from .snapshot import read_consistent
+
+    engine.wait()
+    cfg, m, be = engine.config, engine.model, engine._backend
+    p, s = engine._params, engine._state
+    arrays = {}
+    for name in _MODEL_LISTS:
+        for i, a in enumerate(getattr(m, name) or ()):
+            arrays[f"model.{name}.{i}"] = np.asarray(a)
+    arrays["model.E"], arrays["model.policies"] = np.asarray(m.E), np.asarray(m.policies)
+    param_names = sorted(k for k in p.packed if k not in _SCRATCH)
+
+    def read():
+        out = {f"params.{k}": be.to_host(p.packed[k]) for k in param_names}
+        out.update({"params.gamma": be.to_host(p.gamma), "params.alpha": be.to_host(p.alpha)})
+        out.update({f"state.{k}": be.to_host(s.packed[k]) for k in _BELIEFS})
+        out.update({f"state.{k}": be.to_host(getattr(s, k)) for k in _STATE})
+        return out
+
+    state, epoch = read_consistent(engine, read)
+    arrays.update(state)
+    header = {
+        "format": FORMAT, "version": FORMAT_VERSION, "fa_gpu_version": __version__,
+        "backend": engine.backend, "epoch": epoch, "params": param_names,
+        "config": dict({k: getattr(cfg, k) for k in _SETTINGS}, dtype=cfg.dtype.name),
+        "model": {"A_dependencies": m.A_dependencies, "B_dependencies": m.B_dependencies,
+                  "control_fac_idx": m.control_fac_idx, "num_modalities": m.num_modalities,
+                  "num_factors": m.num_factors,
+                  "counts": [k for k in ("pA", "pB", "pD") if getattr(m, k) is not None]},
+    }
+    arrays[_HEADER] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    return arrays
+
+
+def write_atomic(arrays: dict, path) -> None:
+    """Write ``arrays`` as an ``.npz`` to ``path`` (exactly that name) so that ``path`` holds
+    either the old file or the complete new one, also after a crash or power cut: temporary file
+    in the same directory, fsync, ``os.replace``, fsync of the directory."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    # The rename itself is durable only once the directory entry is on disk.
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def save(engine, path) -> None:
+    """Write ``engine`` (model, settings, parameters, beliefs, step counters) to ``path``."""
+    write_atomic(capture(engine), path)
+
+
+def _read(path) -> tuple[dict, dict]:
+    """(header, {name: array}) with every array read; ValueError naming ``path`` when the file is
+    not a complete checkpoint of a format this version reads. Opening errors (missing file,
+    permissions) propagate unchanged."""
+    with open(path, "rb") as fh:
+        return _parse(path, fh)
+
+
+def _parse(path, fh) -> tuple[dict, dict]:
+    try:
+        with np.load(fh, allow_pickle=False) as z:
+            if _HEADER not in z.files:
+                raise ValueError(f"{path} is not an fa_gpu checkpoint (no {_HEADER} entry)")
+            header = json.loads(z[_HEADER].tobytes().decode())
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                raise ValueError(f"{path} is not an fa_gpu checkpoint (format "
+                                 f"{header.get('format') if isinstance(header, dict) else None!r})")
+            if header.get("version") != FORMAT_VERSION:
+                raise ValueError(f"{path}: checkpoint format version {header.get('version')}, "
+                                 f"this fa_gpu reads {FORMAT_VERSION}")
+            arrays = {k: z[k] for k in z.files if k != _HEADER}
+    except (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError,
+            json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a readable fa_gpu checkpoint (truncated or corrupt: "
+                         f"{type(exc).__name__}: {exc})") from exc
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        # np.load's own ValueError: not an npy/npz at all (it refuses to try pickle).
+        raise ValueError(f"{path} is not an fa_gpu checkpoint ({exc})") from exc
+    return header, arrays
+
+
+def load(path, backend: str | None = None):
+    """The engine saved at ``path``, on ``backend`` (default: the backend that saved it; bit-
+    identical continuation needs the same backend). Raises ValueError for anything that is not
+    a complete checkpoint of this format version."""
+    from .. import Engine, GenerativeModel
+
+    header, arrays = _read(path)
+    try:
+        cfg, mh = header["config"], header["model"]
+        lists = {name: [arrays[f"model.{name}.{i}"] for i in range(
+                     mh["num_modalities"] if name in ("A", "C", "pA") else mh["num_factors"])]
+                 for name in _MODEL_LISTS if name[0] != "p" or name in mh["counts"]}
+        model = GenerativeModel(**lists, E=arrays["model.E"], policies=arrays["model.policies"],
+                                A_dependencies=mh["A_dependencies"], B_dependencies=mh["B_dependencies"],
+                                control_fac_idx=mh["control_fac_idx"])
+        lr = arrays["params.lr"]
+        settings = {k: cfg[k] for k in _SETTINGS if k != "n_agents"}
+        want = header["backend"] if backend is None else backend
+        try:
+            engine = Engine(model, cfg["n_agents"], backend=want, dtype=cfg["dtype"],
+                            gamma=arrays["params.gamma"], alpha=arrays["params.alpha"],
+                            lr_pA=lr[:, 0], lr_pB=lr[:, 1], lr_pD=lr[:, 2], **settings)
+        except RuntimeError as exc:
+            if backend is not None:
+                raise
+            raise RuntimeError(f"{path} was saved by the {want!r} backend, which cannot run here "
+                               f"({exc}); pass backend='auto' or another name to load it") from exc
+        p, s, be = engine._params, engine._state, engine._backend
+        targets = {f"params.{k}": p.packed[k] for k in header["params"]}
+        targets.update({"params.gamma": p.gamma, "params.alpha": p.alpha})
+        targets.update({f"state.{k}": s.packed[k] for k in _BELIEFS})
+        targets.update({f"state.{k}": getattr(s, k) for k in _STATE})
+        for name, dst in targets.items():
+            src = arrays[name]
+            if src.shape != tuple(dst.shape):
+                raise ValueError(f"{path}: {name} has shape {src.shape}, the rebuilt engine "
+                                 f"expects {tuple(dst.shape)}")
+            # In place: the pymdp-layout views (A, B, qs, ...) point into these buffers.
+            dst[...] = be.asarray(src, dtype=dst.dtype)
+    except KeyError as exc:
+        raise ValueError(f"{path} is an incomplete fa_gpu checkpoint: {exc.args[0]} is missing") from exc
+    engine._epoch = int(header["epoch"])
+    return engine

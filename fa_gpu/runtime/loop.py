@@ -1,0 +1,249 @@
+"""The simulation loop behind ``Engine.run``: engine step, host work, environment, recording.
+
+One step ``t`` of :func:`run`, on the calling thread unless said otherwise:
+
+1. ``actions = engine.step(obs)`` (all agents at once);
+2. with ``host_fn``: its chunks start on the shared I/O pool (or, for ``async def host_fn``, on
+   the one shared asyncio loop), and *meanwhile* ``env.step(actions)`` runs here; the next
+   observations are the environment's, overridden chunk by chunk by what ``host_fn`` returns;
+3. the step's *sink* work: ``recorder.record(t, actions, obs)`` and, every ``checkpoint_every``
+   steps, writing a checkpoint (its arrays are copied here, between steps, so it is consistent).
+
+``pipeline=1`` runs the sink inline. ``pipeline=2`` runs the sink of step t on a compute-pool
+worker while this thread goes on with step t+1's kernel, host_fn chunks and env step: recorder
+back-pressure and checkpoint file writes (fsync) leave the critical path. At most one sink is
+in flight, so memory stays bounded and a sink error surfaces within one step. The kernel itself
+cannot overlap the host work of the same engine: step t+1 needs every agent's observation of
+step t, and splitting the agents into two engines would change their random keys (draws are
+keyed by agent index), so results would no longer match an unsplit run.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import inspect
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import pools
+from .checkpoint import capture, write_atomic
+from .topology import pool_sizes
+
+__all__ = ["RunResult", "run"]
+
+# Obs each environment's last run ended on, so run(reset=False) continues where it stopped.
+_last_obs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Steps run() has recorded into each recorder: a later run appends after them.
+_recorded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run` returns. ``seconds``: wall time of the steps (without the initial
+    reset); ``first_step_seconds``: of step 0 alone, which includes one-time costs such as
+    Numba compilation on a cold cache; ``agent_steps_per_s``: ``steps * N / seconds``;
+    ``obs``: int64 ``(N, M)``, the observations after the last step (the next step's input)."""
+
+    steps: int
+    seconds: float
+    first_step_seconds: float
+    agent_steps_per_s: float
+    obs: np.ndarray = field(repr=False)
+
+
+def _positive_int(name: str, value, allow_zero: bool = False) -> int:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+class _Host:
+    """``host_fn`` over fixed chunks of agents. Chunk ``k`` gets read-only ``agent_ids`` int64
+    ``(n_k,)`` and ``actions`` ``(n_k, F)`` and returns ``(n_k, M)`` integer obs, or None to
+    keep the environment's observations for those agents."""
+
+    def __init__(self, fn, n: int, num_modalities: int, chunk_size):
+        if not callable(fn):
+            raise TypeError(f"host_fn must be callable, got {type(fn).__name__}")
+        self.fn, self.n, self.M = fn, n, num_modalities
+        self.is_async = inspect.iscoroutinefunction(fn)
+        # Several chunks per I/O thread, so one slow chunk does not leave the others idle.
+        size = (-(-n // (4 * pool_sizes().io_threads)) if chunk_size is None
+                else _positive_int("chunk_size", chunk_size))
+        self.chunks = []
+        for lo in range(0, n, size):
+            ids = np.arange(lo, min(lo + size, n), dtype=np.int64)
+            ids.flags.writeable = False
+            self.chunks.append(ids)
+
+    def start(self, actions: np.ndarray) -> list:
+        parts = [(ids, actions[ids[0]: ids[-1] + 1]) for ids in self.chunks]
+        if self.is_async:
+            return [pools.run_coroutine(self.fn(ids, a)) for ids, a in parts]
+        pool = pools.io_pool()
+        return [pool.submit(self.fn, ids, a) for ids, a in parts]
+
+    def finish(self, futures: list, env_obs) -> np.ndarray:
+        """Wait for every chunk, then merge: ``env_obs`` (or None) overridden chunk by chunk."""
+        concurrent.futures.wait(futures)  # all done before any error is raised: no stray writers
+        obs = None if env_obs is None else np.array(env_obs, dtype=np.int64)
+        for ids, fut in zip(self.chunks, futures):
+            got = fut.result()
+            lo, hi = int(ids[0]), int(ids[-1]) + 1
+            if got is None:
+                if obs is None:
+                    raise ValueError(f"host_fn returned None for agents {lo}..{hi - 1}, and there "
+                                     f"is no env to take their observations from")
+                continue
+            got = np.asarray(got)
+            if got.shape != (hi - lo, self.M) or not np.issubdtype(got.dtype, np.integer):
+                raise ValueError(f"host_fn must return integer obs of shape ({hi - lo}, {self.M}) "
+                                 f"for agents {lo}..{hi - 1} (or None); got {got.dtype} {got.shape}")
+            if obs is None:
+                obs = np.empty((self.n, self.M), dtype=np.int64)
+            obs[lo:hi] = got
+        return obs
+
+
+class _Sink:
+    """Runs each step's recording/checkpoint job inline (``pipeline=1``) or on a compute-pool
+    worker one step behind (``pipeline=2``). The compute pool, not the I/O pool: the I/O pool is
+    busy with host_fn chunks exactly while the sink should run."""
+
+    def __init__(self, pipeline: int):
+        self.background, self.pending = pipeline == 2, None
+
+    def submit(self, job) -> None:
+        if not self.background:
+            job()
+            return
+        self.drain()
+        self.pending = pools.compute_pool().submit(job)
+
+    def drain(self) -> None:
+        """Wait for the job in flight; re-raise its error here."""
+        if self.pending is not None:
+            fut, self.pending = self.pending, None
+            fut.result()
+
+
+def _sink_job(recorder, t, actions, obs, checkpoint, path) -> None:
+    if recorder is not None:
+        recorder.record(t, actions, obs)
+    if checkpoint is not None:
+        write_atomic(checkpoint, path)
+
+
+def _progress_bar(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # the bar is a convenience: no tqdm, no bar
+        return None
+    # One update of N per step: tqdm's own rate is then agent-steps/s.
+    return tqdm(total=total, unit="agent-step", unit_scale=True, desc=desc, dynamic_ncols=True)
+
+
+def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_every=None,
+        checkpoint_path=None, progress: bool = True, pipeline: int = 1, chunk_size=None,
+        reset: bool = True, obs=None) -> RunResult:
+    """Step ``engine`` and ``env`` together for ``steps`` steps (see the module docstring).
+
+    Parameters
+    ----------
+    engine : Engine
+    env : object with ``reset(n) -> obs`` and ``step(actions) -> obs`` (int ``(N, M)``), e.g.
+        :class:`fa_gpu.envs.GridWorldEnv`; may be None when ``host_fn`` supplies every
+        observation and ``obs`` the first ones.
+    steps : int >= 0
+    host_fn : callable, optional
+        ``host_fn(agent_ids, actions) -> obs chunk or None``, sync or ``async def``; called per
+        chunk of agents every step, concurrently (sync: I/O pool threads; async: the shared
+        event loop). It may block on I/O. Exceptions propagate after all chunks finished.
+    recorder : fa_gpu.Recorder, optional
+        Receives ``record(t, actions, obs)`` every step (``obs``: that step's input); appends
+        after the steps earlier runs recorded into it. The caller closes it.
+    checkpoint_every, checkpoint_path :
+        Save the engine (:func:`fa_gpu.runtime.checkpoint.save` format) to ``checkpoint_path``
+        after every ``checkpoint_every`` steps, replacing the previous checkpoint atomically.
+    progress : bool
+        tqdm bar in agent-steps/s (silently absent without tqdm).
+    pipeline : {1, 2}
+        2: recording and checkpoint writes of step t overlap step t+1 (module docstring).
+    chunk_size : int, optional
+        Agents per ``host_fn`` call (default: N / (4 x I/O threads), rounded up).
+    reset : bool
+        True: ``engine.reset()`` and ``env.reset(N)`` first (learned parameters are kept).
+        False: continue from the observations ``env``'s last ``run`` ended on.
+    obs : int ``(N, M)``, optional
+        First observations; override both of the above (e.g. after ``Engine.load``).
+
+    Returns
+    -------
+    RunResult(steps, seconds, first_step_seconds, agent_steps_per_s, obs)
+    """
+    steps = _positive_int("steps", steps, allow_zero=True)
+    if pipeline not in (1, 2):
+        raise ValueError(f"pipeline must be 1 or 2, got {pipeline!r}")
+    if checkpoint_every is not None:
+        checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
+        if checkpoint_path is None:
+            raise ValueError("checkpoint_every needs checkpoint_path")
+    if env is None and host_fn is None:
+        raise ValueError("run needs an env, or a host_fn that returns every observation")
+    n, M = engine.n_agents, engine.config.num_modalities
+    host = None if host_fn is None else _Host(host_fn, n, M, chunk_size)
+
+    if reset:
+        engine.reset()
+        start = None if env is None else env.reset(n)
+    else:
+        start = None if env is None else _last_obs.get(env)
+    obs = start if obs is None else obs
+    if obs is None:
+        raise ValueError("no first observations: pass obs=..., or reset=True with an env "
+                         "(reset=False continues only an env that an earlier run() stepped)")
+
+    rec_start = 0 if recorder is None else _recorded.get(recorder, 0)
+    sink = _Sink(pipeline)
+    bar = _progress_bar(steps * n, progress, f"fa_gpu[{engine.backend}]")
+    t0 = time.perf_counter()
+    t_first = 0.0
+    try:
+        for i in range(steps):
+            actions = engine.step(obs)
+            actions.flags.writeable = False  # shared with host_fn, env and the sink
+            futures = None if host is None else host.start(actions)
+            env_obs = None if env is None else env.step(actions)  # overlaps the host_fn chunks
+            nxt = env_obs if host is None else host.finish(futures, env_obs)
+
+            ckpt = (capture(engine) if checkpoint_every and (i + 1) % checkpoint_every == 0
+                    else None)
+            if recorder is not None or ckpt is not None:
+                sink.submit(functools.partial(_sink_job, recorder, rec_start + i, actions, obs,
+                                              ckpt, checkpoint_path))
+            if recorder is not None:
+                _recorded[recorder] = rec_start + i + 1
+            obs = nxt
+            if i == 0:
+                t_first = time.perf_counter() - t0
+            if bar is not None:
+                bar.update(n)
+        sink.drain()
+    finally:
+        if bar is not None:
+            bar.close()
+        if sink.pending is not None:  # an error is propagating: still never leave a writer behind
+            concurrent.futures.wait([sink.pending])
+    seconds = time.perf_counter() - t0
+    obs = np.asarray(obs)
+    if env is not None:
+        _last_obs[env] = obs
+    return RunResult(steps=steps, seconds=seconds, first_step_seconds=t_first,
+                     agent_steps_per_s=steps * n / seconds if seconds > 0 else float("inf"),
+                     obs=obs)

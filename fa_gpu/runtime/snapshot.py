@@ -1,0 +1,68 @@
+"""Consistent host copies of an engine's per-agent state, taken while another thread steps it.
+
+A sequence lock on ``engine._epoch``: the engine bumps the epoch before and after every step, so
+an odd epoch means a step is writing. A reader copies the arrays between two reads of the epoch
+and keeps the copy only if both reads are the same even number; otherwise a step ran meanwhile
+(the copy may be torn) and it copies again. The stepping thread never takes a lock or waits for
+readers; readers pay with retries.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+__all__ = ["read_consistent", "take_snapshot"]
+
+_BACKOFF_MAX_S = 1e-3  # readers poll an odd epoch at most this long apart
+
+
+def read_consistent(engine, read):
+    """``(read(), epoch)`` where ``read()`` ran entirely between two steps of ``engine``.
+
+    ``read`` copies what it needs to the host (it may be called several times). Blocks while a
+    step is in flight; so never call it from the thread that holds an unfinished
+    ``step_async``: call ``engine.wait()`` there first.
+    """
+    pause = 1e-6
+    while True:
+        e1 = engine._epoch
+        if e1 & 1:
+            time.sleep(pause)
+            pause = min(2 * pause, _BACKOFF_MAX_S)
+            continue
+        out = read()
+        if engine._epoch == e1:
+            return out, e1
+
+
+def _split(packed: np.ndarray, sizes) -> list:
+    """``(N, sum S_f)`` host buffer -> F views ``(N, S_f)``."""
+    return np.split(packed, np.cumsum(sizes)[:-1], axis=1)
+
+
+def take_snapshot(engine) -> dict:
+    """A host copy of every per-agent array of ``engine``, all from the same step.
+
+    Returns a dict of NumPy arrays (private copies, float arrays in the engine's dtype):
+
+    - ``qs``, ``prior``: lists of F arrays ``(N, S_f)``: posterior of the last step and the
+      empirical prior for the next one;
+    - ``q_pi``, ``neg_efe``: ``(N, P)``; ``actions``: ``(N, F)`` int64; ``obs``: ``(N, M)``
+      int64 (the last step's input); ``t``: ``(N,)`` int64 (steps since each agent's reset);
+    - ``step_epoch``: int, the engine's epoch when copied (twice the steps it has run).
+
+    Safe from any thread while another steps the engine; see :func:`read_consistent`.
+    """
+    be, s = engine._backend, engine._state
+
+    def read():
+        return {"qs": be.to_host(s.packed["qs"]), "prior": be.to_host(s.packed["prior"]),
+                "q_pi": be.to_host(s.q_pi), "neg_efe": be.to_host(s.neg_efe),
+                "actions": be.to_host(s.actions), "obs": be.to_host(s.obs), "t": be.to_host(s.t)}
+
+    snap, epoch = read_consistent(engine, read)
+    sizes = engine.config.num_states
+    snap["qs"], snap["prior"] = _split(snap["qs"], sizes), _split(snap["prior"], sizes)
+    snap["step_epoch"] = epoch
+    return snap
