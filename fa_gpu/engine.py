@@ -25,15 +25,16 @@ def _step_executor():
 class PendingStep:
     """A step started by :meth:`Engine.step_async`."""
 
-    def __init__(self, engine: "Engine", wait):
+    def __init__(self, engine: "Engine", wait, lo: int, hi: int):
         self._engine, self._wait, self._done = engine, wait, False
+        self._lo, self._hi = lo, hi
         self.thread = threading.get_ident()  # the thread that started the step
 
     def done(self) -> bool:
         return self._done
 
     def result(self) -> np.ndarray:
-        """Wait for the step; actions ``(N, F)`` int64 on the host."""
+        """Wait for the step; its agents' actions ``(hi - lo, F)`` int64 on the host."""
         if not self._done:
             try:
                 self._wait()
@@ -41,7 +42,7 @@ class PendingStep:
                 self._done = True
                 self._engine._epoch += 1
                 self._engine._pending = None
-        return self._engine._backend.to_host(self._engine._state.actions)
+        return self._engine._backend.to_host(self._engine._state.actions[self._lo:self._hi])
 _SELECTIONS = ("deterministic", "stochastic")
 _MODES = ("full", "marginal")
 
@@ -273,9 +274,9 @@ class Engine:
         return int(params + state + work)
 
     # -- input checks ----------------------------------------------------------------------
-    def _check_obs(self, obs) -> np.ndarray:
+    def _check_obs(self, obs, n: int | None = None) -> np.ndarray:
         cfg = self.config
-        n, M = cfg.n_agents, cfg.num_modalities
+        n, M = cfg.n_agents if n is None else n, cfg.num_modalities
         if type(obs) is np.ndarray and obs.shape == (n, M) and obs.dtype.kind in "iu":
             arr = obs  # the common case, kept to a few microseconds for small N
         elif isinstance(obs, (list, tuple)):
@@ -355,36 +356,56 @@ class Engine:
         self._backend.update_empirical_prior(self._params, self._state, self.config, act)
         return self.prior
 
-    def step(self, obs) -> np.ndarray:
+    def step(self, obs, agents=None) -> np.ndarray:
         """One full step in pymdp's order: infer_states, infer_policies, infer_parameters (when
-        learning), sample_action, update_empirical_prior. Returns actions ``(N, F)`` int64."""
-        return self.step_async(obs).result()
+        learning), sample_action, update_empirical_prior. Returns actions ``(N, F)`` int64.
+        ``agents=(lo, hi)`` steps only that cohort (obs and actions ``(hi - lo, ...)``)."""
+        return self.step_async(obs, agents).result()
 
-    def step_async(self, obs) -> "PendingStep":
+    def step_async(self, obs, agents=None) -> "PendingStep":
         """Start one step and return at once, so host work overlaps it; ``.result()`` waits and
         returns the actions. cuda: the kernel is queued on the engine's stream; numpy/numba: the
         step runs on a worker thread (Numba kernels release the GIL). Starting another step, or
-        reading state, waits for this one first."""
+        reading state, waits for this one first.
+
+        ``agents=(lo, hi)``: step only agents ``lo..hi-1`` (a cohort), with obs ``(hi - lo, M)``.
+        Cohorts give exactly the numbers of whole steps (draws are keyed by global agent index),
+        so one cohort's host work can overlap the other cohort's kernel.
+        """
         self.wait()
-        obs = self._check_obs(obs)
+        lo, hi = self._cohort(agents)
+        obs = self._check_obs(obs, hi - lo)
         self._epoch += 1  # odd while the state is being written (see snapshot)
         try:
-            self._state.obs[...] = self._backend.asarray(obs, dtype=np.int64)
+            self._state.obs[lo:hi] = self._backend.asarray(obs, dtype=np.int64)
+            args = (self._params, self._state, self.config, lo, hi)
             launch = getattr(self._backend, "step_async", None)
             if launch is not None:
-                launch(self._params, self._state, self.config)
-                pending = PendingStep(self, self._backend.synchronize)
-            elif self.config.n_agents < _INLINE_BELOW:  # a thread hop costs more than the step
-                self._backend.step(self._params, self._state, self.config)
-                pending = PendingStep(self, lambda: None)
+                launch(*args)
+                pending = PendingStep(self, self._backend.synchronize, lo, hi)
+            elif hi - lo < _INLINE_BELOW and agents is None:  # a thread hop costs more than the step
+                self._backend.step(*args)
+                pending = PendingStep(self, lambda: None, lo, hi)
             else:
-                fut = _step_executor().submit(self._backend.step, self._params, self._state, self.config)
-                pending = PendingStep(self, fut.result)
+                fut = _step_executor().submit(self._backend.step, *args)
+                pending = PendingStep(self, fut.result, lo, hi)
         except BaseException:
             self._epoch += 1
             raise
         self._pending = pending
         return pending
+
+    def _cohort(self, agents) -> tuple[int, int]:
+        n = self.config.n_agents
+        if agents is None:
+            return 0, n
+        try:
+            lo, hi = (int(a) for a in agents)
+        except (TypeError, ValueError):
+            raise TypeError(f"agents must be None or a (lo, hi) pair of ints, got {agents!r}") from None
+        if not 0 <= lo < hi <= n:
+            raise ValueError(f"agents=(lo, hi) must satisfy 0 <= lo < hi <= {n}; got ({lo}, {hi})")
+        return lo, hi
 
     def wait(self) -> None:
         """Block until a step started by :meth:`step_async` has finished."""

@@ -33,6 +33,7 @@ class Config:
     learn_D: bool
     has_pA: bool
     has_pB: bool
+    agent0: int = 0  # global index of the first agent (a cohort of a larger engine)
 
     @property
     def num_factors(self) -> int:

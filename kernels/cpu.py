@@ -1,6 +1,6 @@
 """Fused CPU step: all agents in one call, split over Numba threads.
 
-Agents are cut into chunks (a few per thread, for balance); chunk c uses row c of the caller's
+Agents ``lo <= n < hi`` (all, or one cohort) are cut into chunks (a few per thread, for balance); chunk c uses row c of the caller's
 ``work`` array (allocated once per engine) and runs ``agent.agent_step`` for its agents (policies flattened to ``(P, T*F)``), so nothing is allocated per agent. The same
 Python source is compiled twice: with ``prange`` threads, and serially for small N where starting
 a parallel region costs more than the work.
@@ -13,14 +13,13 @@ from .agent import agent_step
 from .jit import kernel_njit
 
 
-def _step_all(work, obs, qs, prior, qs_prev, q_pi, G, actions, prev_actions, t,
+def _step_all(work, lo, hi, obs, qs, prior, qs_prev, q_pi, G, actions, prev_actions, t,
               gamma, alpha, lr, A, logA, H, C, B, D, E, pA, pB, pD, wA, wB,
               A_meta, A_deps, B_meta, B_deps, B_next, S_off, pol, branch, opts, seed):
-    N = obs.shape[0]
     n_chunks = work.shape[0]
-    size = (N + n_chunks - 1) // n_chunks
+    size = (hi - lo + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
-        for n in range(c * size, min(N, (c + 1) * size)):
+        for n in range(lo + c * size, min(hi, lo + (c + 1) * size)):
             agent_step(n, obs, qs, prior, qs_prev, q_pi, G, actions, prev_actions, t, gamma, alpha,
                        lr, A, logA, H, C, B, D, E, pA, pB, pD, wA, wB, A_meta, A_deps, B_meta,
                        B_deps, B_next, S_off, pol, branch, opts, seed, work, c)

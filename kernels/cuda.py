@@ -44,7 +44,7 @@ def _make(shared_sizes, dtype):
     if shared_sizes is not None:
         LA, LH, LC, LB, LE = shared_sizes
 
-    def step_kernel(work, obs, qs, prior, qs_prev, q_pi, G, actions, prev_actions, t, gamma, alpha,
+    def step_kernel(work, lo, hi, obs, qs, prior, qs_prev, q_pi, G, actions, prev_actions, t, gamma, alpha,
                     lr, A, logA, H, C, B, D, E, pA, pB, pD, wA, wB,
                     A_meta, A_deps, B_meta, B_deps, B_next, S_off, pol, branch, opts, seed):
         if shared_sizes is not None:
@@ -64,7 +64,7 @@ def _make(shared_sizes, dtype):
             A, logA, H, C, B, E = sA, slogA, sH, sC, sB, sE
         i = cuda.grid(1)
         stride = cuda.gridsize(1)
-        for n in range(i, obs.shape[0], stride):
+        for n in range(lo + i, hi, stride):
             agent_step(n, obs, qs, prior, qs_prev, q_pi, G, actions, prev_actions, t, gamma, alpha,
                        lr, A, logA, H, C, B, D, E, pA, pB, pD, wA, wB, A_meta, A_deps, B_meta,
                        B_deps, B_next, S_off, pol, branch, opts, seed, work, i)

@@ -50,7 +50,8 @@ def test_simulator_trajectories_equal_reference():
 
     out = _run("sim_check.py", sim=True)
     assert f"SIM OK {2 * len(CASES)}" in out
-    assert "paths ['global', 'shared']" in out  # model in shared memory, and per-agent (learning)
+    assert "paths ['global', 'shared']" in out
+    assert "cohorts ok" in out  # model in shared memory, and per-agent (learning)
 
 
 @pytest.mark.parametrize("cc", [(8, 0), (9, 0)], ids=["sm_80", "sm_90"])

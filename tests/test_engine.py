@@ -209,3 +209,30 @@ def test_step_async_equals_step(backend):
     assert b.t[0] == 5 and b._epoch % 2 == 0
     np.testing.assert_array_equal(b.actions_device, b.actions)  # numpy arrays on CPU backends
     assert b.qs_device.shape == (n, sum(case.num_states))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("idx", [9, 27, 33], ids=[CASES[i].name for i in (9, 27, 33)])
+def test_cohort_steps_equal_whole_steps(backend, idx):
+    """Stepping agents in two cohorts (as Engine.run(pipeline=2) does) gives the numbers of
+    whole steps: same stochastic actions, beliefs and learned counts."""
+    case = CASES[idx]
+    n, h = 600, 250
+    obs = random_obs(case, n, 4, 8)
+    _, whole = build(case, n, 8, backend=backend, action_selection="stochastic")
+    _, split = build(case, n, 8, backend=backend, action_selection="stochastic")
+    for o in obs:
+        expect = whole.step(o)
+        pa = split.step_async(o[:h], agents=(0, h))
+        a = pa.result()
+        b = split.step(o[h:], agents=(h, n))
+        np.testing.assert_array_equal(np.concatenate([a, b]), expect)
+    for x, y in zip(whole.qs + whole.prior + [whole.q_pi, whole.t], split.qs + split.prior + [split.q_pi, split.t]):
+        np.testing.assert_array_equal(x, y)
+    if whole.pA is not None:
+        for x, y in zip(whole.pA + whole.pB, split.pA + split.pB):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match=r"agents=\(lo, hi\) must satisfy 0 <= lo < hi <= 600; got \(5, 5\)"):
+        split.step(obs[0][:0], agents=(5, 5))
+    with pytest.raises(ValueError, match=r"obs must have shape \(n_agents, num_modalities\) = \(10, "):
+        split.step(obs[0], agents=(0, 10))

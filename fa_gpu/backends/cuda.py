@@ -117,8 +117,8 @@ class CudaBackend(NumpyBackend):
                                                  dtype=cfg.dtype)
         return w
 
-    def step(self, p, s, cfg) -> None:
-        self.step_async(p, s, cfg)
+    def step(self, p, s, cfg, lo: int = 0, hi: int | None = None) -> None:
+        self.step_async(p, s, cfg, lo, hi)
         self.synchronize()
 
     def shared_model_sizes(self, p):
@@ -126,13 +126,14 @@ class CudaBackend(NumpyBackend):
         per-agent or too big (then every thread reads global memory)."""
         return self._k.shared_model_sizes(*(p.packed[k] for k in ("A", "logA", "H_A", "C", "B", "E")))
 
-    def step_async(self, p, s, cfg) -> None:
-        """Queue the fused step on the engine's stream and return without waiting."""
-        blocks, tpb = self.launch_shape(cfg.n_agents)
+    def step_async(self, p, s, cfg, lo: int = 0, hi: int | None = None) -> None:
+        """Queue the fused step for agents ``lo..hi-1`` on the engine's stream; no waiting."""
+        hi = cfg.n_agents if hi is None else hi
+        blocks, tpb = self.launch_shape(hi - lo)
         args = kernel_args(p, s, cfg)
         work = self._work(p, cfg)
         kernel = self._k.step_kernel(self.shared_model_sizes(p), cfg.dtype.str)
         if self.stream is None:
-            kernel[blocks, tpb](work, *args)
+            kernel[blocks, tpb](work, lo, hi, *args)
         else:
-            kernel[blocks, tpb, self._nb_stream](work, *args)
+            kernel[blocks, tpb, self._nb_stream](work, lo, hi, *args)

@@ -39,10 +39,12 @@ class NumbaBackend(NumpyBackend):
             w = p.packed["work"] = np.empty((chunks, p.scratch_size), dtype=cfg.dtype)
         return w
 
-    def step(self, p, s, cfg) -> None:
+    def step(self, p, s, cfg, lo: int = 0, hi: int | None = None) -> None:
+        """The fused kernel for agents ``lo..hi-1`` (default: all)."""
+        hi = cfg.n_agents if hi is None else hi
         work = self._work(p, cfg)
-        if work.shape[0] == 1:
-            self._cpu.step_serial(work, *kernel_args(p, s, cfg))
+        if work.shape[0] == 1 or hi - lo < SERIAL_BELOW:
+            self._cpu.step_serial(work[:1], lo, hi, *kernel_args(p, s, cfg))
             return
         numba.set_num_threads(self.num_threads)
-        self._cpu.step_parallel(work, *kernel_args(p, s, cfg))
+        self._cpu.step_parallel(work, lo, hi, *kernel_args(p, s, cfg))

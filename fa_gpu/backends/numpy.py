@@ -4,8 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 
+import dataclasses
+
 from .. import reference as ref
 from ..state import Config, Params, State
+
+
+def cohort(p: Params, s: State, cfg: Config, lo: int, hi: int):
+    """Views of agents ``lo..hi-1``: per-agent arrays sliced, shared ones as they are. Writes
+    through them land in the engine's buffers; random draws keep the agents' global indices."""
+    sl = slice(lo, hi)
+    cut = lambda name, arrs: None if arrs is None else [
+        a[sl] if per else a for a, per in zip(arrs, p.per_agent.get(name, [False] * len(arrs)))]
+    p2 = dataclasses.replace(
+        p, **{k: cut(k, getattr(p, k)) for k in ("A", "B", "C", "D", "pA", "pB", "pD", "logA", "H_A", "wA", "wB")},
+        E=p.E[sl] if p.per_agent["E"][0] else p.E, gamma=p.gamma[sl], alpha=p.alpha[sl],
+        lr_pA=p.lr_pA[sl], lr_pB=p.lr_pB[sl], lr_pD=p.lr_pD[sl])
+    s2 = State(prior=[x[sl] for x in s.prior], qs=[x[sl] for x in s.qs], qs_prev=[x[sl] for x in s.qs_prev],
+               obs=s.obs[sl], q_pi=s.q_pi[sl], neg_efe=s.neg_efe[sl], actions=s.actions[sl],
+               prev_actions=s.prev_actions[sl], t=s.t[sl], packed={k: v[sl] for k, v in s.packed.items()})
+    return p2, s2, dataclasses.replace(cfg, n_agents=hi - lo, agent0=cfg.agent0 + lo)
 
 
 class NumpyBackend:
@@ -80,7 +98,7 @@ class NumpyBackend:
         s.actions[...] = ref.sample_action(
             s.q_pi, cfg.policies, cfg.num_controls, action_selection=cfg.action_selection,
             sampling_mode=cfg.sampling_mode, alpha=p.alpha, seed=cfg.seed,
-            agent_ids=xp.arange(cfg.n_agents), steps=s.t, xp=xp)
+            agent_ids=xp.arange(cfg.agent0, cfg.agent0 + cfg.n_agents), steps=s.t, xp=xp)
 
     def update_empirical_prior(self, p: Params, s: State, cfg: Config, actions) -> None:
         pred = ref.expected_state(s.qs, self._view(p, "B", cfg), actions, cfg.B_dependencies, self.xp)
@@ -90,8 +108,11 @@ class NumpyBackend:
         s.prev_actions[...] = actions
         s.t += 1
 
-    def step(self, p: Params, s: State, cfg: Config) -> None:
-        """One whole step in pymdp's order (obs already in ``s.obs``)."""
+    def step(self, p: Params, s: State, cfg: Config, lo: int = 0, hi: int | None = None) -> None:
+        """One whole step in pymdp's order (obs already in ``s.obs``) for agents ``lo..hi-1``."""
+        hi = cfg.n_agents if hi is None else hi
+        if (lo, hi) != (0, cfg.n_agents):
+            p, s, cfg = cohort(p, s, cfg, lo, hi)
         self.infer_states(p, s, cfg)
         self.infer_policies(p, s, cfg)
         if cfg.learn_A or cfg.learn_B or cfg.learn_D:

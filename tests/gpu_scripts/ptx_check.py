@@ -26,7 +26,7 @@ for dtype in ("float32", "float64"):
         _, eng = build(case, 4, 0, backend="numpy", dtype=dtype)
         args = kernel_args(eng._params, eng._state, eng.config)
         work = np.empty((2, eng._params.scratch_size), dtype=dtype)
-        sig = tuple(numba.typeof(a) for a in (work,) + args[:-1]) + (types.uint64,)
+        sig = (numba.typeof(work), types.int64, types.int64) + tuple(numba.typeof(a) for a in args[:-1]) + (types.uint64,)
         p = eng._params.packed
         sizes = kcuda.shared_model_sizes(*(p[k] for k in ("A", "logA", "H_A", "C", "B", "E")))
         assert (sizes is not None) == shared

@@ -33,5 +33,15 @@ for idx in idxs:
                 np.testing.assert_allclose(y, x, rtol=tol, atol=tol, err_msg=f"{case.name} {dtype} {name} t={t}")
         checked += 1
     print(case.name, "ok", flush=True)
+# cohorts (Engine.run(pipeline=2)): two half launches give the whole step's numbers
+case = CASES[27]
+_, whole = build(case, 6, 9, backend="numpy", action_selection="stochastic")
+_, split = build(case, 6, 9, backend="cuda", action_selection="stochastic")
+for o in random_obs(case, 6, 3, 9):
+    expect = whole.step(o)
+    got = np.concatenate([split.step_async(o[:2], agents=(0, 2)).result(), split.step(o[2:], agents=(2, 6))])
+    np.testing.assert_array_equal(got, expect)
+    np.testing.assert_allclose(split.q_pi, whole.q_pi, rtol=1e-10, atol=1e-10)
+print("cohorts ok")
 print("paths", sorted(paths))
 print("SIM OK", checked)
