@@ -254,3 +254,39 @@ def test_progress_bar_and_no_tqdm(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
     assert _engine().run(GridWorldEnv(5), 3, progress=True).steps == 3
     assert capsys.readouterr().err == ""
+
+
+def test_pipeline2_cohorts_same_results_and_overlap():
+    """pipeline=2 with a host_fn steps two cohorts: identical actions to pipeline=1 (stochastic
+    selection), and the kernel of one cohort overlaps the other's blocking host work."""
+    import time as _time
+
+    import fa_gpu
+
+    model = fa_gpu.models.grid_world(side=4)
+    n = 4000
+    rng_obs = np.random.default_rng(3).integers(0, 16, size=(n, 1))
+
+    def host(ids, actions):
+        _time.sleep(0.002)  # blocking I/O per chunk
+        return (ids[:, None] + actions[:, :1] * 3) % 16
+
+    def trajectory(pipeline):
+        eng = fa_gpu.Engine(model, n, backend="numba", action_selection="stochastic", seed=4)
+        seen = []
+
+        def recording_host(ids, actions):
+            seen.append((int(ids[0]), actions.copy()))
+            return host(ids, actions)
+
+        res = eng.run(None, 6, host_fn=recording_host, obs=rng_obs, reset=False, progress=False,
+                      pipeline=pipeline, chunk_size=500)
+        return res, sorted(seen, key=lambda x: x[0]), eng
+
+    r1, s1, e1 = trajectory(1)
+    r2, s2, e2 = trajectory(2)
+    np.testing.assert_array_equal(r1.obs, r2.obs)
+    np.testing.assert_array_equal(e1.q_pi, e2.q_pi)
+    assert [k for k, _ in s1] == [k for k, _ in s2]
+    for (_, a), (_, b) in zip(s1, s2):
+        np.testing.assert_array_equal(a, b)

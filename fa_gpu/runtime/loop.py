@@ -10,12 +10,14 @@ One step ``t`` of :func:`run`, on the calling thread unless said otherwise:
    steps, writing a checkpoint (its arrays are copied here, between steps, so it is consistent).
 
 ``pipeline=1`` runs the sink inline. ``pipeline=2`` runs the sink of step t on a compute-pool
-worker while this thread goes on with step t+1's kernel, host_fn chunks and env step: recorder
-back-pressure and checkpoint file writes (fsync) leave the critical path. At most one sink is
-in flight, so memory stays bounded and a sink error surfaces within one step. The kernel itself
-cannot overlap the host work of the same engine: step t+1 needs every agent's observation of
-step t, and splitting the agents into two engines would change their random keys (draws are
-keyed by agent index), so results would no longer match an unsplit run.
+worker while this thread goes on with step t+1: recorder back-pressure and checkpoint file writes
+(fsync) leave the critical path; at most one sink is in flight, so memory stays bounded and a sink
+error surfaces within one step. With a host_fn, ``pipeline=2`` also splits the agents into two
+cohorts (``_Cohorts``): cohort B's kernel runs while cohort A's host_fn chunks do, and with no
+env, cohort A's next kernel runs while cohort B's chunks do. Cohort steps give exactly the
+numbers of whole steps (draws are keyed by global agent index), so ``pipeline`` changes timing,
+never results. While cohorts are in flight, :meth:`Engine.snapshot` may show the two halves one
+step apart (each agent's own arrays are always from one step).
 """
 from __future__ import annotations
 
@@ -66,22 +68,25 @@ class _Host:
     ``(n_k,)`` and ``actions`` ``(n_k, F)`` and returns ``(n_k, M)`` integer obs, or None to
     keep the environment's observations for those agents."""
 
-    def __init__(self, fn, n: int, num_modalities: int, chunk_size):
+    def __init__(self, fn, n: int, num_modalities: int, chunk_size, first: int = 0, last=None):
+        """Agents ``first..last-1`` (default all n); ``actions``/obs rows are theirs only."""
         if not callable(fn):
             raise TypeError(f"host_fn must be callable, got {type(fn).__name__}")
-        self.fn, self.n, self.M = fn, n, num_modalities
+        last = n if last is None else last
+        self.fn, self.first, self.n, self.M = fn, first, last - first, num_modalities
         self.is_async = inspect.iscoroutinefunction(fn)
         # Several chunks per I/O thread, so one slow chunk does not leave the others idle.
         size = (-(-n // (4 * pool_sizes().io_threads)) if chunk_size is None
                 else _positive_int("chunk_size", chunk_size))
         self.chunks = []
-        for lo in range(0, n, size):
-            ids = np.arange(lo, min(lo + size, n), dtype=np.int64)
+        for lo in range(first, last, size):
+            ids = np.arange(lo, min(lo + size, last), dtype=np.int64)
             ids.flags.writeable = False
             self.chunks.append(ids)
 
     def start(self, actions: np.ndarray) -> list:
-        parts = [(ids, actions[ids[0]: ids[-1] + 1]) for ids in self.chunks]
+        f = self.first
+        parts = [(ids, actions[ids[0] - f: ids[-1] + 1 - f]) for ids in self.chunks]
         if self.is_async:
             return [pools.run_coroutine(self.fn(ids, a)) for ids, a in parts]
         pool = pools.io_pool()
@@ -94,6 +99,7 @@ class _Host:
         for ids, fut in zip(self.chunks, futures):
             got = fut.result()
             lo, hi = int(ids[0]), int(ids[-1]) + 1
+            r0, r1 = lo - self.first, hi - self.first
             if got is None:
                 if obs is None:
                     raise ValueError(f"host_fn returned None for agents {lo}..{hi - 1}, and there "
@@ -105,8 +111,48 @@ class _Host:
                                  f"for agents {lo}..{hi - 1} (or None); got {got.dtype} {got.shape}")
             if obs is None:
                 obs = np.empty((self.n, self.M), dtype=np.int64)
-            obs[lo:hi] = got
+            obs[r0:r1] = got
         return obs
+
+
+class _Cohorts:
+    """``pipeline=2`` with a host_fn: agents in two halves A and B stepped one after the other,
+    so one half's kernel runs while the other half's host_fn chunks do. Cohort steps give exactly
+    the numbers of whole steps (random draws are keyed by global agent index).
+
+    Per step: kernel B || host A; then host B || (with no env) kernel A of the next step. With an
+    env, ``env.step`` needs every agent's action, so it runs after both kernels, beside host B.
+    """
+
+    def __init__(self, engine, host_fn, n, M, chunk_size):
+        self.engine, self.h, self.n = engine, n // 2, n
+        self.a = _Host(host_fn, n, M, chunk_size, 0, self.h)
+        self.b = _Host(host_fn, n, M, chunk_size, self.h, n)
+        self.next_a = None  # kernel A of the next step, started early
+
+    def step(self, obs, env, early: bool):
+        """(actions (N, F), next obs (N, M)); ``early`` starts the next step's kernel A."""
+        eng, h, n = self.engine, self.h, self.n
+        pa = self.next_a if self.next_a is not None else eng.step_async(obs[:h], agents=(0, h))
+        self.next_a = None
+        act_a = pa.result()
+        pb = eng.step_async(obs[h:], agents=(h, n))
+        fut_a = self.a.start(act_a)  # host A || kernel B
+        act_b = pb.result()
+        actions = np.concatenate([act_a, act_b])
+        actions.flags.writeable = False
+        fut_b = self.b.start(act_b)
+        env_obs = None if env is None else env.step(actions)  # || host A, B
+        obs_a = self.a.finish(fut_a, None if env_obs is None else env_obs[:h])
+        if early and env is None:
+            self.next_a = eng.step_async(obs_a, agents=(0, h))  # kernel A (t+1) || host B
+        obs_b = self.b.finish(fut_b, None if env_obs is None else env_obs[h:])
+        return actions, np.concatenate([obs_a, obs_b])
+
+    def settle(self) -> None:
+        """Finish an early kernel (before a checkpoint or at the end)."""
+        if self.next_a is not None:
+            self.engine.wait()
 
 
 class _Sink:
@@ -198,6 +244,8 @@ def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_ever
         raise ValueError("run needs an env, or a host_fn that returns every observation")
     n, M = engine.n_agents, engine.config.num_modalities
     host = None if host_fn is None else _Host(host_fn, n, M, chunk_size)
+    cohorts = (_Cohorts(engine, host_fn, n, M, chunk_size)
+               if pipeline == 2 and host_fn is not None and n >= 2 else None)
 
     if reset:
         engine.reset()
@@ -216,14 +264,17 @@ def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_ever
     t_first = 0.0
     try:
         for i in range(steps):
-            actions = engine.step(obs)
-            actions.flags.writeable = False  # shared with host_fn, env and the sink
-            futures = None if host is None else host.start(actions)
-            env_obs = None if env is None else env.step(actions)  # overlaps the host_fn chunks
-            nxt = env_obs if host is None else host.finish(futures, env_obs)
+            ckpt_due = bool(checkpoint_every) and (i + 1) % checkpoint_every == 0
+            if cohorts is not None:
+                actions, nxt = cohorts.step(obs, env, early=i + 1 < steps and not ckpt_due)
+            else:
+                actions = engine.step(obs)
+                actions.flags.writeable = False  # shared with host_fn, env and the sink
+                futures = None if host is None else host.start(actions)
+                env_obs = None if env is None else env.step(actions)  # overlaps the host_fn chunks
+                nxt = env_obs if host is None else host.finish(futures, env_obs)
 
-            ckpt = (capture(engine) if checkpoint_every and (i + 1) % checkpoint_every == 0
-                    else None)
+            ckpt = capture(engine) if ckpt_due else None
             if recorder is not None or ckpt is not None:
                 sink.submit(functools.partial(_sink_job, recorder, rec_start + i, actions, obs,
                                               ckpt, checkpoint_path))
@@ -236,6 +287,8 @@ def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_ever
                 bar.update(n)
         sink.drain()
     finally:
+        if cohorts is not None:
+            cohorts.settle()
         if bar is not None:
             bar.close()
         if sink.pending is not None:  # an error is propagating: still never leave a writer behind
