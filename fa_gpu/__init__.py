@@ -5,9 +5,9 @@ Same numbers and argument names as pymdp 1.0.4; see README.md.
 from .devices import info
 from .engine import Engine
 from .model import GenerativeModel, construct_policies
-from . import models
+from . import envs, models
 
-__all__ = ["Engine", "GenerativeModel", "Recorder", "construct_policies", "models", "info"]
+__all__ = ["Engine", "GenerativeModel", "Recorder", "construct_policies", "envs", "models", "info"]
 __version__ = "0.1.0"
 
 
