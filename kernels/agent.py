@@ -79,6 +79,14 @@ def weights(q, qr, qoff, S_off, deps, lo, hi, J, w, wr, woff):
         src = q[qr, base:base + J]
         for j in range(J):
             out[j] = src[j]
+    elif hi - lo == 2:  # the common interaction: an outer product, no index arithmetic
+        d0, d1 = deps[lo, 0], deps[lo + 1, 0]
+        S1 = S_off[d1 + 1] - S_off[d1]
+        q0 = q[qr, qoff + S_off[d0]:qoff + S_off[d0 + 1]]
+        q1 = q[qr, qoff + S_off[d1]:qoff + S_off[d1 + 1]]
+        for a in range(q0.shape[0]):
+            for b in range(S1):
+                out[a * S1 + b] = q0[a] * q1[b]
     else:
         for j in range(J):
             out[j] = joint_weight(q, qr, qoff, S_off, deps, lo, hi, j, -1)
@@ -154,6 +162,15 @@ def infer_states(obs, n, logA, rA, prior, qs, A_meta, A_deps, S_off, num_iter, w
             J = A_meta[m, A_J]
             lo, hi = A_meta[m, A_DLO], A_meta[m, A_DHI]
             base = A_meta[m, A_OFF] + obs[n, m] * J
+            if hi - lo == 2:  # same sums as below, without index arithmetic
+                o0, o1 = S_off[A_deps[lo, 0]], S_off[A_deps[lo + 1, 0]]
+                S0, S1 = S_off[A_deps[lo, 0] + 1] - o0, S_off[A_deps[lo + 1, 0] + 1] - o1
+                for a in range(S0):
+                    for b in range(S1):
+                        ll = logA[rA, base + a * S1 + b]
+                        w[wr, lq + o0 + a] += ll * w[wr, q + o1 + b]
+                        w[wr, lq + o1 + b] += ll * w[wr, q + o0 + a]
+                continue
             for j in range(J):
                 ll = logA[rA, base + j]
                 for k in range(lo, hi):
