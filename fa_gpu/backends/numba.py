@@ -43,8 +43,11 @@ class NumbaBackend(NumpyBackend):
         """The fused kernel for agents ``lo..hi-1`` (default: all)."""
         hi = cfg.n_agents if hi is None else hi
         work = self._work(p, cfg)
+        args = p.kernel_args  # the same buffers every step: build the tuple once
+        if args is None:
+            args = p.kernel_args = kernel_args(p, s, cfg)
         if work.shape[0] == 1 or hi - lo < SERIAL_BELOW:
-            self._cpu.step_serial(work[:1], lo, hi, *kernel_args(p, s, cfg))
+            self._cpu.step_serial(work[:1], lo, hi, *args)
             return
         numba.set_num_threads(self.num_threads)
-        self._cpu.step_parallel(work, lo, hi, *kernel_args(p, s, cfg))
+        self._cpu.step_parallel(work, lo, hi, *args)
