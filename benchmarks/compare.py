@@ -252,6 +252,11 @@ def run_fa_cell(spec, model, pl, backend, threads, label, n, args, est_step_s):
     def step(obs):
         state["actions"] = eng.step(obs)
 
+    return _timed_row(row, step, advance, args, n, t1, t2)
+
+
+def _timed_row(row, step, advance, args, n, t1, t2):
+    """Time ``step`` (with ``advance`` between steps) for one cell and fill in its row."""
     times, others = _timed_loop(step, advance, args.warmup, args.repeats, args.max_seconds, t2,
                                  t2 - t1, args.min_time)
     med = _median(times)
@@ -438,13 +443,7 @@ def run_pymdp_cell(runner, spec, model, pl, n, args, est_step_s):
         state["action"], state["prior"] = jax.block_until_ready(
             runner.step(agent, obs, state["prior"]))
 
-    times, others = _timed_loop(step, advance, args.warmup, args.repeats, args.max_seconds, t2,
-                                 t2 - t1, args.min_time)
-    med = _median(times)
-    row.update(reps=len(times), ms_per_step=med * 1e3, agent_steps_per_s=n / med, others_cores=others)
-    if len(times) < args.repeats:
-        row["status"] = f"ok (trimmed to {len(times)} reps)"
-    return row
+    return _timed_row(row, step, advance, args, n, t1, t2)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -86,34 +86,25 @@ def time_engine(engine, obs, repeats: int):
 
 
 def time_pymdp(model, n: int, repeats: int):
-    """Seconds per step of pymdp 1.0.4 (JAX) batched over n agents, or None if unavailable."""
+    """Seconds per step of pymdp 1.0.4 (JAX) batched over n agents, or None if unavailable.
+    The jitted step is the one ``benchmarks.compare`` times on the CPU."""
     try:
-        import equinox as eqx
         import jax
-        import jax.numpy as jnp
-        from pymdp.agent import Agent
+
+        from benchmarks.compare import PymdpRunner
+        runner = PymdpRunner()
     except ImportError:
         return None
     if not any(d.platform == "gpu" for d in jax.devices()):
         return None
-    J = lambda xs: [jnp.asarray(x, dtype=jnp.float32) for x in xs]
-    agent = Agent(A=J(model.A), B=J(model.B), C=J(model.C), D=J(model.D), policy_len=model.policy_len,
-                  A_dependencies=model.A_dependencies, B_dependencies=model.B_dependencies, batch_size=n)
-
-    @eqx.filter_jit
-    def step(agent, obs, prior):
-        qs = agent.infer_states(obs, prior)
-        q_pi, _ = agent.infer_policies(qs)
-        action = agent.sample_action(q_pi)
-        return action, agent.update_empirical_prior(action, qs)
-
-    obs = [jnp.zeros(n, dtype=jnp.int32) for _ in model.num_obs]
+    agent = runner.agent(model, n)
+    obs = [jax.numpy.zeros(n, dtype=jax.numpy.int32) for _ in model.num_obs]
     prior = agent.D
-    jax.block_until_ready(step(agent, obs, prior))
+    jax.block_until_ready(runner.step(agent, obs, prior))
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(step(agent, obs, prior))
+        jax.block_until_ready(runner.step(agent, obs, prior))
         ts.append(time.perf_counter() - t0)
     return sorted(ts)[len(ts) // 2]
 

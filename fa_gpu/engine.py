@@ -456,7 +456,7 @@ class Engine:
         """Back to the initial prior D (and ``t = 0``, no previous action) for all agents, or for
         ``agents`` (int indices or a boolean mask of length N). Learned parameters are kept."""
         self.wait()
-        cfg, s, p, xp = self.config, self._state, self._params, self._backend.xp
+        cfg, s, p = self.config, self._state, self._params
         if agents is None:
             idx = slice(None)
         else:

@@ -38,11 +38,6 @@ def xlogx(x, xp=np):
     return x * log_stable(x, xp)
 
 
-def batched(x, n: int, core_ndim: int, xp=np):
-    """View a shared ``(*core)`` array as ``(n, *core)`` (no copy); per-agent arrays pass through."""
-    return x if x.ndim == core_ndim + 1 else xp.broadcast_to(x, (n,) + x.shape)
-
-
 def contract(T, vecs, keep=None, xp=np):
     """Contract a per-agent tensor with per-agent vectors on all axes but ``keep``.
 
