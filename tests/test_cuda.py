@@ -6,6 +6,7 @@ imported). On CI (``CI`` set) a missing numba-cuda is a failure, never a skip.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -23,12 +24,13 @@ SCRIPTS = Path(__file__).parent / "gpu_scripts"
 
 
 def _need_numba_cuda():
-    try:
-        import numba.cuda  # noqa: F401
-    except ImportError as exc:
+    # `import numba.cuda` alone is no test: numba's deprecated built-in target answers to that
+    # name too, and cannot compile these kernels. The numba-cuda package must be there.
+    reason = bcuda.unavailable_reason()
+    if reason.startswith("numba-cuda"):
         if os.environ.get("CI"):
-            pytest.fail(f"numba-cuda must be installed on CI (pip install -e '.[gpu]'): {exc}")
-        pytest.skip(f"numba-cuda not installed: {exc}")
+            pytest.fail(f"numba-cuda must be installed on CI (pip install -e '.[gpu]'): {reason}")
+        pytest.skip(reason)
 
 
 def _run(script, *args, sim=False, timeout=900):
@@ -74,7 +76,7 @@ def fresh_probe(monkeypatch):
 
 
 def test_no_cupy_falls_back_with_reason(fresh_probe):
-    pytest.importorskip("numba.cuda")
+    pytest.importorskip("numba_cuda")
     fresh_probe.setitem(sys.modules, "cupy", None)  # "import cupy" raises ImportError
     reason = bcuda.unavailable_reason()
     assert reason.startswith("CuPy is not installed")
@@ -85,7 +87,7 @@ def test_no_cupy_falls_back_with_reason(fresh_probe):
 
 
 def test_cupy_without_driver_falls_back(fresh_probe):
-    pytest.importorskip("numba.cuda")
+    pytest.importorskip("numba_cuda")
 
     class CUDARuntimeError(RuntimeError):
         pass
@@ -103,7 +105,7 @@ def test_cupy_without_driver_falls_back(fresh_probe):
 def test_real_cupy_on_this_machine_reports_why(fresh_probe):
     """With the real CuPy installed and no GPU (this machine, CI), the probe names the error."""
     cupy = pytest.importorskip("cupy")
-    pytest.importorskip("numba.cuda")
+    pytest.importorskip("numba_cuda")
     try:
         has_gpu = cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
@@ -117,6 +119,15 @@ def test_real_cupy_on_this_machine_reports_why(fresh_probe):
 def test_no_numba_cuda_falls_back(fresh_probe):
     fresh_probe.setitem(sys.modules, "numba.cuda", None)
     assert bcuda.unavailable_reason().startswith("numba-cuda is not importable")
+
+
+def test_builtin_numba_cuda_target_is_not_enough(fresh_probe):
+    """numba's deprecated built-in target also imports as numba.cuda; without the numba-cuda
+    package the backend reports that package missing."""
+    real = importlib.util.find_spec
+    fresh_probe.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "numba_cuda" else real(name, *a))
+    assert bcuda.unavailable_reason() == ("numba-cuda is not importable (package numba-cuda not "
+                                          "installed); pip install 'fa_gpu[gpu]'")
 
 
 def test_import_never_fails_when_gpu_packages_are_broken():

@@ -9,6 +9,7 @@ checked against the reference without a GPU.
 from __future__ import annotations
 
 import functools
+import importlib.util
 
 import numpy as np
 
@@ -29,6 +30,10 @@ def simulated() -> bool:
 def unavailable_reason() -> str:
     """'' when the cuda backend can run here, else why not. Probed once (a real allocation:
     CuPy imports without a driver and fails only at the first call) and cached."""
+    # numba still ships a deprecated built-in CUDA target under the same name, numba.cuda; our
+    # kernels need the numba-cuda package, which replaces it when installed.
+    if importlib.util.find_spec("numba_cuda") is None:
+        return "numba-cuda is not importable (package numba-cuda not installed); pip install 'fa_gpu[gpu]'"
     try:
         import numba.cuda  # noqa: F401  (recent numba-cuda needs cuda-bindings even to import)
     except ImportError as exc:
