@@ -155,6 +155,7 @@ def test_forced_backend_env(fresh_probe):
 
 
 def test_auto_never_picks_the_simulator(fresh_probe):
+    pytest.importorskip("numba_cuda")
     fresh_probe.setattr(bcuda, "simulated", lambda: True)
     assert "simulator" in backends.availability()["cuda"]
 
