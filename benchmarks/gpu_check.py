@@ -4,12 +4,16 @@
     python benchmarks/gpu_check.py --dry-run     # anywhere: Numba's CUDA simulator, tiny N
 
 1. Correctness: random models (multi-factor, dependencies, learning; float64 and float32),
-   trajectories on the cuda backend vs the numpy reference: max |difference| and equal actions.
+   trajectories on the cuda backend (fused kernel, and the batched CuPy path in float64) vs the
+   numpy reference: max |difference| and equal actions.
 2. Timing: the grid world with 25 states (policy_len 1 and 3) and 400 states (policy_len 1) at
-   N = 1e4, 1e5, 1e6, 4e6: agent-steps/s, ms/step, achieved bandwidth and FLOP rate (estimated
-   from the model's sizes) against the card's peaks, and pymdp 1.0.4 on JAX-GPU when both are
-   importable and JAX sees a GPU.
-Prints one table; ``--json PATH`` also writes the rows.
+   N = 1e4, 1e5, 1e6, 4e6, on the fused and the batched path where both make sense:
+   agent-steps/s, ms/step, achieved bandwidth and FLOP rate (estimated from the model's sizes)
+   against the card's peaks, and pymdp 1.0.4 on JAX-GPU when both are importable and JAX sees a
+   GPU.
+3. Crossover: numba on the host's cores vs the fused cuda kernel at small N (grid25, policy_len
+   1), the N above which ``cuda`` wins.
+Prints the tables; ``--json PATH`` also writes the rows.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="Numba's CUDA simulator, tiny N (no GPU needed)")
     ap.add_argument("--n", default="1e4,1e5,1e6,4e6", help="agent counts for the timings")
+    ap.add_argument("--crossover-n", default="1e2,1e3,1e4,1e5", help="agent counts for numba vs cuda")
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per cell (median)")
     ap.add_argument("--skip-pymdp", action="store_true")
     ap.add_argument("--json", help="also write the results here")
@@ -48,18 +53,20 @@ def correctness(dry: bool) -> list[dict]:
     rows = []
     idxs = [0, 9, 21, 33] if dry else range(len(CASES))
     n, steps = (4, 2) if dry else (256, 8)
+    runs = (("fused", "float64", 1e-10), ("fused", "float32", 1e-5), ("batched", "float64", 1e-10))
     for idx in idxs:
         case = CASES[idx]
-        for dtype, tol in (("float64", 1e-10), ("float32", 1e-5)):
+        for path, dtype, tol in runs:
             _, ref = build(case, n, 700 + idx, backend="numpy", dtype=dtype, action_selection="stochastic")
-            _, gpu = build(case, n, 700 + idx, backend="cuda", dtype=dtype, action_selection="stochastic")
+            _, gpu = build(case, n, 700 + idx, backend="cuda", dtype=dtype, action_selection="stochastic",
+                           cuda_path=path)
             err, same = 0.0, True
             for o in random_obs(case, n, steps, 700 + idx):
                 same &= bool(np.array_equal(ref.step(o), gpu.step(o)))
                 for x, y in zip([ref.q_pi, ref.neg_efe] + ref.qs, [gpu.q_pi, gpu.neg_efe] + gpu.qs):
                     err = max(err, float(np.max(np.abs(x - y) / (1 + np.abs(x)))))
-            rows.append(dict(case=case.name, dtype=dtype, max_rel_err=err, actions_equal=same,
-                             ok=same and err <= tol))
+            rows.append(dict(case=case.name, path=path, dtype=dtype, max_rel_err=err,
+                             actions_equal=same, ok=same and err <= tol))
     return rows
 
 
@@ -117,30 +124,48 @@ def timings(dry: bool, ns: list[int], repeats: int, skip_pymdp: bool) -> list[di
     eng0 = fa_gpu.Engine(fa_gpu.models.grid_world(side=3), 1, backend="cuda")
     card = (eng0._backend.device_info or {}).get("name", "simulator" if dry else "unknown")
     peak = next((v for k, v in PEAKS.items() if k in card), None)
-    cells = [("grid25", 5, 1), ("grid25", 5, 3), ("grid400", 20, 1)]
+    cells = [("grid25", 5, 1, ("fused", "batched")), ("grid25", 5, 3, ("fused",)),
+             ("grid400", 20, 1, ("fused", "batched"))]
     rows = []
-    for name, side, L in cells:
+    for name, side, L, paths in cells:
         model = fa_gpu.models.grid_world(side=side, policy_len=L)
-        for n in ns:
+        for n, path in ((n, path) for n in ns for path in paths):
             try:
-                eng = fa_gpu.Engine(model, n, backend="cuda", dtype="float32")
+                eng = fa_gpu.Engine(model, n, backend="cuda", dtype="float32", cuda_path=path)
             except MemoryError as exc:
-                rows.append(dict(model=name, policy_len=L, n=n, error=str(exc)))
+                rows.append(dict(model=name, policy_len=L, n=n, path=path, error=str(exc)))
                 continue
             obs = np.random.default_rng(0).integers(0, side * side, size=(n, 1))
             sec = time_engine(eng, obs, 1 if dry else repeats)
             fl, by = flops_bytes(model, 4)
-            row = dict(model=name, policy_len=L, n=n, card=card, ms_per_step=sec * 1e3,
+            row = dict(model=name, policy_len=L, n=n, path=path, card=card, ms_per_step=sec * 1e3,
                        agent_steps_per_s=n / sec, gbytes_per_s=n * by / sec / 1e9,
                        gflops=n * fl / sec / 1e9)
             if peak:
                 row.update(bw_of_peak=row["gbytes_per_s"] * 1e9 / peak[0], flops_of_peak=row["gflops"] * 1e9 / peak[1])
-            if not (dry or skip_pymdp) and n <= 1_000_000:
+            if not (dry or skip_pymdp) and n <= 1_000_000 and path == paths[0]:
                 ps = time_pymdp(model, n, repeats)
                 if ps:
                     row.update(pymdp_agent_steps_per_s=n / ps, ratio_to_pymdp=ps / sec)
             rows.append(row)
             del eng
+    return rows
+
+
+def crossover(dry: bool, ns: list[int], repeats: int) -> list[dict]:
+    """numba (all host cores) vs the fused cuda kernel on grid25, policy_len 1, at small N."""
+    import numpy as np
+
+    import fa_gpu
+
+    model = fa_gpu.models.grid_world(side=5)
+    rows = []
+    for n in ns:
+        obs = np.random.default_rng(0).integers(0, 25, size=(n, 1))
+        sec = {b: time_engine(fa_gpu.Engine(model, n, backend=b, dtype="float32"), obs,
+                              1 if dry else repeats) for b in ("numba", "cuda")}
+        rows.append(dict(n=n, numba_ms=sec["numba"] * 1e3, cuda_ms=sec["cuda"] * 1e3,
+                         cuda_speedup=sec["numba"] / sec["cuda"]))
     return rows
 
 
@@ -152,31 +177,40 @@ def main(argv=None) -> int:
         os.execv(sys.executable, [sys.executable, __file__] + (argv if argv is not None else sys.argv[1:]))
     sys.path.insert(0, str(ROOT))
     ns = [2] if args.dry_run else [int(float(x)) for x in args.n.split(",")]
+    cross_ns = [2] if args.dry_run else [int(float(x)) for x in args.crossover_n.split(",")]
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     print(f"fa_gpu GPU check  {started}  {platform.node()}  {'(dry run: CUDA simulator)' if args.dry_run else ''}")
     check = correctness(args.dry_run)
     print("\ncorrectness: cuda backend vs numpy reference (stochastic actions, same seed)")
-    print(f"{'case':<22}{'dtype':<9}{'max rel err':>12}  actions")
+    print(f"{'case':<22}{'path':<9}{'dtype':<9}{'max rel err':>12}  actions")
     for r in check:
-        print(f"{r['case']:<22}{r['dtype']:<9}{r['max_rel_err']:>12.2e}  {'equal' if r['actions_equal'] else 'DIFFER'}")
+        print(f"{r['case']:<22}{r['path']:<9}{r['dtype']:<9}{r['max_rel_err']:>12.2e}  "
+              f"{'equal' if r['actions_equal'] else 'DIFFER'}")
     rows = timings(args.dry_run, ns, args.repeats, args.skip_pymdp)
-    print("\ntimings (float32, one fused kernel per step, synchronized)")
-    print(f"{'model':<9}{'L':>2}{'N':>10}{'ms/step':>10}{'agent-steps/s':>16}{'GB/s':>9}{'GFLOP/s':>9}"
-          f"{'%bw':>6}{'%flop':>7}{'pymdp/s':>12}{'ratio':>7}")
+    print("\ntimings (float32, synchronized; fused: one kernel per step, batched: cuBLAS products)")
+    print(f"{'model':<9}{'L':>2}{'N':>10}{'path':>9}{'ms/step':>10}{'agent-steps/s':>16}{'GB/s':>9}"
+          f"{'GFLOP/s':>9}{'%bw':>6}{'%flop':>7}{'pymdp/s':>12}{'ratio':>7}")
     for r in rows:
+        head = f"{r['model']:<9}{r['policy_len']:>2}{r['n']:>10}{r['path']:>9}"
         if "error" in r:
-            print(f"{r['model']:<9}{r['policy_len']:>2}{r['n']:>10}  {r['error']}")
+            print(f"{head}  {r['error']}")
             continue
         pct = lambda k: f"{100 * r[k]:.1f}" if k in r else "-"
         pym = f"{r['pymdp_agent_steps_per_s']:.3g}" if "pymdp_agent_steps_per_s" in r else "-"
         rat = f"{r['ratio_to_pymdp']:.1f}" if "ratio_to_pymdp" in r else "-"
-        print(f"{r['model']:<9}{r['policy_len']:>2}{r['n']:>10}{r['ms_per_step']:>10.3f}{r['agent_steps_per_s']:>16.4g}"
+        print(f"{head}{r['ms_per_step']:>10.3f}{r['agent_steps_per_s']:>16.4g}"
               f"{r['gbytes_per_s']:>9.1f}{r['gflops']:>9.1f}{pct('bw_of_peak'):>6}{pct('flops_of_peak'):>7}{pym:>12}{rat:>7}")
+    cross = crossover(args.dry_run, cross_ns, args.repeats)
+    print(f"\ncrossover: numba ({os.cpu_count()} host CPUs) vs fused cuda, grid25 policy_len 1, float32")
+    print(f"{'N':>10}{'numba ms':>10}{'cuda ms':>10}{'cuda speedup':>14}")
+    for r in cross:
+        print(f"{r['n']:>10}{r['numba_ms']:>10.3f}{r['cuda_ms']:>10.3f}{r['cuda_speedup']:>14.2f}")
     ok = all(r["ok"] for r in check)
     print("\nGPU CHECK", "OK" if ok else "FAILED")
     if args.json:
         Path(args.json).write_text(json.dumps(dict(started=started, dry_run=args.dry_run,
-                                                   correctness=check, timings=rows), indent=1))
+                                                   correctness=check, timings=rows,
+                                                   crossover=cross), indent=1))
     return 0 if ok else 1
 
 

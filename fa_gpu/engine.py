@@ -9,6 +9,7 @@ import numpy as np
 
 from . import backends, layout
 from .backends import kernel_args
+from .backends.cuda import PATHS as CUDA_PATHS
 from .model import GenerativeModel
 from .state import Config, Params, State
 
@@ -104,6 +105,11 @@ class Engine:
         numba backend: threads (default: usable physical cores, or ``FA_GPU_NUM_THREADS``).
     device : int, optional
         cuda backend: CUDA device index (default: the one with the most free memory).
+    cuda_path : {"auto", "fused", "batched"}
+        cuda backend: one fused kernel per step, or the reference on CuPy with the shared model's
+        contractions as matrix products (cuBLAS) for large models. ``auto`` picks ``batched``
+        for a shared model with a factor of 128+ states that does not fit in shared memory.
+        :attr:`step_path` tells which ran.
 
     Per-agent state is readable as host copies: ``qs``, ``prior`` (lists of ``(N, S_f)``),
     ``q_pi``, ``neg_efe`` ``(N, P)``, ``actions`` ``(N, F)`` int64, ``t`` ``(N,)`` int64.
@@ -115,7 +121,8 @@ class Engine:
                  use_param_info_gain: bool = False, action_selection: str = "deterministic",
                  sampling_mode: str = "full", learn_A: bool = False, learn_B: bool = False,
                  learn_D: bool = False, lr_pA=1.0, lr_pB=1.0, lr_pD=1.0, *,
-                 num_threads: int | None = None, device: int | None = None):
+                 num_threads: int | None = None, device: int | None = None,
+                 cuda_path: str = "auto"):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a fa_gpu.GenerativeModel, got {type(model).__name__}")
         if isinstance(n_agents, bool) or not isinstance(n_agents, (int, np.integer)) or n_agents < 1:
@@ -135,6 +142,7 @@ class Engine:
         _choice(inference_algo, "inference_algo", _ALGOS)
         _choice(action_selection, "action_selection", _SELECTIONS)
         _choice(sampling_mode, "sampling_mode", _MODES)
+        _choice(cuda_path, "cuda_path", CUDA_PATHS)
         if isinstance(num_iter, bool) or not isinstance(num_iter, (int, np.integer)) or num_iter < 1:
             raise ValueError(f"num_iter must be a positive integer, got {num_iter!r}")
         for flag, counts in (("learn_A", "pA"), ("learn_B", "pB"), ("learn_D", "pD")):
@@ -155,7 +163,7 @@ class Engine:
             sampling_mode=sampling_mode, learn_A=bool(learn_A), learn_B=bool(learn_B),
             learn_D=bool(learn_D), has_pA=model.pA is not None, has_pB=model.pB is not None)
         self._backend, self.backend_skipped = backends.resolve(backend, num_threads=num_threads,
-                                                               device=device)
+                                                               device=device, cuda_path=cuda_path)
         self.layout = layout.build_layout(model, B_onehot_ok=not learn_B)
         check = getattr(self._backend, "check_memory", None)
         if check is not None:
@@ -490,6 +498,15 @@ class Engine:
     def backend(self) -> str:
         """Name of the backend running this engine."""
         return self._backend.name
+
+    @property
+    def step_path(self) -> str:
+        """How a step runs: ``"reference"`` (numpy), ``"fused"`` (numba, or the fused cuda
+        kernel) or ``"batched"`` (cuda, matrix products; see ``cuda_path``)."""
+        path = getattr(self._backend, "step_path", None)
+        if path is not None:
+            return path(self._params, self.config)
+        return "reference" if self._backend.name == "numpy" else "fused"
 
     @property
     def n_agents(self) -> int:

@@ -6,8 +6,8 @@ and it reproduces pymdp 1.0.4 (``fpi`` inference, expected free energy, action s
 Dirichlet learning) to floating-point rounding.
 
 Conventions: ``N`` agents; per-agent arrays carry a leading ``N`` axis; model arrays are either
-per-agent ``(N, ...)`` or shared (no ``N`` axis) and every function takes a ``batched`` flag or
-checks ``ndim`` to tell. Beliefs ``qs[f]`` are ``(N, S_f)``; observations ``(N, M)`` ints.
+per-agent ``(N, ...)`` or shared (no ``N`` axis, stored once), and functions tell the two apart
+by ``ndim``. Beliefs ``qs[f]`` are ``(N, S_f)``; observations ``(N, M)`` ints.
 """
 from __future__ import annotations
 
@@ -39,12 +39,21 @@ def xlogx(x, xp=np):
 
 
 def contract(T, vecs, keep=None, xp=np):
-    """Contract a per-agent tensor with per-agent vectors on all axes but ``keep``.
+    """Contract a tensor with per-agent vectors on all axes but ``keep``.
 
-    T : ``(N, d0, ..., d_{k-1})``; vecs : the ``(N, d_i)`` for every axis ``i != keep``, in axis
-    order; keep : the axis (0..k-1) left open, or None. Returns ``(N, d_keep)`` or ``(N,)``.
+    T : per-agent ``(N, d0, ..., d_{k-1})`` or shared ``(d0, ..., d_{k-1})`` (told apart by
+    ``ndim``); vecs : the ``(N, d_i)`` for every axis ``i != keep``, in axis order; keep : the
+    axis (0..k-1) left open, or None. Returns ``(N, d_keep)`` or ``(N,)``.
+
+    A shared ``T`` meets its first vector in one matrix product (``tensordot``: BLAS on the CPU,
+    cuBLAS under CuPy), so the agents never get a broadcast copy of ``T`` each.
     """
-    k = T.ndim - 1
+    k = len(vecs) + (keep is not None)
+    if T.ndim == k:
+        first = 1 if keep == 0 else 0
+        T = xp.tensordot(vecs[0], T, axes=([1], [first]))  # (N, remaining axes in order)
+        vecs, k = vecs[1:], k - 1
+        keep = None if keep is None else keep - (keep > first)
     letters = string.ascii_lowercase[:k]
     out = "z" + (letters[keep] if keep is not None else "")
     ins = ["z" + letters] + ["z" + letters[i] for i in range(k) if i != keep]
@@ -52,14 +61,15 @@ def contract(T, vecs, keep=None, xp=np):
 
 
 # -- state inference -------------------------------------------------------------------------
-def log_likelihoods(logA, obs, xp=np):
+def log_likelihoods(logA, obs, A_dependencies, xp=np):
     """Per-modality log-likelihoods of the observed outcomes.
 
-    logA : list of per-agent views ``(N, O_m, *S_deps)`` of ``log_stable(A[m])``; obs : int
-    ``(N, M)``. Returns a list of ``(N, *S_deps)``.
+    logA : list of ``log_stable(A[m])``, per-agent ``(N, O_m, *S_deps)`` or shared
+    ``(O_m, *S_deps)``; obs : int ``(N, M)``. Returns a list of ``(N, *S_deps)``.
     """
     n = obs.shape[0]
-    return [la[xp.arange(n), obs[:, m]] for m, la in enumerate(logA)]
+    return [la[obs[:, m]] if la.ndim == len(deps) + 1 else la[xp.arange(n), obs[:, m]]
+            for m, (la, deps) in enumerate(zip(logA, A_dependencies))]
 
 
 def infer_states(ll, prior, A_dependencies, num_iter: int, xp=np):
@@ -87,16 +97,25 @@ def infer_states(ll, prior, A_dependencies, num_iter: int, xp=np):
 def expected_state(qs, B, actions, B_dependencies, xp=np):
     """One transition: ``qs'[f] = sum_deps B[f][:, deps, u_f] prod qs[deps]``.
 
-    qs : list of ``(N, S_f)``; B : list of per-agent ``(N, S_f, *S_deps, U_f)`` arrays (shared ones
-    broadcast by the caller); actions : int ``(N, F)`` or a length-F sequence shared by all agents.
-    Returns a list of ``(N, S_f)``.
+    qs : list of ``(N, S_f)``; B : list of per-agent ``(N, S_f, *S_deps, U_f)`` or shared
+    ``(S_f, *S_deps, U_f)`` arrays; actions : int ``(N, F)`` or a length-F sequence shared by all
+    agents. Returns a list of ``(N, S_f)``.
     """
     n = qs[0].shape[0]
+    per_agent_actions = getattr(actions, "ndim", 1) == 2
     out = []
     for f, deps in enumerate(B_dependencies):
-        u = actions[:, f] if getattr(actions, "ndim", 1) == 2 else actions[f]
-        Bu = B[f][xp.arange(n), ..., u] if getattr(actions, "ndim", 1) == 2 else B[f][..., int(u)]
-        out.append(contract(Bu, [qs[d] for d in deps], keep=0, xp=xp))
+        vecs = [qs[d] for d in deps]
+        if not per_agent_actions:
+            out.append(contract(B[f][..., int(actions[f])], vecs, keep=0, xp=xp))
+        elif B[f].ndim == len(deps) + 3:
+            out.append(contract(B[f][xp.arange(n), ..., actions[:, f]], vecs, keep=0, xp=xp))
+        else:  # shared B, actions per agent: one product per action, each agent keeps its own
+            u = actions[:, f][:, None]
+            res = xp.zeros((n, B[f].shape[0]), dtype=qs[f].dtype)
+            for a in range(B[f].shape[-1]):
+                res = xp.where(u == a, contract(B[f][..., a], vecs, keep=0, xp=xp), res)
+            out.append(res)
     return out
 
 
@@ -105,10 +124,11 @@ def neg_efe(qs, A, B, C, policies, A_dependencies, B_dependencies, *, H_A=None,
             use_utility=True, use_states_info_gain=True, wA=None, wB=None, xp=np):
     """Negative expected free energy of every policy (pymdp ``compute_neg_efe_policy``).
 
-    qs : list of ``(N, S_f)``; A, B : per-agent views ``(N, ...)``; C : list of ``(N, O_m)``;
-    policies : int ``(P, T, F)`` (host NumPy); H_A : list of ``(N, *S_deps)`` conditional outcome
-    entropies ``-sum_o A log A``; wA, wB : per-agent Dirichlet weights (``dirichlet_weights``)
-    for parameter information gain, or None. Returns ``(N, P)``.
+    qs : list of ``(N, S_f)``; A, B : model arrays, per-agent ``(N, ...)`` or shared (no agent
+    axis); C : list of ``(N, O_m)`` or ``(O_m,)``; policies : int ``(P, T, F)`` (host NumPy);
+    H_A : list of ``(N, *S_deps)`` or ``(*S_deps)`` conditional outcome entropies
+    ``-sum_o A log A``; wA, wB : Dirichlet weights (``dirichlet_weights``) for parameter
+    information gain, or None. Returns ``(N, P)``.
     """
     n = qs[0].shape[0]
     P, T, _ = policies.shape
@@ -141,7 +161,7 @@ def neg_efe(qs, A, B, C, policies, A_dependencies, B_dependencies, *, H_A=None,
 
 
 def policy_posterior(G, E, gamma, xp=np):
-    """``q_pi = softmax(gamma * G + log E)``; G ``(N, P)``, E ``(N, P)``, gamma ``(N,)``."""
+    """``q_pi = softmax(gamma * G + log E)``; G ``(N, P)``, E ``(N, P)`` or ``(P,)``, gamma ``(N,)``."""
     return softmax(gamma[:, None] * G + log_stable(E, xp), xp)
 
 

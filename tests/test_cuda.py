@@ -46,12 +46,14 @@ def _run(script, *args, sim=False, timeout=900):
 
 def test_simulator_trajectories_equal_reference():
     """Every random model, float64 (stochastic actions) and float32: the fused CUDA kernel on the
-    simulator gives the reference's actions and beliefs, learning included."""
+    simulator gives the reference's actions and beliefs, learning included; so does the batched
+    path in chunks; auto picks fused for the 25-state grid and batched for the 400-state one."""
     _need_numba_cuda()
     from randmodels import CASES
 
     out = _run("sim_check.py", sim=True)
-    assert f"SIM OK {2 * len(CASES)}" in out
+    assert f"SIM OK {3 * len(CASES)}" in out
+    assert "auto ok" in out
     assert "paths ['global', 'shared']" in out
     assert "cohorts ok" in out  # model in shared memory, and per-agent (learning)
 
@@ -259,3 +261,18 @@ def test_gpu_check_dry_run_completes():
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "GPU CHECK OK" in proc.stdout and "grid400" in proc.stdout
+
+
+def test_reference_uses_only_functions_cupy_has():
+    """The batched cuda path runs fa_gpu.reference and fa_gpu.rng on CuPy: every ``xp.<name>``
+    they call must exist in CuPy (it imports without a GPU)."""
+    import re
+
+    cupy = pytest.importorskip("cupy")
+    root = Path(fa_gpu.__file__).parent
+    names = set()
+    for mod in ("reference.py", "rng.py"):
+        names |= set(re.findall(r"\bxp\.(\w+)", (root / mod).read_text()))
+    assert {"einsum", "tensordot", "where", "cumsum"} <= names  # the scan sees the calls
+    missing = sorted(n for n in names if not hasattr(cupy, n))
+    assert not missing, f"not in CuPy: {missing}"

@@ -236,3 +236,50 @@ def test_cohort_steps_equal_whole_steps(backend, idx):
         split.step(obs[0][:0], agents=(5, 5))
     with pytest.raises(ValueError, match=r"obs must have shape \(n_agents, num_modalities\) = \(10, "):
         split.step(obs[0], agents=(0, 10))
+
+
+@pytest.mark.parametrize("keep", [None, 0, 1, 2])
+def test_shared_contraction_equals_per_agent(keep):
+    """A shared tensor (no agent axis, one matrix product) contracts to the same numbers as the
+    same tensor broadcast to every agent."""
+    g = np.random.default_rng(3)
+    T = g.random((4, 5, 3))
+    vecs = [g.random((6, d)) for i, d in enumerate(T.shape) if i != keep]
+    got = ref.contract(T, vecs, keep=keep)
+    want = ref.contract(np.broadcast_to(T, (6,) + T.shape), vecs, keep=keep)
+    assert got.shape == ((6,) if keep is None else (6, T.shape[keep]))
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+
+
+def test_shared_B_with_per_agent_actions():
+    """expected_state with a shared B and each agent's own action (one product per action)."""
+    g = np.random.default_rng(4)
+    B = [g.random((4, 4, 3, 3)), g.random((3, 3, 2))]
+    deps = [(0, 1), (1,)]
+    qs = [g.random((7, 4)), g.random((7, 3))]
+    actions = np.stack([g.integers(0, 3, 7), g.integers(0, 2, 7)], axis=1)
+    got = ref.expected_state(qs, B, actions, deps)
+    want = ref.expected_state(qs, [np.broadcast_to(b, (7,) + b.shape) for b in B], actions, deps)
+    for x, y in zip(got, want):
+        np.testing.assert_allclose(x, y, rtol=1e-13, atol=0)
+    # and agent by agent, written out
+    for n in range(7):
+        np.testing.assert_allclose(got[1][n], B[1][..., actions[n, 1]] @ qs[1][n], rtol=1e-13)
+
+
+def test_shared_log_likelihoods_gather_by_outcome():
+    g = np.random.default_rng(5)
+    logA = [g.random((5, 4, 3)), g.random((2, 3))]
+    obs = np.stack([g.integers(0, 5, 6), g.integers(0, 2, 6)], axis=1)
+    ll = ref.log_likelihoods(logA, obs, [(0, 1), (1,)])
+    for n in range(6):
+        np.testing.assert_array_equal(ll[0][n], logA[0][obs[n, 0]])
+        np.testing.assert_array_equal(ll[1][n], logA[1][obs[n, 1]])
+
+
+def test_cuda_path_is_checked_and_step_path_reported():
+    model = fa_gpu.models.grid_world(3)
+    with pytest.raises(ValueError, match="cuda_path must be one of 'auto', 'fused', 'batched'; got 'gemm'"):
+        fa_gpu.Engine(model, 2, cuda_path="gemm")
+    assert fa_gpu.Engine(model, 2, backend="numpy").step_path == "reference"
+    assert fa_gpu.Engine(model, 2, backend="numba").step_path == "fused"

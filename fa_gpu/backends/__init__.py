@@ -15,7 +15,7 @@ from .numpy import NumpyBackend
 log = logging.getLogger("fa_gpu")
 
 ORDER = ("cuda", "numba", "numpy")
-_OPTIONS = {"numba": ("num_threads",), "cuda": ("device",)}
+_OPTIONS = {"numba": ("num_threads",), "cuda": ("device", "cuda_path")}
 ENV_VAR = "FA_GPU_BACKEND"
 
 
@@ -54,8 +54,8 @@ def availability() -> dict:
 
 def resolve(name: str = "auto", **options):
     """Backend instance for ``name`` (``FA_GPU_BACKEND`` wins when set); ``options`` go to the
-    chosen backend's constructor when it takes them (``device`` for cuda, ``num_threads`` for
-    numba).
+    chosen backend's constructor when it takes them (``device`` and ``cuda_path`` for cuda,
+    ``num_threads`` for numba).
 
     Returns ``(backend, skipped)`` where ``skipped`` maps each backend passed over by ``auto``
     to the reason.

@@ -1,6 +1,21 @@
 """CUDA backend: every buffer on the device (CuPy arrays, agent-major), one Numba-CUDA kernel
 launch per step (``kernels.cuda``) on the engine's own stream.
 
+Two step paths (``cuda_path``):
+
+- ``"fused"``: one thread per agent runs the whole step (``kernels.cuda``); a shared model that
+  fits is read from each block's shared memory.
+- ``"batched"``: the reference algorithm (:mod:`fa_gpu.reference`) on CuPy arrays, where every
+  contraction of a shared model with the agents' beliefs is one matrix product (cuBLAS), in
+  chunks of at most ``MAX_THREADS`` agents so temporaries stay bounded. For large models
+  (hundreds of states) a thread-per-agent matrix-vector product would stream the whole of A from
+  L2 for every agent and policy; a GEMM reads it once per tile.
+
+``"auto"`` takes ``batched`` for a shared model (A and B without an agent axis) that does not
+fit in shared memory and has a factor with ``BATCHED_MIN_STATES`` states or more, else
+``fused``. That threshold comes from the arithmetic above, not a measurement on a card:
+``benchmarks/gpu_check.py`` times both paths on the 400-state grid.
+
 Allocator seam: on a GPU, arrays are CuPy arrays; under Numba's CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1``) they are NumPy arrays, which the simulator runs kernels on. The
 kernel, its arguments and the launch are the same code either way, so whole trajectories can be
@@ -8,6 +23,7 @@ checked against the reference without a GPU.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 
@@ -17,8 +33,12 @@ from .kernel_args import kernel_args
 from .numpy import NumpyBackend
 
 THREADS_PER_BLOCK = 128
-#: launched threads are capped (grid-stride loop past it): bounds the scratch rows kept
+#: launched threads are capped (grid-stride loop past it): bounds the scratch rows kept; also the
+#: batched path's chunk of agents
 MAX_THREADS = 1 << 20
+PATHS = ("auto", "fused", "batched")
+#: ``auto`` picks the batched path only for models with a factor at least this large
+BATCHED_MIN_STATES = 128
 
 
 def simulated() -> bool:
@@ -53,14 +73,28 @@ def unavailable_reason() -> str:
     return ""
 
 
+def _on_stream(method):
+    """A :class:`NumpyBackend` method run with the engine's stream current, so its CuPy work is
+    queued in order with the fused kernels."""
+    @functools.wraps(method)
+    def run(self, *args):
+        with self.on_stream():
+            return method(self, *args)
+    return run
+
+
 class CudaBackend(NumpyBackend):
-    """Device-resident engine state; ``step`` is one fused kernel launch."""
+    """Device-resident engine state; ``step`` is one fused kernel launch, or the batched
+    reference for large shared models (see the module docstring)."""
 
     name = "cuda"
 
-    def __init__(self, device: int | None = None):
+    def __init__(self, device: int | None = None, cuda_path: str = "auto"):
         from fa_gpu.kernels import cuda as kcuda
 
+        if cuda_path not in PATHS:
+            raise ValueError(f"cuda_path must be one of {', '.join(map(repr, PATHS))}; got {cuda_path!r}")
+        self.cuda_path = cuda_path
         self._k = kcuda
         self.device_info = None
         if simulated():
@@ -77,10 +111,16 @@ class CudaBackend(NumpyBackend):
         self.device = devices.pick_device(devs, device)
         self.device_info = next(d for d in devs if d["cuda_index"] == self.device)
         cupy.cuda.Device(self.device).use()
-        self.stream = cupy.cuda.Stream(non_blocking=True)
+        # a blocking stream: CuPy work the engine queues on the default stream (reset, writes
+        # through views) stays ordered with the kernels
+        self.stream = cupy.cuda.Stream(non_blocking=False)
         self._nb_stream = cuda.external_stream(self.stream.ptr)
 
     # -- memory ----------------------------------------------------------------------------
+    def on_stream(self):
+        """Context in which CuPy work goes to the engine's stream (nothing under the simulator)."""
+        return contextlib.nullcontext() if self.stream is None else self.stream
+
     def asarray(self, x, dtype=None):
         if self.stream is None:
             return np.array(x, dtype=dtype)
@@ -131,9 +171,25 @@ class CudaBackend(NumpyBackend):
         per-agent or too big (then every thread reads global memory)."""
         return self._k.shared_model_sizes(*(p.packed[k] for k in ("A", "logA", "H_A", "C", "B", "E")))
 
+    def step_path(self, p, cfg) -> str:
+        """``"fused"`` or ``"batched"``: how this engine's step runs (``cuda_path``, or the auto
+        rule of the module docstring)."""
+        if self.cuda_path != "auto":
+            return self.cuda_path
+        shared = all(p.packed[k].shape[0] == 1 for k in ("A", "B"))
+        if (shared and self.shared_model_sizes(p) is None
+                and max(cfg.num_states) >= BATCHED_MIN_STATES):
+            return "batched"
+        return "fused"
+
     def step_async(self, p, s, cfg, lo: int = 0, hi: int | None = None) -> None:
-        """Queue the fused step for agents ``lo..hi-1`` on the engine's stream; no waiting."""
+        """Queue the step for agents ``lo..hi-1`` on the engine's stream; no waiting."""
         hi = cfg.n_agents if hi is None else hi
+        if self.step_path(p, cfg) == "batched":
+            with self.on_stream():
+                for a in range(lo, hi, MAX_THREADS):
+                    NumpyBackend.step(self, p, s, cfg, a, min(a + MAX_THREADS, hi))
+            return
         blocks, tpb = self.launch_shape(hi - lo)
         args = kernel_args(p, s, cfg)
         work = self._work(p, cfg)
@@ -142,3 +198,12 @@ class CudaBackend(NumpyBackend):
             kernel[blocks, tpb](work, lo, hi, *args)
         else:
             kernel[blocks, tpb, self._nb_stream](work, lo, hi, *args)
+
+    # -- the reference's methods, on the engine's stream -----------------------------------
+    infer_states = _on_stream(NumpyBackend.infer_states)
+    infer_policies = _on_stream(NumpyBackend.infer_policies)
+    infer_parameters = _on_stream(NumpyBackend.infer_parameters)
+    sample_action = _on_stream(NumpyBackend.sample_action)
+    update_empirical_prior = _on_stream(NumpyBackend.update_empirical_prior)
+    refresh_A = _on_stream(NumpyBackend.refresh_A)
+    refresh_B = _on_stream(NumpyBackend.refresh_B)

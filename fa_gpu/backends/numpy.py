@@ -27,7 +27,8 @@ def cohort(p: Params, s: State, cfg: Config, lo: int, hi: int):
 
 
 class NumpyBackend:
-    """Runs every method with :mod:`fa_gpu.reference` on ``xp`` arrays (NumPy here)."""
+    """Runs every method with :mod:`fa_gpu.reference` on ``xp`` arrays (NumPy here). Shared model
+    arrays go in as they are (no agent axis): their contractions are matrix products."""
 
     name = "numpy"
     xp = np
@@ -48,17 +49,10 @@ class NumpyBackend:
         """Scratch rows a fused step for n agents needs (none: the reference allocates as it goes)."""
         return 0
 
-    # -- views -----------------------------------------------------------------------------
-    def _view(self, p: Params, name: str, cfg: Config):
-        """Per-agent ``(N, ...)`` views of a parameter list (shared arrays broadcast, no copy)."""
-        xp, n = self.xp, cfg.n_agents
-        arrs, flags = getattr(p, name), p.per_agent[name]
-        return [a if per else xp.broadcast_to(a, (n,) + a.shape) for a, per in zip(arrs, flags)]
-
     # -- the step, one method at a time ----------------------------------------------------
     def infer_states(self, p: Params, s: State, cfg: Config) -> None:
         xp = self.xp
-        ll = ref.log_likelihoods(self._view(p, "logA", cfg), s.obs, xp)
+        ll = ref.log_likelihoods(p.logA, s.obs, cfg.A_dependencies, xp)
         qs = ref.infer_states(ll, s.prior, cfg.A_dependencies, cfg.num_iter, xp)
         for dst, src in zip(s.qs, qs):
             dst[...] = src
@@ -66,15 +60,11 @@ class NumpyBackend:
     def infer_policies(self, p: Params, s: State, cfg: Config) -> None:
         xp = self.xp
         G = ref.neg_efe(
-            s.qs, self._view(p, "A", cfg), self._view(p, "B", cfg), self._view(p, "C", cfg),
-            cfg.policies, cfg.A_dependencies, cfg.B_dependencies,
-            H_A=self._view(p, "H_A", cfg), use_utility=cfg.use_utility,
-            use_states_info_gain=cfg.use_states_info_gain,
-            wA=self._view(p, "wA", cfg) if p.wA is not None else None,
-            wB=self._view(p, "wB", cfg) if p.wB is not None else None, xp=xp)
-        E = p.E if p.per_agent["E"][0] else xp.broadcast_to(p.E, (cfg.n_agents,) + p.E.shape)
+            s.qs, p.A, p.B, p.C, cfg.policies, cfg.A_dependencies, cfg.B_dependencies,
+            H_A=p.H_A, use_utility=cfg.use_utility, use_states_info_gain=cfg.use_states_info_gain,
+            wA=p.wA, wB=p.wB, xp=xp)
         s.neg_efe[...] = G
-        s.q_pi[...] = ref.policy_posterior(G, E, p.gamma, xp)
+        s.q_pi[...] = ref.policy_posterior(G, p.E, p.gamma, xp)
 
     def infer_parameters(self, p: Params, s: State, cfg: Config) -> None:
         xp = self.xp
@@ -101,7 +91,7 @@ class NumpyBackend:
             agent_ids=xp.arange(cfg.agent0, cfg.agent0 + cfg.n_agents), steps=s.t, xp=xp)
 
     def update_empirical_prior(self, p: Params, s: State, cfg: Config, actions) -> None:
-        pred = ref.expected_state(s.qs, self._view(p, "B", cfg), actions, cfg.B_dependencies, self.xp)
+        pred = ref.expected_state(s.qs, p.B, actions, cfg.B_dependencies, self.xp)
         for f in range(cfg.num_factors):
             s.prior[f][...] = pred[f]
             s.qs_prev[f][...] = s.qs[f]

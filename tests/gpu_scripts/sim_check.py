@@ -1,6 +1,8 @@
 """Run under NUMBA_ENABLE_CUDASIM=1 (a process of its own): the cuda backend's fused kernel on
-Numba's CUDA simulator against the numpy reference, for the random models of tests/randmodels.py.
-Prints one line per case and 'SIM OK <count>' at the end; any mismatch raises."""
+Numba's CUDA simulator against the numpy reference, for the random models of tests/randmodels.py;
+then the batched path (chunked, on the simulator's NumPy arrays) on the same models, and which
+path ``auto`` picks. Prints one line per case and 'SIM OK <count>' at the end; any mismatch
+raises."""
 import os
 import sys
 
@@ -8,19 +10,27 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import numpy as np  # noqa: E402
 from numba import config  # noqa: E402
 
+import fa_gpu  # noqa: E402
+from fa_gpu.backends import cuda as bcuda  # noqa: E402
+
 from randmodels import CASES, build, random_obs  # noqa: E402
 
 assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
 idxs = [int(a) for a in sys.argv[1:]] or range(len(CASES))
 checked = 0
 paths = set()
+bcuda.MAX_THREADS = 3  # the batched path runs 4 agents as chunks of 3 and 1
 for idx in idxs:
     case = CASES[idx]
-    for dtype, tol, sel in (("float64", 1e-10, "stochastic"), ("float32", 1e-5, "deterministic")):
+    for dtype, tol, sel, path in (("float64", 1e-10, "stochastic", "fused"),
+                                  ("float32", 1e-5, "deterministic", "fused"),
+                                  ("float64", 1e-10, "stochastic", "batched")):
         _, ref = build(case, 4, 600 + idx, backend="numpy", dtype=dtype, action_selection=sel)
-        _, sim = build(case, 4, 600 + idx, backend="cuda", dtype=dtype, action_selection=sel)
-        assert sim.backend == "cuda"
-        paths.add("shared" if sim._backend.shared_model_sizes(sim._params) else "global")
+        _, sim = build(case, 4, 600 + idx, backend="cuda", dtype=dtype, action_selection=sel,
+                       cuda_path=path)
+        assert sim.backend == "cuda" and sim.step_path == path
+        if path == "fused":
+            paths.add("shared" if sim._backend.shared_model_sizes(sim._params) else "global")
         for t, o in enumerate(random_obs(case, 4, 3, 600 + idx)):
             np.testing.assert_array_equal(ref.step(o), sim.step(o), err_msg=f"{case.name} {dtype} actions t={t}")
             pairs = [("q_pi", ref.q_pi, sim.q_pi), ("neg_efe", ref.neg_efe, sim.neg_efe)]
@@ -43,5 +53,10 @@ for o in random_obs(case, 6, 3, 9):
     np.testing.assert_array_equal(got, expect)
     np.testing.assert_allclose(split.q_pi, whole.q_pi, rtol=1e-10, atol=1e-10)
 print("cohorts ok")
+# auto: the 25-state grid (fits shared memory) runs fused, the 400-state grid batched
+small = fa_gpu.Engine(fa_gpu.models.grid_world(5), 2, backend="cuda")
+large = fa_gpu.Engine(fa_gpu.models.grid_world(20), 2, backend="cuda")
+assert (small.step_path, large.step_path) == ("fused", "batched"), (small.step_path, large.step_path)
+print("auto ok")
 print("paths", sorted(paths))
 print("SIM OK", checked)
