@@ -10,7 +10,7 @@ import numpy as np
 from . import backends, layout
 from .backends import kernel_args
 from .backends.cuda import PATHS as CUDA_PATHS
-from .model import GenerativeModel
+from .model import GenerativeModel, float_dtype
 from .state import Config, Params, State
 
 _ALGOS = ("fpi",)
@@ -131,12 +131,7 @@ class Engine:
         if model.batch_size is not None and model.batch_size != n:
             raise ValueError(f"the model has per-agent arrays for {model.batch_size} agents, "
                              f"but n_agents={n}")
-        try:
-            dt = np.dtype(dtype)
-        except TypeError:
-            raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
-        if dt not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dt}")
+        dt = float_dtype(dtype)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         _choice(inference_algo, "inference_algo", _ALGOS)

@@ -41,6 +41,17 @@ def construct_policies(num_controls: Sequence[int], policy_len: int = 1) -> np.n
     return pols.reshape(-1, policy_len, num_factors)
 
 
+def float_dtype(dtype) -> np.dtype:
+    """``np.dtype(dtype)`` when it is float32 or float64, else a TypeError/ValueError naming it."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dt}")
+    return dt
+
+
 def _tol(dtype: np.dtype) -> float:
     """Normalization tolerance for a dtype: loose enough for values rounded to that dtype."""
     return 1e-4 if np.dtype(dtype).itemsize <= 4 else 1e-8

@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from .model import GenerativeModel
+from .model import GenerativeModel, float_dtype
 
 __all__ = ["grid_world", "tmaze", "GRID_ACTIONS", "TMAZE_LOCATIONS", "TMAZE_CONDITIONS",
            "TMAZE_REWARD_OUTCOMES", "TMAZE_CUES"]
@@ -25,16 +25,6 @@ TMAZE_LOCATIONS = ("centre", "right arm", "left arm", "cue")
 TMAZE_CONDITIONS = ("reward on right", "reward on left")
 TMAZE_REWARD_OUTCOMES = ("none", "reward", "loss")
 TMAZE_CUES = ("cue right", "cue left")
-
-
-def _float_dtype(dtype) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dt}")
-    return dt
 
 
 def _prob(value, name: str) -> float:
@@ -120,7 +110,7 @@ def grid_world(side: int = 5, *, noise: float = 0.1, goal=None, start=None, rewa
     """
     if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < 2:
         raise ValueError(f"side must be an integer >= 2, got {side!r}")
-    side, dt = int(side), _float_dtype(dtype)
+    side, dt = int(side), float_dtype(dtype)
     noise, reward = _prob(noise, "noise"), _finite(reward, "reward")
     S = side * side
     rng = np.random.default_rng(seed)
@@ -169,7 +159,7 @@ def tmaze(*, cue_validity: float = 0.95, reward_prob: float = 0.98, reward: floa
     - ``C``: ``[0]*4``, ``[0, reward, punishment]``, ``[0, 0]``.
     - ``D``: one-hot at centre; uniform ``[0.5, 0.5]`` over conditions.
     """
-    dt = _float_dtype(dtype)
+    dt = float_dtype(dtype)
     cv, p = _prob(cue_validity, "cue_validity"), _prob(reward_prob, "reward_prob")
     reward, punishment = _finite(reward, "reward"), _finite(punishment, "punishment")
 

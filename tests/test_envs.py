@@ -260,7 +260,7 @@ def test_env_errors():
     (lambda: models.grid_world(4, goal="uniform"), ValueError, "goal must be a cell index"),
     (lambda: models.grid_world(4, start="middle"), ValueError, "start must be a cell index"),
     (lambda: models.grid_world(4, reward=np.inf), ValueError, "reward must be a finite number"),
-    (lambda: models.grid_world(4, dtype=np.int32), ValueError, "dtype must be float32 or float64"),
+    (lambda: models.grid_world(4, dtype=np.int32), ValueError, "dtype must be 'float32' or 'float64', got int32"),
     (lambda: models.tmaze(cue_validity=1.2), ValueError, "cue_validity must be a probability"),
     (lambda: models.tmaze(reward_prob=-0.1), ValueError, "reward_prob must be a probability"),
     (lambda: models.tmaze(punishment=np.nan), ValueError, "punishment must be a finite number"),
