@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,22 @@ def _minval_like(x):
 _HERE = Path(__file__).resolve().parent
 _SRC_HASH = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(_HERE.glob("*.py")))).hexdigest()[:16]
 CACHE = os.environ.get("FA_GPU_NUMBA_CACHE", "1") != "0"
+
+
+def prune_stale_caches(root: Path = _HERE / "__pycache__", keep: str = f"numba-{_SRC_HASH}") -> list:
+    """Remove the cache directories of earlier kernel sources (``numba-<other hash>`` under
+    ``root``), best effort; returns the names removed. Without this every edit of the kernels
+    would leave its compiled code behind for good."""
+    removed = []
+    for d in root.glob("numba-*"):
+        if d.name != keep and d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d.name)
+    return removed
+
+
+if CACHE and not os.environ.get("NUMBA_CACHE_DIR"):
+    prune_stale_caches()
 
 
 @contextlib.contextmanager

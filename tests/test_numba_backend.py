@@ -80,3 +80,15 @@ def test_num_threads_from_topology_and_override(monkeypatch):
     assert NumbaBackend(num_threads=1).num_threads == 1
     monkeypatch.setenv("FA_GPU_NUM_THREADS", "1")
     assert NumbaBackend().num_threads == 1
+
+
+def test_stale_kernel_caches_are_pruned(tmp_path):
+    """Compiled code of earlier kernel sources is removed; the current one and others stay."""
+    from fa_gpu.kernels import jit
+
+    for name in ("numba-aaaa", "numba-bbbb", "other"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.nbi").write_bytes(b"1")
+    assert jit.prune_stale_caches(tmp_path, keep="numba-bbbb") == ["numba-aaaa"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["numba-bbbb", "other"]
+    assert jit.prune_stale_caches(tmp_path / "missing") == []
