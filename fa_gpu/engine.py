@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import threading
 
@@ -165,12 +166,15 @@ class Engine:
             check(self.estimate_bytes())
         self._params = self._build_params(model, gamma, alpha, lr_pA, lr_pB, lr_pD)
         self._state = self._build_state()
-        self._epoch = 0  # bumped before and after each step: odd = a step is writing the state
+        # bumped before and after every write of the per-agent state (a step, a single method,
+        # reset): odd = being written. See snapshot.
+        self._epoch = 0
         self._pending = None  # the PendingStep of an unfinished step_async
         self._obs_hi = np.asarray(self.config.num_obs, dtype=np.int64)
         self._inline = (self._backend.xp is np and not hasattr(self._backend, "step_async")
                         and self.config.n_agents < _INLINE_BELOW)
         self.reset()
+        self._epoch = 0  # a new engine: no state has been written that a reader could have seen
 
     # -- construction ----------------------------------------------------------------------
     def _build_params(self, model, gamma, alpha, lr_pA, lr_pB, lr_pD) -> Params:
@@ -331,34 +335,46 @@ class Engine:
         """Posterior over states given outcomes ``obs`` (int ``(N, M)`` or M arrays ``(N,)``)
         and the current empirical prior. Returns ``qs``: list of ``(N, S_f)`` host arrays."""
         self.wait()
-        self._state.obs[...] = self._backend.asarray(self._check_obs(obs), dtype=np.int64)
-        self._backend.infer_states(self._params, self._state, self.config)
+        obs = self._check_obs(obs)
+        with self._writing():
+            self._state.obs[...] = self._backend.asarray(obs, dtype=np.int64)
+            self._backend.infer_states(self._params, self._state, self.config)
+            self._backend.synchronize()
         return self.qs
 
     def infer_policies(self):
         """Returns ``(q_pi, neg_efe)``, each ``(N, P)``, for the current ``qs``."""
         self.wait()
-        self._backend.infer_policies(self._params, self._state, self.config)
+        with self._writing():
+            self._backend.infer_policies(self._params, self._state, self.config)
+            self._backend.synchronize()
         return self.q_pi, self.neg_efe
 
     def infer_parameters(self) -> None:
         """Dirichlet learning from the last ``obs``, ``qs`` and the previous step's beliefs and
         action (those enabled by ``learn_A``/``learn_B``/``learn_D``). ``step`` calls it."""
         self.wait()
-        self._backend.infer_parameters(self._params, self._state, self.config)
+        with self._writing():
+            self._backend.infer_parameters(self._params, self._state, self.config)
+            self._backend.synchronize()
 
     def sample_action(self) -> np.ndarray:
         """Actions ``(N, F)`` int64 from ``q_pi`` (uncontrolled factors get 0)."""
         self.wait()
-        self._backend.sample_action(self._params, self._state, self.config)
+        with self._writing():
+            self._backend.sample_action(self._params, self._state, self.config)
+            self._backend.synchronize()
         return self.actions
 
     def update_empirical_prior(self, actions) -> list:
         """Prior for the next step: ``B[f][..., actions[:, f]]`` applied to ``qs``. Advances ``t``.
         Returns the new prior (list of ``(N, S_f)``)."""
         self.wait()
-        act = self._backend.asarray(self._check_actions(actions), dtype=np.int64)
-        self._backend.update_empirical_prior(self._params, self._state, self.config, act)
+        actions = self._check_actions(actions)
+        with self._writing():
+            act = self._backend.asarray(actions, dtype=np.int64)
+            self._backend.update_empirical_prior(self._params, self._state, self.config, act)
+            self._backend.synchronize()
         return self.prior
 
     def step(self, obs, agents=None) -> np.ndarray:
@@ -368,12 +384,9 @@ class Engine:
         if agents is None and self._pending is None and self._inline:
             # the common small-N CPU case without the async machinery: ~3 us less per step
             obs = self._check_obs(obs)
-            self._epoch += 1
-            try:
+            with self._writing():
                 self._state.obs[...] = obs
                 self._backend.step(self._params, self._state, self.config)
-            finally:
-                self._epoch += 1
             return self._state.actions.copy()
         return self.step_async(obs, agents).result()
 
@@ -409,6 +422,16 @@ class Engine:
             raise
         self._pending = pending
         return pending
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """The epoch is odd while the per-agent state is being written (see ``snapshot``); a
+        write must be finished on the device before the block ends."""
+        self._epoch += 1
+        try:
+            yield
+        finally:
+            self._epoch += 1
 
     def _cohort(self, agents) -> tuple[int, int]:
         n = self.config.n_agents
@@ -473,14 +496,16 @@ class Engine:
             if a.size and (a.min() < 0 or a.max() >= cfg.n_agents):
                 raise ValueError(f"agents indices must be in [0, {cfg.n_agents}); got {int(a.min())}..{int(a.max())}")
             idx = self._backend.asarray(a, dtype=np.int64)
-        for f in range(cfg.num_factors):
-            d = p.D[f][idx] if p.per_agent["D"][f] else p.D[f]
-            for arr in (s.prior, s.qs, s.qs_prev):
-                arr[f][idx] = d
-        s.prev_actions[idx] = -1
-        s.t[idx] = 0
-        s.q_pi[idx] = 0
-        s.neg_efe[idx] = 0
+        with self._writing():
+            for f in range(cfg.num_factors):
+                d = p.D[f][idx] if p.per_agent["D"][f] else p.D[f]
+                for arr in (s.prior, s.qs, s.qs_prev):
+                    arr[f][idx] = d
+            s.prev_actions[idx] = -1
+            s.t[idx] = 0
+            s.q_pi[idx] = 0
+            s.neg_efe[idx] = 0
+            self._backend.synchronize()
 
     # -- read-only views -------------------------------------------------------------------
     def _host(self, x):

@@ -107,3 +107,25 @@ def test_read_consistent_waits_while_a_step_writes():
     t0 = time.perf_counter()
     assert read_consistent(eng, lambda: eng._epoch) == (6, 6)
     assert time.perf_counter() - t0 >= 0.015
+
+
+def test_every_write_of_the_state_moves_the_epoch():
+    """The single methods and reset write the state too: the epoch is odd while they run and
+    has moved by 2 after each, so a concurrent snapshot retries instead of reading a torn copy."""
+    case = CASES[13]
+    _, engine = build(case, 6, seed=2)
+    be = engine._backend
+    seen = []
+    for name in ("infer_states", "infer_policies", "sample_action", "update_empirical_prior"):
+        method = getattr(be, name)
+        setattr(be, name, lambda *a, _m=method: (seen.append(engine._epoch), _m(*a))[1])
+    obs = next(iter(random_obs(case, 6, 1, seed=2)))
+    assert engine._epoch == 0
+    engine.infer_states(obs)
+    engine.infer_policies()
+    actions = engine.sample_action()
+    engine.update_empirical_prior(actions)
+    assert seen == [1, 3, 5, 7] and engine._epoch == 8
+    engine.reset([0, 2])
+    assert engine._epoch == 10
+    assert engine.snapshot()["step_epoch"] == 10

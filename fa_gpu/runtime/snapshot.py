@@ -1,7 +1,8 @@
 """Consistent host copies of an engine's per-agent state, taken while another thread steps it.
 
-A sequence lock on ``engine._epoch``: the engine bumps the epoch before and after every step, so
-an odd epoch means a step is writing. A reader copies the arrays between two reads of the epoch
+A sequence lock on ``engine._epoch``: the engine bumps the epoch before and after every write of
+the per-agent state (a step, a single method such as ``infer_states``, ``reset``), so an odd
+epoch means a write is under way. A reader copies the arrays between two reads of the epoch
 and keeps the copy only if both reads are the same even number; otherwise a step ran meanwhile
 (the copy may be torn) and it copies again. The stepping thread never takes a lock or waits for
 readers; readers pay with retries.
@@ -50,7 +51,8 @@ def take_snapshot(engine) -> dict:
       empirical prior for the next one;
     - ``q_pi``, ``neg_efe``: ``(N, P)``; ``actions``: ``(N, F)`` int64; ``obs``: ``(N, M)``
       int64 (the last step's input); ``t``: ``(N,)`` int64 (steps since each agent's reset);
-    - ``step_epoch``: int, the engine's epoch when copied (twice the steps it has run).
+    - ``step_epoch``: int, the engine's epoch when copied: twice the number of writes since the
+      engine was made (a step is one; so are ``reset`` and each single method).
 
     Safe from any thread while another steps the engine; see :func:`read_consistent`.
     """
