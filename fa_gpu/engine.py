@@ -384,9 +384,12 @@ class Engine:
         if agents is None and self._pending is None and self._inline:
             # the common small-N CPU case without the async machinery: ~3 us less per step
             obs = self._check_obs(obs)
-            with self._writing():
+            self._epoch += 1  # as _writing(), whose generator would cost ~3 us here
+            try:
                 self._state.obs[...] = obs
                 self._backend.step(self._params, self._state, self.config)
+            finally:
+                self._epoch += 1
             return self._state.actions.copy()
         return self.step_async(obs, agents).result()
 
