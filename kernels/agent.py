@@ -36,7 +36,7 @@ def row_of(X, n):
     return n if X.shape[0] > 1 else 0
 
 
-@device_jit
+@device_jit(inline=True)
 def softmax(x, r, lo, hi):
     """x[r, lo:hi] <- softmax(x[r, lo:hi]), max subtracted first."""
     v = x[r, lo:hi]
@@ -70,7 +70,7 @@ def joint_weight(q, qr, qoff, S_off, deps, lo, hi, j, skip):
     return w
 
 
-@device_jit
+@device_jit(inline=True)
 def weights(q, qr, qoff, S_off, deps, lo, hi, J, w, wr, woff):
     """w[wr, woff + j] <- joint-state weight of joint index j (j < J) for a dependency list."""
     out = w[wr, woff:woff + J]
@@ -92,7 +92,7 @@ def weights(q, qr, qoff, S_off, deps, lo, hi, J, w, wr, woff):
             out[j] = joint_weight(q, qr, qoff, S_off, deps, lo, hi, j, -1)
 
 
-@device_jit
+@device_jit(inline=True)
 def matvec(M, mr, moff, O, J, x, xr, xoff, out, outr, outoff):
     """out[outr, outoff + o] <- sum_j M[mr, moff + o*J + j] * x[xr, xoff + j], o < O."""
     # Row slices indexed by loop counters: provably non-negative indices, so Numba emits no
@@ -131,7 +131,7 @@ def dirichlet_weight(count, total):
 
 
 # -- state inference -------------------------------------------------------------------------
-@device_jit
+@device_jit(inline=True)
 def infer_states(obs, n, logA, rA, prior, qs, A_meta, A_deps, S_off, num_iter, w, wr, woff):
     """qs[n] <- fixed-point posterior given obs[n] and prior[n]. Uses w[wr, woff:woff+3*S]."""
     F = S_off.shape[0] - 1
@@ -183,7 +183,7 @@ def infer_states(obs, n, logA, rA, prior, qs, A_meta, A_deps, S_off, num_iter, w
 
 
 # -- transitions and expected free energy ----------------------------------------------------
-@device_jit
+@device_jit(inline=True)
 def transition(q, qr, qoff, out, outr, outoff, B, rB, B_meta, B_deps, B_next, S_off, U, ur, uoff,
                w, wr, woff):
     """out[f] <- sum_j B[f][u_f][:, j] w(j) for every factor, u_f = U[ur, uoff + f] (one-hot B:
@@ -206,7 +206,7 @@ def transition(q, qr, qoff, out, outr, outoff, B, rB, B_meta, B_deps, B_next, S_
             matvec(B, rB, B_meta[f, B_OFF] + u * Sf * J, Sf, J, w, wr, woff, out, outr, o0)
 
 
-@device_jit
+@device_jit(inline=True)
 def step_value(w, wr, qt, qn, qo, wb, pol, p, toff, A, rA, H, C, rC, wA, rwA, wB, rwB,
                A_meta, A_deps, B_meta, B_deps, S_off, use_utility, use_info, use_wA, use_wB):
     """One time step's contribution to the negative EFE (info gain + utility - parameter info)
@@ -247,7 +247,7 @@ def step_value(w, wr, qt, qn, qo, wb, pol, p, toff, A, rA, H, C, rC, wA, rwA, wB
     return g
 
 
-@device_jit
+@device_jit(inline=True)
 def neg_efe(qs, n, G, A, rA, H, C, rC, B, rB, wA, rwA, wB, rwB, A_meta, A_deps, B_meta, B_deps,
             B_next, S_off, pol, branch, use_utility, use_info, use_wA, use_wB, w, wr):
     """G[n, p] <- negative EFE of every policy. Policy p re-rolls only from branch[p], the first
@@ -276,7 +276,7 @@ def neg_efe(qs, n, G, A, rA, H, C, rC, B, rB, wA, rwA, wB, rwB, A_meta, A_deps, 
         G[n, p] = w[wr, acc + T]
 
 
-@device_jit
+@device_jit(inline=True)
 def policy_posterior(G, n, E, rE, gamma, q_pi):
     """q_pi[n] <- softmax(gamma * G[n] + log E)."""
     P = G.shape[1]
