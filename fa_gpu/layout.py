@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels.columns import A_J, A_O, A_OFF, B_J, B_OFF, B_U, C_OFF, H_OFF  # noqa: F401 (re-exported)
+from .kernels.columns import (A_COLS, A_J, A_O, A_OFF, B_COLS, B_J, B_OFF, B_U,  # noqa: F401 (re-exported)
+                              C_OFF, H_OFF)
 
 
 @dataclass
@@ -26,14 +27,14 @@ class Layout:
     """Integer tables describing one model's packed layout (host NumPy, int64)."""
 
     S_off: np.ndarray  # (F+1,) offsets of factors in a belief row
-    A_meta: np.ndarray  # (M, 7) see A_* columns
+    A_meta: np.ndarray  # (M, 9) see A_* columns
     A_deps: np.ndarray  # (nnz, 2): (factor, stride of its index inside J_m)
     B_meta: np.ndarray  # (F, 7) see B_* columns; B_NEXT = offset in B_next or -1
     B_deps: np.ndarray  # (nnz, 2)
     B_next: np.ndarray  # next-state index of one-hot B columns, (U_f, J_f) per one-hot factor
     policies: np.ndarray  # (P, T, F)
     branch: np.ndarray  # (P,) first time step where policy p differs from policy p-1
-    sizes: dict  # buffer widths: "A", "H", "C", "B", "S", "E"
+    sizes: dict  # buffer widths: "A", "H", "C", "B", "S", "E"; "LL": summed log-likelihoods
 
     @property
     def scratch_size(self) -> int:
@@ -42,7 +43,7 @@ class Layout:
         O_max = int(self.A_meta[:, A_O].max())
         U_max = int(self.B_meta[:, B_U].max())
         J_max = int(max(self.A_meta[:, A_J].max(), self.B_meta[:, B_J].max()))
-        return (T + 1) * S + (T + 1) + max(3 * S, O_max + 1 + J_max, U_max)
+        return (T + 1) * S + (T + 1) + max(3 * S + self.sizes["LL"], O_max + 1 + J_max, U_max)
 
 
 def _dep_table(deps_list, num_states):
@@ -66,12 +67,16 @@ def build_layout(model, B_onehot_ok: bool = True) -> Layout:
     S_off = np.concatenate([[0], np.cumsum(S)]).astype(np.int64)
     A_deps, A_lh, A_Js = _dep_table(model.A_dependencies, S)
     B_deps, B_lh, B_Js = _dep_table(model.B_dependencies, S)
-    A_meta = np.zeros((model.num_modalities, 7), dtype=np.int64)
-    a_off = h_off = c_off = 0
-    for m, o in enumerate(model.num_obs):
-        A_meta[m] = (o, a_off, h_off, c_off, *A_lh[m], A_Js[m])
+    A_meta = np.zeros((model.num_modalities, A_COLS), dtype=np.int64)
+    a_off = h_off = c_off = ll_off = 0
+    leads = {}  # dependency tuple -> (first modality, its A_LL offset)
+    for m, (o, deps) in enumerate(zip(model.num_obs, model.A_dependencies)):
+        lead, ll = leads.setdefault(tuple(deps), (m, ll_off))
+        if lead == m:
+            ll_off += A_Js[m]
+        A_meta[m] = (o, a_off, h_off, c_off, *A_lh[m], A_Js[m], lead, ll)
         a_off, h_off, c_off = a_off + o * A_Js[m], h_off + A_Js[m], c_off + o
-    B_meta = np.zeros((model.num_factors, 7), dtype=np.int64)
+    B_meta = np.zeros((model.num_factors, B_COLS), dtype=np.int64)
     nexts, b_off, n_off = [], 0, 0
     for f, (s, u) in enumerate(zip(S, model.num_controls)):
         nxt = -1
@@ -91,7 +96,7 @@ def build_layout(model, B_onehot_ok: bool = True) -> Layout:
         S_off=S_off, A_meta=A_meta, A_deps=A_deps, B_meta=B_meta, B_deps=B_deps,
         B_next=np.concatenate(nexts).astype(np.int64) if nexts else np.zeros(1, dtype=np.int64),
         policies=pol, branch=branch,
-        sizes=dict(A=a_off, H=h_off, C=c_off, B=b_off, S=int(S_off[-1]), E=len(pol)))
+        sizes=dict(A=a_off, H=h_off, C=c_off, B=b_off, S=int(S_off[-1]), E=len(pol), LL=ll_off))
 
 
 # -- packing ---------------------------------------------------------------------------------

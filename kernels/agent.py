@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from .columns import (A_DHI, A_DLO, A_J, A_O, A_OFF, B_DHI, B_DLO, B_J, B_NEXT, B_OFF, B_S, B_U,
+from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, B_DHI, B_DLO, B_J, B_NEXT, B_OFF, B_S, B_U,
                       C_OFF, H_OFF, OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D, OPT_MARGINAL,
                       OPT_NUM_ITER, OPT_STATE_INFO, OPT_STOCHASTIC, OPT_UTILITY, OPT_WA, OPT_WB)
 from .jit import MINVAL, device_jit, minval_like
@@ -133,7 +133,9 @@ def dirichlet_weight(count, total):
 # -- state inference -------------------------------------------------------------------------
 @device_jit(inline=True)
 def infer_states(obs, n, logA, rA, prior, qs, A_meta, A_deps, S_off, num_iter, w, wr, woff):
-    """qs[n] <- fixed-point posterior given obs[n] and prior[n]. Uses w[wr, woff:woff+3*S]."""
+    """qs[n] <- fixed-point posterior given obs[n] and prior[n]. Uses w[wr, woff:woff+3*S+LL]
+    (LL: the summed log-likelihoods of modalities that share dependencies, contracted once per
+    sweep instead of once per modality)."""
     F = S_off.shape[0] - 1
     S = S_off[F]
     M = A_meta.shape[0]
@@ -148,7 +150,17 @@ def infer_states(obs, n, logA, rA, prior, qs, A_meta, A_deps, S_off, num_iter, w
                 q1[s] += ll[s]
         softmax(qs, n, 0, S)
         return
-    lp, lq, q = woff, woff + S, woff + 2 * S
+    lp, lq, q, lls = woff, woff + S, woff + 2 * S, woff + 3 * S
+    for m in range(M):
+        J = A_meta[m, A_J]
+        base = A_meta[m, A_OFF] + obs[n, m] * J
+        src, dst = logA[rA, base:base + J], w[wr, lls + A_meta[m, A_LL]:lls + A_meta[m, A_LL] + J]
+        if A_meta[m, A_LEAD] == m:
+            for j in range(J):
+                dst[j] = src[j]
+        else:
+            for j in range(J):
+                dst[j] += src[j]
     for s in range(S):
         w[wr, lp + s] = log_stable(prior[n, s])
         w[wr, lq + s] = 0.0
@@ -159,20 +171,22 @@ def infer_states(obs, n, logA, rA, prior, qs, A_meta, A_deps, S_off, num_iter, w
         for f in range(F):
             softmax(w, wr, q + S_off[f], q + S_off[f + 1])
         for m in range(M):
+            if A_meta[m, A_LEAD] != m:
+                continue
             J = A_meta[m, A_J]
             lo, hi = A_meta[m, A_DLO], A_meta[m, A_DHI]
-            base = A_meta[m, A_OFF] + obs[n, m] * J
+            base = lls + A_meta[m, A_LL]
             if hi - lo == 2:  # same sums as below, without index arithmetic
                 o0, o1 = S_off[A_deps[lo, 0]], S_off[A_deps[lo + 1, 0]]
                 S0, S1 = S_off[A_deps[lo, 0] + 1] - o0, S_off[A_deps[lo + 1, 0] + 1] - o1
                 for a in range(S0):
                     for b in range(S1):
-                        ll = logA[rA, base + a * S1 + b]
+                        ll = w[wr, base + a * S1 + b]
                         w[wr, lq + o0 + a] += ll * w[wr, q + o1 + b]
                         w[wr, lq + o1 + b] += ll * w[wr, q + o0 + a]
                 continue
             for j in range(J):
-                ll = logA[rA, base + j]
+                ll = w[wr, base + j]
                 for k in range(lo, hi):
                     idx = lq + S_off[A_deps[k, 0]] + dep_index(A_deps, k, j, S_off)
                     w[wr, idx] += ll * joint_weight(w, wr, q, S_off, A_deps, lo, hi, j, k)
