@@ -26,9 +26,13 @@ def _probe(name: str, for_auto: bool = False):
         return NumpyBackend, ""
     if name == "numba":
         try:
+            from numba import config
+
             from .numba import NumbaBackend
         except ImportError as exc:  # numba missing or broken
             return None, f"numba is not importable ({exc})"
+        if config.ENABLE_CUDASIM:  # kernels.jit leaves the shared functions as Python there
+            return None, "NUMBA_ENABLE_CUDASIM=1 is set: the CPU kernels cannot be compiled in this process"
         return NumbaBackend, ""
     if name == "cuda":
         try:

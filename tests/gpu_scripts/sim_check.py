@@ -58,5 +58,10 @@ small = fa_gpu.Engine(fa_gpu.models.grid_world(5), 2, backend="cuda")
 large = fa_gpu.Engine(fa_gpu.models.grid_world(20), 2, backend="cuda")
 assert (small.step_path, large.step_path) == ("fused", "batched"), (small.step_path, large.step_path)
 print("auto ok")
+# the CPU kernels cannot compile in a simulator process: numba says so instead of failing later
+why = fa_gpu.backends.availability()["numba"]
+assert "NUMBA_ENABLE_CUDASIM" in why, why
+assert fa_gpu.Engine(fa_gpu.models.grid_world(3), 2, backend="auto").backend == "numpy"
+print("numba off ok")
 print("paths", sorted(paths))
 print("SIM OK", checked)
