@@ -161,6 +161,8 @@ class Engine:
         self._backend, self.backend_skipped = backends.resolve(backend, num_threads=num_threads,
                                                                device=device, cuda_path=cuda_path)
         self.layout = layout.build_layout(model, B_onehot_ok=not learn_B)
+        self._backend.prepare(self.config, self.layout,
+                              shared_model=not (self._per_agent["A"] or self._per_agent["B"]))
         check = getattr(self._backend, "check_memory", None)
         if check is not None:
             check(self.estimate_bytes())
@@ -177,11 +179,25 @@ class Engine:
         self._epoch = 0  # a new engine: no state has been written that a reader could have seen
 
     # -- construction ----------------------------------------------------------------------
+    @functools.cached_property
+    def _per_agent(self) -> dict:
+        """Which parameter groups ("A", "B", "C", "D", "E") get one row per agent: given so, or
+        learned (then their counts, and they, become per-agent)."""
+        m, cfg = self.model, self.config
+        M, F = cfg.num_modalities, cfg.num_factors
+        shared = lambda name, k: all(m.is_shared(f"{name}[{i}]") for i in range(k))
+        per = {"A": not shared("A", M) or cfg.learn_A, "B": not shared("B", F) or cfg.learn_B,
+               "C": not shared("C", M), "D": not shared("D", F) or cfg.learn_D,
+               "E": not m.is_shared("E")}
+        for group, counts, k in (("A", "pA", M), ("B", "pB", F), ("D", "pD", F)):
+            if getattr(m, counts) is not None:
+                per[group] = per[group] or not shared(counts, k)
+        return per
+
     def _build_params(self, model, gamma, alpha, lr_pA, lr_pB, lr_pD) -> Params:
         """Packed parameter buffers (see :mod:`fa_gpu.layout`) plus pymdp-layout views."""
         cfg, be, lay = self.config, self._backend, self.layout
         n, dt, xp = cfg.n_agents, cfg.dtype, self._backend.xp
-        M, F = cfg.num_modalities, cfg.num_factors
         S = cfg.num_states
         a_shapes = [(o, *[S[d] for d in deps]) for o, deps in zip(cfg.num_obs, cfg.A_dependencies)]
         h_shapes = [sh[1:] for sh in a_shapes]
@@ -189,16 +205,7 @@ class Engine:
                     for f, (deps, u) in enumerate(zip(cfg.B_dependencies, cfg.num_controls))]
         A_off, H_off, C_off = (lay.A_meta[:, c] for c in (layout.A_OFF, layout.H_OFF, layout.C_OFF))
         B_off, S_off = lay.B_meta[:, layout.B_OFF], lay.S_off[:-1]
-        shared = lambda name, k: all(model.is_shared(f"{name}[{i}]") for i in range(k))
-        per = {"A": not shared("A", M) or cfg.learn_A, "B": not shared("B", F) or cfg.learn_B,
-               "C": not shared("C", M), "D": not shared("D", F) or cfg.learn_D,
-               "E": not model.is_shared("E")}
-        if model.pA is not None:
-            per["A"] = per["A"] or not shared("pA", M)
-        if model.pB is not None:
-            per["B"] = per["B"] or not shared("pB", F)
-        if model.pD is not None:
-            per["D"] = per["D"] or not shared("pD", F)
+        per = self._per_agent
         packed, views = {}, {}
 
         def put(name, group, arrays, shapes, offsets, width, action_first=False):
@@ -263,24 +270,20 @@ class Engine:
             t=xp.zeros(n, dtype=np.int64))
 
     def estimate_bytes(self) -> int:
-        """Bytes this engine allocates on its backend (model, counts, state, scratch): checked
-        against the device's free memory before anything is allocated."""
-        cfg, lay, m = self.config, self.layout, self.model
+        """Bytes this engine allocates on its backend (model, counts, state, and the step's scratch
+        or, on the cuda batched path, its largest temporaries): checked against the device's
+        free memory before anything is allocated."""
+        cfg, lay, per = self.config, self.layout, self._per_agent
         n, item = cfg.n_agents, cfg.dtype.itemsize
         sz = lay.sizes
-        rows = lambda per: n if per else 1
-        shared = lambda name, k: all(m.is_shared(f"{name}[{i}]") for i in range(k))
-        per_A = cfg.learn_A or not shared("A", cfg.num_modalities)
-        per_B = cfg.learn_B or not shared("B", cfg.num_factors)
-        per_D = cfg.learn_D or not shared("D", cfg.num_factors)
+        rows = lambda group: n if per[group] else 1
         a_bufs = 3 + cfg.has_pA + (cfg.use_param_info_gain and cfg.has_pA)
         b_bufs = 1 + cfg.has_pB + (cfg.use_param_info_gain and cfg.has_pB)
-        params = (rows(per_A) * (a_bufs * sz["A"] + sz["H"]) + rows(per_B) * b_bufs * sz["B"]
-                  + rows(per_D) * 2 * sz["S"] + rows(not shared("C", cfg.num_modalities)) * sz["C"]
-                  + rows(not m.is_shared("E")) * sz["E"] + 5 * n) * item
+        params = (rows("A") * (a_bufs * sz["A"] + sz["H"]) + rows("B") * b_bufs * sz["B"]
+                  + rows("D") * 2 * sz["S"] + rows("C") * sz["C"] + rows("E") * sz["E"]
+                  + 5 * n) * item
         state = n * (3 * sz["S"] + 2 * sz["E"]) * item + n * (cfg.num_modalities + 2 * cfg.num_factors + 1) * 8
-        work = self._backend.work_rows(n) * lay.scratch_size * item
-        return int(params + state + work)
+        return int(params + state + self._backend.scratch_bytes(cfg, lay))
 
     # -- input checks ----------------------------------------------------------------------
     def _check_obs(self, obs, n: int | None = None) -> np.ndarray:
@@ -339,7 +342,6 @@ class Engine:
         with self._writing():
             self._state.obs[...] = self._backend.asarray(obs, dtype=np.int64)
             self._backend.infer_states(self._params, self._state, self.config)
-            self._backend.synchronize()
         return self.qs
 
     def infer_policies(self):
@@ -347,7 +349,6 @@ class Engine:
         self.wait()
         with self._writing():
             self._backend.infer_policies(self._params, self._state, self.config)
-            self._backend.synchronize()
         return self.q_pi, self.neg_efe
 
     def infer_parameters(self) -> None:
@@ -356,14 +357,12 @@ class Engine:
         self.wait()
         with self._writing():
             self._backend.infer_parameters(self._params, self._state, self.config)
-            self._backend.synchronize()
 
     def sample_action(self) -> np.ndarray:
         """Actions ``(N, F)`` int64 from ``q_pi`` (uncontrolled factors get 0)."""
         self.wait()
         with self._writing():
             self._backend.sample_action(self._params, self._state, self.config)
-            self._backend.synchronize()
         return self.actions
 
     def update_empirical_prior(self, actions) -> list:
@@ -374,7 +373,6 @@ class Engine:
         with self._writing():
             act = self._backend.asarray(actions, dtype=np.int64)
             self._backend.update_empirical_prior(self._params, self._state, self.config, act)
-            self._backend.synchronize()
         return self.prior
 
     def step(self, obs, agents=None) -> np.ndarray:
@@ -408,16 +406,19 @@ class Engine:
         obs = self._check_obs(obs, hi - lo)
         self._epoch += 1  # odd while the state is being written (see snapshot)
         try:
-            self._state.obs[lo:hi] = self._backend.asarray(obs, dtype=np.int64)
             args = (self._params, self._state, self.config, lo, hi)
             launch = getattr(self._backend, "step_async", None)
-            if launch is not None:
-                launch(*args)
+            if launch is not None:  # cuda: queued on the engine's stream, obs copy included
+                with self._backend.on_stream():
+                    self._state.obs[lo:hi] = self._backend.asarray(obs, dtype=np.int64)
+                    launch(*args)
                 pending = PendingStep(self, self._backend.synchronize, lo, hi)
             elif hi - lo < _INLINE_BELOW and agents is None:  # a thread hop costs more than the step
+                self._state.obs[lo:hi] = obs
                 self._backend.step(*args)
                 pending = PendingStep(self, lambda: None, lo, hi)
             else:
+                self._state.obs[lo:hi] = obs
                 fut = _step_executor().submit(self._backend.step, *args)
                 pending = PendingStep(self, fut.result, lo, hi)
         except BaseException:
@@ -428,11 +429,13 @@ class Engine:
 
     @contextlib.contextmanager
     def _writing(self):
-        """The epoch is odd while the per-agent state is being written (see ``snapshot``); a
-        write must be finished on the device before the block ends."""
+        """A write of the per-agent state: the epoch is odd meanwhile (see ``snapshot``), device
+        work goes to the engine's stream, and it has finished when the block ends."""
         self._epoch += 1
         try:
-            yield
+            with self._backend.on_stream():
+                yield
+                self._backend.synchronize()
         finally:
             self._epoch += 1
 
@@ -508,7 +511,6 @@ class Engine:
             s.t[idx] = 0
             s.q_pi[idx] = 0
             s.neg_efe[idx] = 0
-            self._backend.synchronize()
 
     # -- read-only views -------------------------------------------------------------------
     def _host(self, x):
@@ -526,10 +528,7 @@ class Engine:
     def step_path(self) -> str:
         """How a step runs: ``"reference"`` (numpy), ``"fused"`` (numba, or the fused cuda
         kernel) or ``"batched"`` (cuda, matrix products; see ``cuda_path``)."""
-        path = getattr(self._backend, "step_path", None)
-        if path is not None:
-            return path(self._params, self.config)
-        return "reference" if self._backend.name == "numpy" else "fused"
+        return self._backend.path
 
     @property
     def n_agents(self) -> int:

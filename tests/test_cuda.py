@@ -53,7 +53,7 @@ def test_simulator_trajectories_equal_reference():
 
     out = _run("sim_check.py", sim=True)
     assert f"SIM OK {3 * len(CASES)}" in out
-    assert "auto ok" in out and "numba off ok" in out
+    assert "auto ok" in out and "numba off ok" in out and "batched memory ok" in out
     assert "paths ['global', 'shared']" in out
     assert "cohorts ok" in out  # model in shared memory, and per-agent (learning)
 

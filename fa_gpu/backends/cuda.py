@@ -1,18 +1,17 @@
-"""CUDA backend: every buffer on the device (CuPy arrays, agent-major), one Numba-CUDA kernel
-launch per step (``kernels.cuda``) on the engine's own stream.
+"""CUDA backend: every buffer on the device (CuPy arrays, agent-major), all work on the engine's
+own stream. Two step paths (``cuda_path``):
 
-Two step paths (``cuda_path``):
+- ``"fused"``: one Numba-CUDA kernel launch per step (``kernels.cuda``), one thread per agent; a
+  shared model that fits is read from each block's shared memory.
+- ``"batched"``: the reference algorithm (:mod:`fa_gpu.reference`) on CuPy arrays. A shared A or
+  B meets the agents' beliefs in one matrix product (cuBLAS ``tensordot``); what is left is
+  batched per-agent work (einsum, elementwise). Agents go in chunks sized so the temporaries
+  stay within ``BATCHED_TEMP_BYTES``. For large models (hundreds of states) a thread-per-agent
+  matrix-vector product streams the whole of A from L2 for every agent and policy; a GEMM reads
+  it once per tile.
 
-- ``"fused"``: one thread per agent runs the whole step (``kernels.cuda``); a shared model that
-  fits is read from each block's shared memory.
-- ``"batched"``: the reference algorithm (:mod:`fa_gpu.reference`) on CuPy arrays, where every
-  contraction of a shared model with the agents' beliefs is one matrix product (cuBLAS), in
-  chunks of at most ``MAX_THREADS`` agents so temporaries stay bounded. For large models
-  (hundreds of states) a thread-per-agent matrix-vector product would stream the whole of A from
-  L2 for every agent and policy; a GEMM reads it once per tile.
-
-``"auto"`` takes ``batched`` for a shared model (A and B without an agent axis) that does not
-fit in shared memory and has a factor with ``BATCHED_MIN_STATES`` states or more, else
+``"auto"`` takes ``batched`` for a shared model (A and B without an agent axis) with a factor
+of ``BATCHED_MIN_STATES`` states or more (its B alone is then too big for shared memory), else
 ``fused``. That threshold comes from the arithmetic above, not a measurement on a card:
 ``benchmarks/gpu_check.py`` times both paths on the 400-state grid.
 
@@ -34,11 +33,34 @@ from .numpy import NumpyBackend
 
 THREADS_PER_BLOCK = 128
 #: launched threads are capped (grid-stride loop past it): bounds the scratch rows kept; also the
-#: batched path's chunk of agents
+#: batched path's largest chunk of agents
 MAX_THREADS = 1 << 20
 PATHS = ("auto", "fused", "batched")
 #: ``auto`` picks the batched path only for models with a factor at least this large
 BATCHED_MIN_STATES = 128
+#: the batched path's temporaries per chunk of agents
+BATCHED_TEMP_BYTES = 4 << 30
+#: live temporaries of the largest size during a batched step (measured with tracemalloc on the
+#: numpy backend: peak 8.0 KB per agent on the 400-state grid in float32, 5x its 1.6 KB largest)
+_LIVE = 6
+
+
+def batched_temp_bytes(cfg, layout) -> int:
+    """Bytes per agent the batched step needs at its peak: ``_LIVE`` times its largest per-agent
+    temporary, which is one of: all modalities' log-likelihoods (sum J_m), a shared A or B
+    contracted with its first dependency (O_m J_m / S_first, S_f J_f / S_first), the float64
+    policy arrays (2 P), or, when learning, a whole A or B (twice, in float64, with parameter
+    information gain). Checked against tracemalloc peaks on every random test model."""
+    S, sz = cfg.num_states, layout.sizes
+    joint = lambda deps: int(np.prod([S[d] for d in deps]))
+    learned = max(sz["A"] if cfg.learn_A else 0, sz["B"] if cfg.learn_B else 0)
+    largest = max(
+        sz["H"],
+        max(o * joint(deps) // S[deps[0]] for o, deps in zip(cfg.num_obs, cfg.A_dependencies)),
+        max(S[f] * joint(deps) // S[deps[0]] for f, deps in enumerate(cfg.B_dependencies)),
+        2 * cfg.num_policies,
+        learned * (2 if cfg.use_param_info_gain else 1))
+    return _LIVE * largest * cfg.dtype.itemsize
 
 
 def simulated() -> bool:
@@ -92,9 +114,8 @@ class CudaBackend(NumpyBackend):
     def __init__(self, device: int | None = None, cuda_path: str = "auto"):
         from fa_gpu.kernels import cuda as kcuda
 
-        if cuda_path not in PATHS:
-            raise ValueError(f"cuda_path must be one of {', '.join(map(repr, PATHS))}; got {cuda_path!r}")
-        self.cuda_path = cuda_path
+        self.cuda_path = cuda_path  # checked by the Engine
+        self.path, self.chunk = "fused", MAX_THREADS
         self._k = kcuda
         self.device_info = None
         if simulated():
@@ -110,27 +131,33 @@ class CudaBackend(NumpyBackend):
         devs = devices.cuda_devices()
         self.device = devices.pick_device(devs, device)
         self.device_info = next(d for d in devs if d["cuda_index"] == self.device)
-        cupy.cuda.Device(self.device).use()
-        # a blocking stream: CuPy work the engine queues on the default stream (reset, writes
-        # through views) stays ordered with the kernels
-        self.stream = cupy.cuda.Stream(non_blocking=False)
-        self._nb_stream = cuda.external_stream(self.stream.ptr)
+        self._cupy, self._nb_cuda = cupy, cuda
+        with cupy.cuda.Device(self.device), cuda.gpus[self.device]:
+            # blocking: work a user queues on the legacy default stream, e.g. on the
+            # *_device arrays, stays ordered with the engine's
+            self.stream = cupy.cuda.Stream(non_blocking=False)
+            self._nb_stream = cuda.external_stream(self.stream.ptr)
 
     # -- memory ----------------------------------------------------------------------------
+    @contextlib.contextmanager
     def on_stream(self):
-        """Context in which CuPy work goes to the engine's stream (nothing under the simulator)."""
-        return contextlib.nullcontext() if self.stream is None else self.stream
+        """Context in which this thread's CuPy and Numba work goes to the engine's device and
+        stream (nothing under the simulator)."""
+        if self.stream is None:
+            yield
+            return
+        with self._cupy.cuda.Device(self.device), self._nb_cuda.gpus[self.device], self.stream:
+            yield
 
     def asarray(self, x, dtype=None):
-        if self.stream is None:
-            return np.array(x, dtype=dtype)
-        with self.stream:
+        with self.on_stream():
             return self.xp.array(x, dtype=dtype)
 
     def to_host(self, x) -> np.ndarray:
         if self.stream is None:
             return np.array(x)
-        return self.xp.asnumpy(x, stream=self.stream, blocking=True)
+        with self.on_stream():
+            return self.xp.asnumpy(x, stream=self.stream, blocking=True)
 
     def synchronize(self) -> None:
         if self.stream is not None:
@@ -171,24 +198,28 @@ class CudaBackend(NumpyBackend):
         per-agent or too big (then every thread reads global memory)."""
         return self._k.shared_model_sizes(*(p.packed[k] for k in ("A", "logA", "H_A", "C", "B", "E")))
 
-    def step_path(self, p, cfg) -> str:
-        """``"fused"`` or ``"batched"``: how this engine's step runs (``cuda_path``, or the auto
-        rule of the module docstring)."""
-        if self.cuda_path != "auto":
-            return self.cuda_path
-        shared = all(p.packed[k].shape[0] == 1 for k in ("A", "B"))
-        if (shared and self.shared_model_sizes(p) is None
-                and max(cfg.num_states) >= BATCHED_MIN_STATES):
-            return "batched"
-        return "fused"
+    def prepare(self, cfg, layout, shared_model: bool) -> None:
+        """Choose the step path (module docstring) and the batched path's chunk of agents."""
+        path = self.cuda_path
+        if path == "auto":
+            big = max(cfg.num_states) >= BATCHED_MIN_STATES
+            path = "batched" if shared_model and big else "fused"
+        self.path = path
+        self.chunk = max(1, min(MAX_THREADS, BATCHED_TEMP_BYTES // batched_temp_bytes(cfg, layout)))
+
+    def scratch_bytes(self, cfg, layout) -> int:
+        """The fused kernel's scratch rows, or the batched path's temporaries for one chunk."""
+        if self.path == "batched":
+            return min(cfg.n_agents, self.chunk) * batched_temp_bytes(cfg, layout)
+        return super().scratch_bytes(cfg, layout)
 
     def step_async(self, p, s, cfg, lo: int = 0, hi: int | None = None) -> None:
         """Queue the step for agents ``lo..hi-1`` on the engine's stream; no waiting."""
         hi = cfg.n_agents if hi is None else hi
-        if self.step_path(p, cfg) == "batched":
+        if self.path == "batched":
             with self.on_stream():
-                for a in range(lo, hi, MAX_THREADS):
-                    NumpyBackend.step(self, p, s, cfg, a, min(a + MAX_THREADS, hi))
+                for a in range(lo, hi, self.chunk):
+                    NumpyBackend.step(self, p, s, cfg, a, min(a + self.chunk, hi))
             return
         blocks, tpb = self.launch_shape(hi - lo)
         args = kernel_args(p, s, cfg)

@@ -19,6 +19,7 @@ SERIAL_BELOW = 256
 
 class NumbaBackend(NumpyBackend):
     name = "numba"
+    path = "fused"
 
     def __init__(self, num_threads: int | None = None):
         from fa_gpu.kernels import cpu  # compiled lazily: importing fa_gpu stays fast
@@ -46,8 +47,11 @@ class NumbaBackend(NumpyBackend):
         args = p.kernel_args  # the same buffers every step: build the tuple once
         if args is None:
             args = p.kernel_args = kernel_args(p, s, cfg)
-        if work.shape[0] == 1 or hi - lo < SERIAL_BELOW:
-            self._cpu.step_serial(work[:1], lo, hi, *args)
+        if work.shape[0] == 1:  # by the engine's size, not the cohort's: see below
+            self._cpu.step_serial(work, lo, hi, *args)
             return
+        # A cohort of a large engine runs the parallel kernel too, however small: the serial and
+        # the parallel kernel are compiled separately, and with fastmath reassociation their
+        # sums may round differently in the last bit; cohorts must equal whole steps exactly.
         numba.set_num_threads(self.num_threads)
         self._cpu.step_parallel(work, lo, hi, *args)

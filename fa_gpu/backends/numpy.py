@@ -2,9 +2,10 @@
 which override ``step`` (the fused kernel) and inherit the per-method calls."""
 from __future__ import annotations
 
-import numpy as np
-
+import contextlib
 import dataclasses
+
+import numpy as np
 
 from .. import reference as ref
 from ..state import Config, Params, State
@@ -48,6 +49,22 @@ class NumpyBackend:
     def work_rows(self, n: int) -> int:
         """Scratch rows a fused step for n agents needs (none: the reference allocates as it goes)."""
         return 0
+
+    def scratch_bytes(self, cfg: Config, layout) -> int:
+        """Bytes of step scratch the engine's memory estimate counts."""
+        return self.work_rows(cfg.n_agents) * layout.scratch_size * cfg.dtype.itemsize
+
+    def on_stream(self):
+        """Context for device work that must be ordered with the step (nothing on the CPU)."""
+        return contextlib.nullcontext()
+
+    # -- set-up ----------------------------------------------------------------------------
+    #: how a step runs (``Engine.step_path``)
+    path = "reference"
+
+    def prepare(self, cfg: Config, layout, shared_model: bool) -> None:
+        """Called once by the Engine, before it allocates: ``shared_model`` says A and B have no
+        agent axis. Backends with a choice of step path make it here."""
 
     # -- the step, one method at a time ----------------------------------------------------
     def infer_states(self, p: Params, s: State, cfg: Config) -> None:

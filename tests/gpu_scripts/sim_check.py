@@ -63,5 +63,24 @@ why = fa_gpu.backends.availability()["numba"]
 assert "NUMBA_ENABLE_CUDASIM" in why, why
 assert fa_gpu.Engine(fa_gpu.models.grid_world(3), 2, backend="auto").backend == "numpy"
 print("numba off ok")
+# the batched path's memory estimate covers its temporaries (the simulator's arrays are NumPy's,
+# so tracemalloc sees them) on every random model and the 100- and 400-state grids
+import tracemalloc  # noqa: E402
+
+bcuda.MAX_THREADS = 1 << 20
+engines = [(c.name, build(c, 300, 5, backend="cuda", dtype="float32", cuda_path="batched")[1],
+            next(iter(random_obs(c, 300, 1, 5)))) for c in CASES]
+engines += [(f"grid{s * s}", fa_gpu.Engine(fa_gpu.models.grid_world(s), 300, backend="cuda",
+                                           dtype="float32", cuda_path="batched"),
+             np.zeros((300, 1), np.int64)) for s in (10, 20)]
+for name, eng, o in engines:
+    eng.step(o)
+    tracemalloc.start()
+    eng.step(o)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    budget = eng._backend.scratch_bytes(eng.config, eng.layout)
+    assert peak <= budget, f"{name}: batched step peaked at {peak} B, estimate {budget} B"
+print("batched memory ok")
 print("paths", sorted(paths))
 print("SIM OK", checked)
