@@ -479,10 +479,11 @@ class Engine:
         save(self, path)
 
     @classmethod
-    def load(cls, path, backend: str | None = None) -> "Engine":
-        """An engine restored from :meth:`save`; it continues bit-identically."""
+    def load(cls, path, backend: str | None = None, **options) -> "Engine":
+        """An engine restored from :meth:`save`; it continues bit-identically. ``options``:
+        ``num_threads``, ``device``, ``cuda_path`` (where it runs; not saved)."""
         from .runtime.checkpoint import load
-        return load(path, backend=backend)
+        return load(path, backend=backend, **options)
 
     def reset(self, agents=None) -> None:
         """Back to the initial prior D (and ``t = 0``, no previous action) for all agents, or for

@@ -55,8 +55,10 @@ def test_load_on_another_backend_and_everything_round_trips(tmp_path):
     for o in random_obs(case, 20, 4, seed=7):
         engine.step(o)
     engine.save(tmp_path / "c.npz")
-    other = fa_gpu.Engine.load(tmp_path / "c.npz", backend="numba")
-    assert other.backend == "numba"
+    other = fa_gpu.Engine.load(tmp_path / "c.npz", backend="numba", num_threads=1)
+    assert other.backend == "numba" and other._backend.num_threads == 1
+    with pytest.raises(TypeError, match=r"load\(\) got unexpected options \['seed'\]; it takes num_threads, device, cuda_path"):
+        fa_gpu.Engine.load(tmp_path / "c.npz", seed=3)
     for k, v in vars(engine.config).items():
         assert repr(getattr(other.config, k)) == repr(v), k
     assert other.config.learn_A and other.config.use_param_info_gain

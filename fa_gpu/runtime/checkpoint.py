@@ -144,12 +144,19 @@ def _parse(path, fh) -> tuple[dict, dict]:
     return header, arrays
 
 
-def load(path, backend: str | None = None):
+_RUN_OPTIONS = ("num_threads", "device", "cuda_path")
+
+
+def load(path, backend: str | None = None, **options):
     """The engine saved at ``path``, on ``backend`` (default: the backend that saved it; bit-
-    identical continuation needs the same backend). Raises ValueError for anything that is not
-    a complete checkpoint of this format version."""
+    identical continuation needs the same backend). ``options`` are the Engine's settings of
+    where it runs, not saved with it: ``num_threads``, ``device``, ``cuda_path``. Raises
+    ValueError for anything that is not a complete checkpoint of this format version."""
     from .. import Engine, GenerativeModel
 
+    unknown = sorted(set(options) - set(_RUN_OPTIONS))
+    if unknown:
+        raise TypeError(f"load() got unexpected options {unknown}; it takes {', '.join(_RUN_OPTIONS)}")
     header, arrays = _read(path)
     try:
         cfg, mh = header["config"], header["model"]
@@ -165,7 +172,7 @@ def load(path, backend: str | None = None):
         try:
             engine = Engine(model, cfg["n_agents"], backend=want, dtype=cfg["dtype"],
                             gamma=arrays["params.gamma"], alpha=arrays["params.alpha"],
-                            lr_pA=lr[:, 0], lr_pB=lr[:, 1], lr_pD=lr[:, 2], **settings)
+                            lr_pA=lr[:, 0], lr_pB=lr[:, 1], lr_pD=lr[:, 2], **settings, **options)
         except RuntimeError as exc:
             if backend is not None:
                 raise
