@@ -2,9 +2,10 @@
 CPU kernel, compiled for the device by Numba-CUDA.
 
 Thread i keeps its temporaries in row i of ``work`` (one row per launched thread, allocated once
-per engine). When the model is shared by all agents and small enough, each block first copies it
-(A, log A, H[A], C, B, E) into shared memory, and every thread of the block reads it from
-there instead of global memory. Importing this module needs ``numba.cuda`` only; kernels compile
+per engine in column-major order, so a warp's accesses to one scratch element coalesce). When
+the model is shared by all agents and small enough, each block first copies it (A, log A, H[A],
+C, B, E) into shared memory, and every thread of the block reads it from there instead of
+global memory. Importing this module needs ``numba.cuda`` only; kernels compile
 at their first launch, and under ``NUMBA_ENABLE_CUDASIM=1`` they run on Numba's simulator.
 """
 from __future__ import annotations

@@ -183,10 +183,13 @@ class CudaBackend(NumpyBackend):
         return blocks * tpb
 
     def _work(self, p, cfg):
+        """Scratch ``(threads, scratch_size)`` in column-major order: thread i's element k sits
+        next to thread i+1's, so a warp's scratch reads and writes are coalesced (row-major, each
+        thread's row would be a separate memory segment)."""
         w = p.packed.get("work")
         if w is None:
             w = p.packed["work"] = self.xp.empty((self.work_rows(cfg.n_agents), p.scratch_size),
-                                                 dtype=cfg.dtype)
+                                                 dtype=cfg.dtype, order="F")
         return w
 
     def step(self, p, s, cfg, lo: int = 0, hi: int | None = None) -> None:

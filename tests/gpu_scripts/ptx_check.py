@@ -25,7 +25,7 @@ for dtype in ("float32", "float64"):
     for case, shared in ((CASES[33], False), (CASES[21], True)):
         _, eng = build(case, 4, 0, backend="numpy", dtype=dtype)
         args = kernel_args(eng._params, eng._state, eng.config)
-        work = np.empty((2, eng._params.scratch_size), dtype=dtype)
+        work = np.empty((2, eng._params.scratch_size), dtype=dtype, order="F")  # as the backend's
         sig = (numba.typeof(work), types.int64, types.int64) + tuple(numba.typeof(a) for a in args[:-1]) + (types.uint64,)
         p = eng._params.packed
         sizes = kcuda.shared_model_sizes(*(p[k] for k in ("A", "logA", "H_A", "C", "B", "E")))
