@@ -51,7 +51,7 @@ class Config:
 @dataclass
 class Params:
     """Model parameters as backend arrays. Each list entry is shared (no agent axis) or per-agent
-    (leading N axis); ``shared[name][i]`` says which. Derived arrays (``logA``, ``H_A``, ``wA``,
+    (leading N axis); ``per_agent[name][i]`` says which. Derived arrays (``logA``, ``H_A``, ``wA``,
     ``wB``) are kept in step with their sources by the backend."""
 
     A: list
