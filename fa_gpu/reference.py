@@ -110,11 +110,12 @@ def expected_state(qs, B, actions, B_dependencies, xp=np):
             out.append(contract(B[f][..., int(actions[f])], vecs, keep=0, xp=xp))
         elif B[f].ndim == len(deps) + 3:
             out.append(contract(B[f][xp.arange(n), ..., actions[:, f]], vecs, keep=0, xp=xp))
-        else:  # shared B, actions per agent: one product per action, each agent keeps its own
-            u = actions[:, f][:, None]
+        else:  # shared B, actions per agent: per action, one product over the agents taking it
             res = xp.zeros((n, B[f].shape[0]), dtype=qs[f].dtype)
             for a in range(B[f].shape[-1]):
-                res = xp.where(u == a, contract(B[f][..., a], vecs, keep=0, xp=xp), res)
+                idx = xp.nonzero(actions[:, f] == a)[0]
+                if idx.size:
+                    res[idx] = contract(B[f][..., a], [v[idx] for v in vecs], keep=0, xp=xp)
             out.append(res)
     return out
 

@@ -265,6 +265,10 @@ def test_shared_B_with_per_agent_actions():
     # and agent by agent, written out
     for n in range(7):
         np.testing.assert_allclose(got[1][n], B[1][..., actions[n, 1]] @ qs[1][n], rtol=1e-13)
+    # an action no agent takes contributes nothing
+    actions[:, 1] = 1
+    got = ref.expected_state(qs, B, actions, deps)
+    np.testing.assert_allclose(got[1], qs[1] @ B[1][..., 1].T, rtol=1e-13)
 
 
 def test_shared_log_likelihoods_gather_by_outcome():
