@@ -15,6 +15,8 @@ from .model import GenerativeModel, float_dtype
 from .state import Config, Params, State
 
 _ALGOS = ("fpi",)
+_SELECTIONS = ("deterministic", "stochastic")
+_MODES = ("full", "marginal")
 _INLINE_BELOW = 1024  # step_async runs smaller steps inline on CPU backends
 
 
@@ -45,8 +47,6 @@ class PendingStep:
                 self._engine._epoch += 1
                 self._engine._pending = None
         return self._engine._backend.to_host(self._engine._state.actions[self._lo:self._hi])
-_SELECTIONS = ("deterministic", "stochastic")
-_MODES = ("full", "marginal")
 
 
 def _per_agent_scalar(value, name: str, n: int, dtype) -> np.ndarray:
@@ -109,8 +109,8 @@ class Engine:
     cuda_path : {"auto", "fused", "batched"}
         cuda backend: one fused kernel per step, or the reference on CuPy with the shared model's
         contractions as matrix products (cuBLAS) for large models. ``auto`` picks ``batched``
-        for a shared model with a factor of 128+ states that does not fit in shared memory.
-        :attr:`step_path` tells which ran.
+        for a shared model (A and B without an agent axis) with a factor of 128+ states.
+        :attr:`step_path` tells which runs.
 
     Per-agent state is readable as host copies: ``qs``, ``prior`` (lists of ``(N, S_f)``),
     ``q_pi``, ``neg_efe`` ``(N, P)``, ``actions`` ``(N, F)`` int64, ``t`` ``(N,)`` int64.
@@ -166,8 +166,9 @@ class Engine:
         check = getattr(self._backend, "check_memory", None)
         if check is not None:
             check(self.estimate_bytes())
-        self._params = self._build_params(model, gamma, alpha, lr_pA, lr_pB, lr_pD)
-        self._state = self._build_state()
+        with self._backend.on_stream():  # allocate on the engine's device (cuda)
+            self._params = self._build_params(model, gamma, alpha, lr_pA, lr_pB, lr_pD)
+            self._state = self._build_state()
         # bumped before and after every write of the per-agent state (a step, a single method,
         # reset): odd = being written. See snapshot.
         self._epoch = 0

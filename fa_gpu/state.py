@@ -75,7 +75,7 @@ class Params:
     packed: dict = field(default_factory=dict)  # name -> (R, L) buffer the views above live in
     tables: dict = field(default_factory=dict)  # integer layout tables (backend arrays)
     scratch_size: int = 0  # per-thread scratch of a fused step (elements)
-    kernel_args: Any = None  # cached argument tuple of the fused CPU kernel (same buffers every step)
+    kernel_args: Any = None  # cached argument tuple of the fused kernels (same buffers every step)
 
 
 @dataclass

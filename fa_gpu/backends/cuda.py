@@ -28,7 +28,7 @@ import importlib.util
 
 import numpy as np
 
-from .kernel_args import kernel_args
+from .kernel_args import cached_kernel_args
 from .numpy import NumpyBackend
 
 THREADS_PER_BLOCK = 128
@@ -93,16 +93,6 @@ def unavailable_reason() -> str:
     except Exception as exc:  # CUDARuntimeError (no driver), driver/toolkit mismatch, ...
         return f"CuPy cannot use a GPU: {type(exc).__name__}: {exc}"
     return ""
-
-
-def _on_stream(method):
-    """A :class:`NumpyBackend` method run with the engine's stream current, so its CuPy work is
-    queued in order with the fused kernels."""
-    @functools.wraps(method)
-    def run(self, *args):
-        with self.on_stream():
-            return method(self, *args)
-    return run
 
 
 class CudaBackend(NumpyBackend):
@@ -193,7 +183,8 @@ class CudaBackend(NumpyBackend):
         return w
 
     def step(self, p, s, cfg, lo: int = 0, hi: int | None = None) -> None:
-        self.step_async(p, s, cfg, lo, hi)
+        with self.on_stream():
+            self.step_async(p, s, cfg, lo, hi)
         self.synchronize()
 
     def shared_model_sizes(self, p):
@@ -217,27 +208,18 @@ class CudaBackend(NumpyBackend):
         return super().scratch_bytes(cfg, layout)
 
     def step_async(self, p, s, cfg, lo: int = 0, hi: int | None = None) -> None:
-        """Queue the step for agents ``lo..hi-1`` on the engine's stream; no waiting."""
+        """Queue the step for agents ``lo..hi-1`` on the engine's stream; no waiting. The caller
+        (the Engine) holds :meth:`on_stream`, as for every method it calls here."""
         hi = cfg.n_agents if hi is None else hi
         if self.path == "batched":
-            with self.on_stream():
-                for a in range(lo, hi, self.chunk):
-                    NumpyBackend.step(self, p, s, cfg, a, min(a + self.chunk, hi))
+            for a in range(lo, hi, self.chunk):
+                NumpyBackend.step(self, p, s, cfg, a, min(a + self.chunk, hi))
             return
         blocks, tpb = self.launch_shape(hi - lo)
-        args = kernel_args(p, s, cfg)
+        args = cached_kernel_args(p, s, cfg)
         work = self._work(p, cfg)
         kernel = self._k.step_kernel(self.shared_model_sizes(p), cfg.dtype.str)
         if self.stream is None:
             kernel[blocks, tpb](work, lo, hi, *args)
         else:
             kernel[blocks, tpb, self._nb_stream](work, lo, hi, *args)
-
-    # -- the reference's methods, on the engine's stream -----------------------------------
-    infer_states = _on_stream(NumpyBackend.infer_states)
-    infer_policies = _on_stream(NumpyBackend.infer_policies)
-    infer_parameters = _on_stream(NumpyBackend.infer_parameters)
-    sample_action = _on_stream(NumpyBackend.sample_action)
-    update_empirical_prior = _on_stream(NumpyBackend.update_empirical_prior)
-    refresh_A = _on_stream(NumpyBackend.refresh_A)
-    refresh_B = _on_stream(NumpyBackend.refresh_B)

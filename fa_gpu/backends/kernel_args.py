@@ -30,3 +30,10 @@ def kernel_args(p, s, cfg) -> tuple:
             k["pA"], k["pB"], k["pD"], k["wA"], k["wB"],
             t["A_meta"], t["A_deps"], t["B_meta"], t["B_deps"], t["B_next"], t["S_off"],
             t["policies"], t["branch"], t["opts"], np.uint64(cfg.seed))
+
+
+def cached_kernel_args(p, s, cfg) -> tuple:
+    """:func:`kernel_args`, built once per engine: the buffers are the same every step."""
+    if p.kernel_args is None:
+        p.kernel_args = kernel_args(p, s, cfg)
+    return p.kernel_args

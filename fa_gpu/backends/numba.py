@@ -11,7 +11,7 @@ import numpy as np
 
 from ..runtime.topology import pool_sizes
 from .numpy import NumpyBackend
-from .kernel_args import kernel_args
+from .kernel_args import cached_kernel_args
 
 #: below this many agents one thread does the whole step (a parallel region costs more)
 SERIAL_BELOW = 256
@@ -44,9 +44,7 @@ class NumbaBackend(NumpyBackend):
         """The fused kernel for agents ``lo..hi-1`` (default: all)."""
         hi = cfg.n_agents if hi is None else hi
         work = self._work(p, cfg)
-        args = p.kernel_args  # the same buffers every step: build the tuple once
-        if args is None:
-            args = p.kernel_args = kernel_args(p, s, cfg)
+        args = cached_kernel_args(p, s, cfg)
         if work.shape[0] == 1:  # by the engine's size, not the cohort's: see below
             self._cpu.step_serial(work, lo, hi, *args)
             return

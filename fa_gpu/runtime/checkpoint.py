@@ -183,13 +183,15 @@ def load(path, backend: str | None = None, **options):
         targets.update({"params.gamma": p.gamma, "params.alpha": p.alpha})
         targets.update({f"state.{k}": s.packed[k] for k in _BELIEFS})
         targets.update({f"state.{k}": getattr(s, k) for k in _STATE})
-        for name, dst in targets.items():
-            src = arrays[name]
-            if src.shape != tuple(dst.shape):
-                raise ValueError(f"{path}: {name} has shape {src.shape}, the rebuilt engine "
-                                 f"expects {tuple(dst.shape)}")
-            # In place: the pymdp-layout views (A, B, qs, ...) point into these buffers.
-            dst[...] = be.asarray(src, dtype=dst.dtype)
+        with be.on_stream():
+            for name, dst in targets.items():
+                src = arrays[name]
+                if src.shape != tuple(dst.shape):
+                    raise ValueError(f"{path}: {name} has shape {src.shape}, the rebuilt engine "
+                                     f"expects {tuple(dst.shape)}")
+                # In place: the pymdp-layout views (A, B, qs, ...) point into these buffers.
+                dst[...] = be.asarray(src, dtype=dst.dtype)
+            be.synchronize()
     except KeyError as exc:
         raise ValueError(f"{path} is an incomplete fa_gpu checkpoint: {exc.args[0]} is missing") from exc
     engine._epoch = int(header["epoch"])
