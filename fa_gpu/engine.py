@@ -32,20 +32,24 @@ class PendingStep:
     def __init__(self, engine: "Engine", wait, lo: int, hi: int):
         self._engine, self._wait, self._done = engine, wait, False
         self._lo, self._hi = lo, hi
+        self._lock = threading.Lock()  # several threads may wait; the epoch moves once
         self.thread = threading.get_ident()  # the thread that started the step
 
     def done(self) -> bool:
         return self._done
 
     def result(self) -> np.ndarray:
-        """Wait for the step; its agents' actions ``(hi - lo, F)`` int64 on the host."""
+        """Wait for the step; its agents' actions ``(hi - lo, F)`` int64 on the host. Safe from
+        any thread."""
         if not self._done:
-            try:
-                self._wait()
-            finally:
-                self._done = True
-                self._engine._epoch += 1
-                self._engine._pending = None
+            with self._lock:
+                if not self._done:
+                    try:
+                        self._wait()
+                    finally:
+                        self._done = True
+                        self._engine._epoch += 1
+                        self._engine._pending = None
         return self._engine._backend.to_host(self._engine._state.actions[self._lo:self._hi])
 
 
@@ -464,9 +468,6 @@ class Engine:
         ran meanwhile; the stepping thread never waits). Keys: qs, prior (lists of (N, S_f)),
         q_pi, neg_efe (N, P), actions (N, F), obs (N, M), t (N,), and ``step_epoch``."""
         from .runtime.snapshot import take_snapshot
-        pending = self._pending
-        if pending is not None and pending.thread == threading.get_ident():
-            self.wait()  # our own unfinished step_async: finish it, or we would wait on ourselves
         return take_snapshot(self)
 
     def run(self, env, steps: int, **kwargs):

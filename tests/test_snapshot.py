@@ -80,6 +80,7 @@ def test_snapshots_under_concurrent_stepping_are_consistent():
 
 class _FakeEngine:
     _epoch = 0
+    _pending = None  # no step_async of the reading thread to finish
 
 
 def test_read_consistent_retries_a_read_that_a_step_overlapped():
@@ -129,3 +130,33 @@ def test_every_write_of_the_state_moves_the_epoch():
     engine.reset([0, 2])
     assert engine._epoch == 10
     assert engine.snapshot()["step_epoch"] == 10
+
+
+def test_another_thread_can_wait_capture_and_snapshot_during_step_async():
+    """Readers on other threads during a step_async (a checkpoint capture, a property that
+    waits, a snapshot) leave the epoch even once the step is done: the step's end moves the
+    epoch exactly once, however many threads waited for it."""
+    import fa_gpu
+    from fa_gpu.runtime.checkpoint import capture
+
+    n = 4000  # above the inline size: the step runs on the worker thread
+    eng = fa_gpu.Engine(fa_gpu.models.grid_world(10), n, backend="numpy")
+    obs = np.zeros((n, 1), dtype=np.int64)
+    eng.step(obs)
+    for reader in (capture, lambda e: e.qs, lambda e: e.snapshot()):
+        before = eng._epoch
+        pending = eng.step_async(obs)
+        t = threading.Thread(target=reader, args=(eng,))
+        t.start()
+        pending.result()
+        t.join(30)
+        assert not t.is_alive()
+        assert eng._epoch == before + 2
+    # two threads waiting on one step
+    before = eng._epoch
+    pending = eng.step_async(obs)
+    t = threading.Thread(target=pending.result)
+    t.start()
+    pending.result()
+    t.join(30)
+    assert eng._epoch == before + 2 and eng.snapshot()["step_epoch"] == before + 2

@@ -41,13 +41,12 @@ _SCRATCH = frozenset({"work"})  # per-step scratch rows: no state, reallocated o
 def capture(engine) -> dict:
     """Host copies of everything :func:`save` writes, from one step boundary: ``{name: array}``.
 
-    Call it from the thread that steps the engine (it waits for an unfinished ``step_async``);
-    from another thread it retries until no step ran during the copy.
+    From the thread that steps the engine it first finishes an unfinished ``step_async``; from
+    another thread it retries until no step ran during the copy (``read_consistent``).
     """
     from .. import __version__
     from .snapshot import read_consistent
 
-    engine.wait()
     cfg, m, be = engine.config, engine.model, engine._backend
     p, s = engine._params, engine._state
     arrays = {}

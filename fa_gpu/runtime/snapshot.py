@@ -9,6 +9,7 @@ readers; readers pay with retries.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -22,9 +23,12 @@ def read_consistent(engine, read):
     """``(read(), epoch)`` where ``read()`` ran entirely between two steps of ``engine``.
 
     ``read`` copies what it needs to the host (it may be called several times). Blocks while a
-    step is in flight; so never call it from the thread that holds an unfinished
-    ``step_async``: call ``engine.wait()`` there first.
+    step is in flight; from the thread that started an unfinished ``step_async``, that step is
+    finished first (waiting for it to end by itself would wait forever).
     """
+    pending = engine._pending
+    if pending is not None and pending.thread == threading.get_ident():
+        engine.wait()
     pause = 1e-6
     while True:
         e1 = engine._epoch
