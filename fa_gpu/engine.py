@@ -11,7 +11,7 @@ import numpy as np
 from . import backends, layout
 from .backends import kernel_args
 from .backends.cuda import PATHS as CUDA_PATHS
-from .model import GenerativeModel, float_dtype
+from .model import GenerativeModel, check_actions, float_dtype
 from .state import Config, Params, State
 
 _ALGOS = ("fpi",)
@@ -323,21 +323,6 @@ class Engine:
             return all(0 <= v < h for row in arr.tolist() for v, h in zip(row, hi))
         return bool(arr.min() >= 0 and (arr < self._obs_hi).all())
 
-    def _check_actions(self, actions) -> np.ndarray:
-        cfg = self.config
-        arr = np.asarray(actions)
-        if arr.shape != (cfg.n_agents, cfg.num_factors):
-            raise ValueError(f"actions must have shape (n_agents, num_factors) = "
-                             f"({cfg.n_agents}, {cfg.num_factors}); got {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"actions must be integers, got dtype {arr.dtype}")
-        bad = (arr < 0) | (arr >= np.asarray(cfg.num_controls))
-        if bad.any():
-            a, f = (int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"action for agent {a}, factor {f} is {int(arr[a, f])}, outside "
-                             f"[0, {cfg.num_controls[f]})")
-        return arr
-
     # -- the step --------------------------------------------------------------------------
     def infer_states(self, obs) -> list:
         """Posterior over states given outcomes ``obs`` (int ``(N, M)`` or M arrays ``(N,)``)
@@ -374,7 +359,7 @@ class Engine:
         """Prior for the next step: ``B[f][..., actions[:, f]]`` applied to ``qs``. Advances ``t``.
         Returns the new prior (list of ``(N, S_f)``)."""
         self.wait()
-        actions = self._check_actions(actions)
+        actions = check_actions(actions, self.config.num_controls, self.config.n_agents)
         with self._writing():
             act = self._backend.asarray(actions, dtype=np.int64)
             self._backend.update_empirical_prior(self._params, self._state, self.config, act)

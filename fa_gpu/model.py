@@ -52,6 +52,24 @@ def float_dtype(dtype) -> np.dtype:
     return dt
 
 
+def check_actions(actions, num_controls, n: int, n_name: str = "n_agents") -> np.ndarray:
+    """``actions`` as an int64 ``(n, F)`` array with ``0 <= actions[:, f] < num_controls[f]``,
+    else a TypeError/ValueError naming the first bad agent and factor. ``n_name`` names the
+    first axis in the shape message."""
+    arr = np.asarray(actions)
+    F = len(num_controls)
+    if arr.shape != (n, F):
+        raise ValueError(f"actions must have shape ({n_name}, num_factors) = ({n}, {F}); got {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"actions must be integers, got dtype {arr.dtype}")
+    bad = (arr < 0) | (arr >= np.asarray(num_controls))
+    if bad.any():
+        a, f = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"action for agent {a}, factor {f} is {int(arr[a, f])}, outside "
+                         f"[0, {num_controls[f]})")
+    return arr.astype(np.int64, copy=False)
+
+
 def _tol(dtype: np.dtype) -> float:
     """Normalization tolerance for a dtype: loose enough for values rounded to that dtype."""
     return 1e-4 if np.dtype(dtype).itemsize <= 4 else 1e-8

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model import GenerativeModel
+from ..model import GenerativeModel, check_actions
 
 __all__ = ["GenerativeProcess", "GridWorldEnv", "TMazeEnv"]
 
@@ -106,7 +106,7 @@ class GenerativeProcess:
         """Apply ``actions`` int ``(n, F)`` (as returned by ``Engine.step``; uncontrolled factors
         take action 0) to every world. Returns the new observations, int64 ``(n, M)``."""
         s = self._require()
-        act = self._check_actions(actions)
+        act = check_actions(actions, self.num_controls, s.shape[0], "n")
         u = self._rng.random(s.shape)
         # all factors move from the same old state (a synchronous update, as B_dependencies assume)
         self._state = np.stack(
@@ -124,21 +124,6 @@ class GenerativeProcess:
         if self._state is None:
             raise RuntimeError(f"{type(self).__name__}: call reset(n) before step() or reading the state")
         return self._state
-
-    def _check_actions(self, actions) -> np.ndarray:
-        n, F = self._state.shape
-        arr = np.asarray(actions)
-        if arr.shape != (n, F):
-            raise ValueError(f"actions must have shape (n, num_factors) = ({n}, {F}); got {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"actions must be integers, got dtype {arr.dtype}")
-        hi = np.asarray(self.num_controls)
-        bad = (arr < 0) | (arr >= hi)
-        if bad.any():
-            a, f = (int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"action for agent {a}, factor {f} is {int(arr[a, f])}, outside "
-                             f"[0, {self.num_controls[f]})")
-        return arr.astype(np.int64, copy=False)
 
 
 # The concrete environments subclass GenerativeProcess, so they are imported after it.
