@@ -24,6 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import zarr
 
+from .. import __version__
+from .topology import pool_sizes
+
 __all__ = ["Recorder", "read_store"]
 
 # Uncompressed bytes per zarr chunk: large enough to compress well and keep the file count low,
@@ -37,22 +40,6 @@ def _positive(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def _default_io_threads() -> int:
-    try:
-        from .topology import pool_sizes
-    except ImportError:
-        return 4
-    return pool_sizes().io_threads
-
-
-def _fa_gpu_version():
-    try:
-        import fa_gpu
-    except ImportError:
-        return None
-    return getattr(fa_gpu, "__version__", None)
 
 
 class Recorder:
@@ -74,7 +61,7 @@ class Recorder:
         num_factors = _positive("num_factors", num_factors)
         self._chunk_steps = _positive("chunk_steps", chunk_steps)
         self._max_pending = _positive("max_pending", max_pending)
-        io_threads = _default_io_threads() if io_threads is None else _positive("io_threads", io_threads)
+        io_threads = pool_sizes().io_threads if io_threads is None else _positive("io_threads", io_threads)
         float_dtype = np.dtype(dtype)
         if float_dtype.kind != "f":
             raise ValueError(f"dtype must be a floating dtype such as 'float32', got {float_dtype}")
@@ -91,7 +78,7 @@ class Recorder:
         meta = dict(user, n_agents=n, num_modalities=num_modalities, num_factors=num_factors,
                     num_states=num_states, record_beliefs=bool(record_beliefs),
                     chunk_steps=self._chunk_steps, dtype=float_dtype.name,
-                    fa_gpu_version=_fa_gpu_version(), steps_written=0, complete=False)
+                    fa_gpu_version=__version__, steps_written=0, complete=False)
         try:
             json.dumps(meta)
         except TypeError as exc:
