@@ -38,6 +38,17 @@ _MODEL_LISTS = ("A", "B", "C", "D", "pA", "pB", "pD")
 _SCRATCH = frozenset({"work"})  # per-step scratch rows: no state, reallocated on demand
 
 
+def _buffers(engine, param_names) -> dict:
+    """``{checkpoint name: backend array}`` of every per-engine buffer a checkpoint holds: what
+    :func:`capture` copies out and :func:`load` copies back in."""
+    p, s = engine._params, engine._state
+    out = {f"params.{k}": p.packed[k] for k in param_names}
+    out.update({"params.gamma": p.gamma, "params.alpha": p.alpha})
+    out.update({f"state.{k}": s.packed[k] for k in _BELIEFS})
+    out.update({f"state.{k}": getattr(s, k) for k in _STATE})
+    return out
+
+
 def capture(engine) -> dict:
     """Host copies of everything :func:`save` writes, from one step boundary: ``{name: array}``.
 
@@ -48,22 +59,14 @@ def capture(engine) -> dict:
     from .snapshot import read_consistent
 
     cfg, m, be = engine.config, engine.model, engine._backend
-    p, s = engine._params, engine._state
     arrays = {}
     for name in _MODEL_LISTS:
         for i, a in enumerate(getattr(m, name) or ()):
             arrays[f"model.{name}.{i}"] = np.asarray(a)
     arrays["model.E"], arrays["model.policies"] = np.asarray(m.E), np.asarray(m.policies)
-    param_names = sorted(k for k in p.packed if k not in _SCRATCH)
-
-    def read():
-        out = {f"params.{k}": be.to_host(p.packed[k]) for k in param_names}
-        out.update({"params.gamma": be.to_host(p.gamma), "params.alpha": be.to_host(p.alpha)})
-        out.update({f"state.{k}": be.to_host(s.packed[k]) for k in _BELIEFS})
-        out.update({f"state.{k}": be.to_host(getattr(s, k)) for k in _STATE})
-        return out
-
-    state, epoch = read_consistent(engine, read)
+    param_names = sorted(k for k in engine._params.packed if k not in _SCRATCH)
+    sources = _buffers(engine, param_names)
+    state, epoch = read_consistent(engine, lambda: {k: be.to_host(v) for k, v in sources.items()})
     arrays.update(state)
     header = {
         "format": FORMAT, "version": FORMAT_VERSION, "fa_gpu_version": __version__,
@@ -177,13 +180,9 @@ def load(path, backend: str | None = None, **options):
                 raise
             raise RuntimeError(f"{path} was saved by the {want!r} backend, which cannot run here "
                                f"({exc}); pass backend='auto' or another name to load it") from exc
-        p, s, be = engine._params, engine._state, engine._backend
-        targets = {f"params.{k}": p.packed[k] for k in header["params"]}
-        targets.update({"params.gamma": p.gamma, "params.alpha": p.alpha})
-        targets.update({f"state.{k}": s.packed[k] for k in _BELIEFS})
-        targets.update({f"state.{k}": getattr(s, k) for k in _STATE})
+        be = engine._backend
         with be.on_stream():
-            for name, dst in targets.items():
+            for name, dst in _buffers(engine, header["params"]).items():
                 src = arrays[name]
                 if src.shape != tuple(dst.shape):
                     raise ValueError(f"{path}: {name} has shape {src.shape}, the rebuilt engine "
