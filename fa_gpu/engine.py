@@ -8,11 +8,10 @@ import threading
 
 import numpy as np
 
-from . import backends, layout
-from .backends import kernel_args
+from . import backends, layout, schema
 from .backends.cuda import PATHS as CUDA_PATHS
 from .model import GenerativeModel, check_actions, float_dtype
-from .state import Config, Params, State
+from .state import Config
 
 _ALGOS = ("fpi",)
 _SELECTIONS = ("deterministic", "stochastic")
@@ -50,22 +49,23 @@ class PendingStep:
                         self._done = True
                         self._engine._epoch += 1
                         self._engine._pending = None
-        return self._engine._backend.to_host(self._engine._state.actions[self._lo:self._hi])
+        return self._engine._backend.to_host(self._engine._buffers.actions[self._lo:self._hi])
 
 
 def _per_agent_scalar(value, name: str, n: int, dtype) -> np.ndarray:
-    """A scalar or an ``(n,)`` array -> finite ``(n,)`` array of ``dtype``."""
+    """A scalar or an ``(n,)`` array -> finite 0-d or ``(n,)`` array of ``dtype`` (a scalar stays
+    0-d: it is broadcast into the engine's buffer, never materialized N times here)."""
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number or an array of {n} numbers, got {value!r}") from None
-    if arr.ndim == 0:
-        arr = np.full(n, float(arr))
-    if arr.shape != (n,):
+    if arr.shape not in ((), (n,)):
         raise ValueError(f"{name} must be a scalar or have shape ({n},) (one per agent); got {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite; agent {int(np.argmin(np.isfinite(arr)))} has "
-                         f"{arr[np.argmin(np.isfinite(arr))]}")
+        flat = arr.reshape(-1)
+        bad = int(np.argmin(np.isfinite(flat)))
+        raise ValueError(f"{name} must be finite; " + (f"agent {bad} has " if arr.ndim else "got ")
+                         + f"{flat[bad]}")
     return arr.astype(dtype)
 
 
@@ -161,18 +161,21 @@ class Engine:
             use_utility=bool(use_utility), use_states_info_gain=bool(use_states_info_gain),
             use_param_info_gain=bool(use_param_info_gain), action_selection=action_selection,
             sampling_mode=sampling_mode, learn_A=bool(learn_A), learn_B=bool(learn_B),
-            learn_D=bool(learn_D), has_pA=model.pA is not None, has_pB=model.pB is not None)
+            learn_D=bool(learn_D), has_pA=model.pA is not None, has_pB=model.pB is not None,
+            has_pD=model.pD is not None)
+        rates = {k: _per_agent_scalar(v, k, n, dt) for k, v in
+                 (("gamma", gamma), ("alpha", alpha), ("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD))}
         self._backend, self.backend_skipped = backends.resolve(backend, num_threads=num_threads,
                                                                device=device, cuda_path=cuda_path)
         self.layout = layout.build_layout(model, B_onehot_ok=not learn_B)
-        self._backend.prepare(self.config, self.layout,
-                              shared_model=not (self._per_agent["A"] or self._per_agent["B"]))
-        check = getattr(self._backend, "check_memory", None)
-        if check is not None:
-            check(self.estimate_bytes())
+        per = self._per_agent
+        self._backend.prepare(self.config, self.layout, shared_model=not (per["A"] or per["B"]))
+        self._spec = schema.shapes(self.config, self.layout, per, self._backend.work_rows(n))
+        self._backend.check_memory(self.estimate_bytes())
         with self._backend.on_stream():  # allocate on the engine's device (cuda)
-            self._params = self._build_params(model, gamma, alpha, lr_pA, lr_pB, lr_pD)
-            self._state = self._build_state()
+            packed = schema.allocate(self._backend, self._spec, self.config, self.layout)
+            self._buffers = schema.Bound(packed, self._spec, self.config, self.layout)
+            self._fill(model, rates)
         # bumped before and after every write of the per-agent state (a step, a single method,
         # reset): odd = being written. See snapshot.
         self._epoch = 0
@@ -199,96 +202,25 @@ class Engine:
                 per[group] = per[group] or not shared(counts, k)
         return per
 
-    def _build_params(self, model, gamma, alpha, lr_pA, lr_pB, lr_pD) -> Params:
-        """Packed parameter buffers (see :mod:`fa_gpu.layout`) plus pymdp-layout views."""
-        cfg, be, lay = self.config, self._backend, self.layout
-        n, dt, xp = cfg.n_agents, cfg.dtype, self._backend.xp
-        S = cfg.num_states
-        a_shapes = [(o, *[S[d] for d in deps]) for o, deps in zip(cfg.num_obs, cfg.A_dependencies)]
-        h_shapes = [sh[1:] for sh in a_shapes]
-        b_shapes = [(S[f], *[S[d] for d in deps], u)
-                    for f, (deps, u) in enumerate(zip(cfg.B_dependencies, cfg.num_controls))]
-        A_off, H_off, C_off = (lay.A_meta[:, c] for c in (layout.A_OFF, layout.H_OFF, layout.C_OFF))
-        B_off, S_off = lay.B_meta[:, layout.B_OFF], lay.S_off[:-1]
-        per = self._per_agent
-        packed, views = {}, {}
-
-        def put(name, group, arrays, shapes, offsets, width, action_first=False):
-            packed[name], views[name] = layout.pack(xp, arrays, shapes, offsets, width, n, per[group],
-                                                    dt, action_first)
-
-        sz = lay.sizes
-        put("A", "A", model.A, a_shapes, A_off, sz["A"])
-        put("logA", "A", None, a_shapes, A_off, sz["A"])
-        put("H_A", "A", None, h_shapes, H_off, sz["H"])
-        put("C", "C", model.C, [(o,) for o in cfg.num_obs], C_off, sz["C"])
-        put("B", "B", model.B, b_shapes, B_off, sz["B"], action_first=True)
-        put("D", "D", model.D, [(s,) for s in S], S_off, sz["S"])
-        put("E", "E", [model.E], [(cfg.num_policies,)], [0], sz["E"])
-        info = cfg.use_param_info_gain
-        for counts, group, shapes, offs, width, af in (("pA", "A", a_shapes, A_off, sz["A"], False),
-                                                       ("pB", "B", b_shapes, B_off, sz["B"], True),
-                                                       ("pD", "D", [(s,) for s in S], S_off, sz["S"], False)):
-            arrays = getattr(model, counts)
-            if arrays is not None:
-                put(counts, group, arrays, shapes, offs, width, af)
-                if info and counts != "pD":
-                    put("w" + counts[1], group, None, shapes, offs, width, af)
-        lr = np.stack([_per_agent_scalar(v, k, n, dt) for k, v in
-                       (("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD))], axis=1)
-        packed["lr"] = be.asarray(lr, dtype=dt)  # (N, 3)
-        for absent in ("pA", "pB", "pD", "wA", "wB"):  # kernels take an argument either way
-            packed.setdefault(absent, xp.zeros((1, 1), dtype=dt))
-        flags = {name: [per[g]] * len(views[name]) for name, g in
-                 (("A", "A"), ("logA", "A"), ("H_A", "A"), ("pA", "A"), ("wA", "A"), ("C", "C"),
-                  ("B", "B"), ("pB", "B"), ("wB", "B"), ("D", "D"), ("pD", "D"), ("E", "E"))
-                 if name in views}
-        tables = {k: be.asarray(getattr(lay, k), dtype=np.int64)
-                  for k in ("A_meta", "A_deps", "B_meta", "B_deps", "B_next", "S_off", "branch")}
-        tables["policies"] = be.asarray(lay.policies.reshape(cfg.num_policies, -1), dtype=np.int64)
-        tables["opts"] = be.asarray(kernel_args.options(cfg), dtype=np.int64)
-        p = Params(A=views["A"], B=views["B"], C=views["C"], D=views["D"], E=views["E"][0],
-                   pA=views.get("pA"), pB=views.get("pB"), pD=views.get("pD"), logA=views["logA"],
-                   H_A=views["H_A"], wA=views.get("wA"), wB=views.get("wB"), per_agent=flags,
-                   packed=packed, tables=tables, scratch_size=lay.scratch_size,
-                   gamma=be.asarray(_per_agent_scalar(gamma, "gamma", n, dt)),
-                   alpha=be.asarray(_per_agent_scalar(alpha, "alpha", n, dt)),
-                   lr_pA=packed["lr"][:, 0], lr_pB=packed["lr"][:, 1], lr_pD=packed["lr"][:, 2])
-        be.refresh_A(p, cfg)
-        be.refresh_B(p, cfg)
-        return p
-
-    def _build_state(self) -> State:
-        cfg, xp, lay = self.config, self._backend.xp, self.layout
-        n, dt = cfg.n_agents, cfg.dtype
-        shapes, offs = [(s,) for s in cfg.num_states], lay.S_off[:-1]
-        packed, views = {}, {}
-        for name in ("prior", "qs", "qs_prev"):
-            packed[name], views[name] = layout.pack(xp, None, shapes, offs, lay.sizes["S"], n, True, dt)
-        return State(
-            **views, packed=packed,
-            obs=xp.zeros((n, cfg.num_modalities), dtype=np.int64),
-            q_pi=xp.zeros((n, cfg.num_policies), dtype=dt),
-            neg_efe=xp.zeros((n, cfg.num_policies), dtype=dt),
-            actions=xp.zeros((n, cfg.num_factors), dtype=np.int64),
-            prev_actions=xp.full((n, cfg.num_factors), -1, dtype=np.int64),
-            t=xp.zeros(n, dtype=np.int64))
+    def _fill(self, model, rates: dict) -> None:
+        """Copy the model and the per-agent rates into the freshly allocated buffers (through
+        their pymdp-layout views), then derive log A, H[A] and the Dirichlet weights."""
+        b, be, dt = self._buffers, self._backend, self.config.dtype
+        for name in ("A", "B", "C", "D", "pA", "pB", "pD"):
+            for view, arr in zip(getattr(b, name) or (), getattr(model, name) or ()):
+                view[...] = be.asarray(np.asarray(arr, dtype=dt))
+        b.E[...] = be.asarray(np.asarray(model.E, dtype=dt))
+        for name, value in rates.items():
+            getattr(b, name)[...] = be.asarray(value)
+        be.refresh_A(b, self.config)
+        be.refresh_B(b, self.config)
 
     def estimate_bytes(self) -> int:
-        """Bytes this engine allocates on its backend (model, counts, state, and the step's scratch
-        or, on the cuda batched path, its largest temporaries): checked against the device's
-        free memory before anything is allocated."""
-        cfg, lay, per = self.config, self.layout, self._per_agent
-        n, item = cfg.n_agents, cfg.dtype.itemsize
-        sz = lay.sizes
-        rows = lambda group: n if per[group] else 1
-        a_bufs = 3 + cfg.has_pA + (cfg.use_param_info_gain and cfg.has_pA)
-        b_bufs = 1 + cfg.has_pB + (cfg.use_param_info_gain and cfg.has_pB)
-        params = (rows("A") * (a_bufs * sz["A"] + sz["H"]) + rows("B") * b_bufs * sz["B"]
-                  + rows("D") * 2 * sz["S"] + rows("C") * sz["C"] + rows("E") * sz["E"]
-                  + 5 * n) * item
-        state = n * (3 * sz["S"] + 2 * sz["E"]) * item + n * (cfg.num_modalities + 2 * cfg.num_factors + 1) * 8
-        return int(params + state + self._backend.scratch_bytes(cfg, lay))
+        """Bytes this engine allocates on its backend: every buffer of :mod:`fa_gpu.schema`
+        (model, counts, state, layout tables, the fused step's scratch) plus the largest
+        temporaries a step of its step path allocates (numpy, cuda batched: the reference's).
+        Checked against the backend's free memory before anything is allocated."""
+        return self._spec.nbytes() + self._backend.temp_bytes(self.config, self.layout)
 
     # -- input checks ----------------------------------------------------------------------
     def _check_obs(self, obs, n: int | None = None) -> np.ndarray:
@@ -330,15 +262,15 @@ class Engine:
         self.wait()
         obs = self._check_obs(obs)
         with self._writing():
-            self._state.obs[...] = self._backend.asarray(obs, dtype=np.int64)
-            self._backend.infer_states(self._params, self._state, self.config)
+            self._buffers.obs[...] = self._backend.asarray(obs, dtype=np.int64)
+            self._backend.infer_states(self._buffers, self.config)
         return self.qs
 
     def infer_policies(self):
         """Returns ``(q_pi, neg_efe)``, each ``(N, P)``, for the current ``qs``."""
         self.wait()
         with self._writing():
-            self._backend.infer_policies(self._params, self._state, self.config)
+            self._backend.infer_policies(self._buffers, self.config)
         return self.q_pi, self.neg_efe
 
     def infer_parameters(self) -> None:
@@ -346,13 +278,13 @@ class Engine:
         action (those enabled by ``learn_A``/``learn_B``/``learn_D``). ``step`` calls it."""
         self.wait()
         with self._writing():
-            self._backend.infer_parameters(self._params, self._state, self.config)
+            self._backend.infer_parameters(self._buffers, self.config)
 
     def sample_action(self) -> np.ndarray:
         """Actions ``(N, F)`` int64 from ``q_pi`` (uncontrolled factors get 0)."""
         self.wait()
         with self._writing():
-            self._backend.sample_action(self._params, self._state, self.config)
+            self._backend.sample_action(self._buffers, self.config)
         return self.actions
 
     def update_empirical_prior(self, actions) -> list:
@@ -362,7 +294,7 @@ class Engine:
         actions = check_actions(actions, self.config.num_controls, self.config.n_agents)
         with self._writing():
             act = self._backend.asarray(actions, dtype=np.int64)
-            self._backend.update_empirical_prior(self._params, self._state, self.config, act)
+            self._backend.update_empirical_prior(self._buffers, self.config, act)
         return self.prior
 
     def step(self, obs, agents=None) -> np.ndarray:
@@ -374,11 +306,11 @@ class Engine:
             obs = self._check_obs(obs)
             self._epoch += 1  # as _writing(), whose generator would cost ~3 us here
             try:
-                self._state.obs[...] = obs
-                self._backend.step(self._params, self._state, self.config)
+                self._buffers.obs[...] = obs
+                self._backend.step(self._buffers, self.config)
             finally:
                 self._epoch += 1
-            return self._state.actions.copy()
+            return self._buffers.actions.copy()
         return self.step_async(obs, agents).result()
 
     def step_async(self, obs, agents=None) -> "PendingStep":
@@ -396,19 +328,19 @@ class Engine:
         obs = self._check_obs(obs, hi - lo)
         self._epoch += 1  # odd while the state is being written (see snapshot)
         try:
-            args = (self._params, self._state, self.config, lo, hi)
+            args = (self._buffers, self.config, lo, hi)
             launch = getattr(self._backend, "step_async", None)
             if launch is not None:  # cuda: queued on the engine's stream, obs copy included
                 with self._backend.on_stream():
-                    self._state.obs[lo:hi] = self._backend.asarray(obs, dtype=np.int64)
+                    self._buffers.obs[lo:hi] = self._backend.asarray(obs, dtype=np.int64)
                     launch(*args)
                 pending = PendingStep(self, self._backend.synchronize, lo, hi)
             elif hi - lo < _INLINE_BELOW and agents is None:  # a thread hop costs more than the step
-                self._state.obs[lo:hi] = obs
+                self._buffers.obs[lo:hi] = obs
                 self._backend.step(*args)
                 pending = PendingStep(self, lambda: None, lo, hi)
             else:
-                self._state.obs[lo:hi] = obs
+                self._buffers.obs[lo:hi] = obs
                 fut = _step_executor().submit(self._backend.step, *args)
                 pending = PendingStep(self, fut.result, lo, hi)
         except BaseException:
@@ -476,7 +408,7 @@ class Engine:
         """Back to the initial prior D (and ``t = 0``, no previous action) for all agents, or for
         ``agents`` (int indices or a boolean mask of length N). Learned parameters are kept."""
         self.wait()
-        cfg, s, p = self.config, self._state, self._params
+        cfg, b = self.config, self._buffers
         if agents is None:
             idx = slice(None)
         else:
@@ -492,13 +424,13 @@ class Engine:
             idx = self._backend.asarray(a, dtype=np.int64)
         with self._writing():
             for f in range(cfg.num_factors):
-                d = p.D[f][idx] if p.per_agent["D"][f] else p.D[f]
-                for arr in (s.prior, s.qs, s.qs_prev):
+                d = b.D[f][idx] if b.per_agent["D"] else b.D[f]
+                for arr in (b.prior, b.qs, b.qs_prev):
                     arr[f][idx] = d
-            s.prev_actions[idx] = -1
-            s.t[idx] = 0
-            s.q_pi[idx] = 0
-            s.neg_efe[idx] = 0
+            b.prev_actions[idx] = -1
+            b.t[idx] = 0
+            b.q_pi[idx] = 0
+            b.neg_efe[idx] = 0
 
     # -- read-only views -------------------------------------------------------------------
     def _host(self, x):
@@ -522,25 +454,25 @@ class Engine:
     def n_agents(self) -> int:
         return self.config.n_agents
 
-    qs = property(lambda self: [self._host(x) for x in self._state.qs], doc="Posterior, F x (N, S_f).")
-    prior = property(lambda self: [self._host(x) for x in self._state.prior],
+    qs = property(lambda self: [self._host(x) for x in self._buffers.qs], doc="Posterior, F x (N, S_f).")
+    prior = property(lambda self: [self._host(x) for x in self._buffers.prior],
                      doc="Empirical prior for the next step, F x (N, S_f).")
-    q_pi = property(lambda self: self._host(self._state.q_pi), doc="Policy posterior (N, P).")
-    neg_efe = property(lambda self: self._host(self._state.neg_efe), doc="Negative EFE (N, P).")
-    actions = property(lambda self: self._host(self._state.actions), doc="Last actions (N, F) int64.")
-    t = property(lambda self: self._host(self._state.t), doc="Steps since each agent's reset, (N,) int64.")
-    A = property(lambda self: [self._host(x) for x in self._params.A], doc="Current A (shared or per-agent).")
-    B = property(lambda self: [self._host(x) for x in self._params.B], doc="Current B (shared or per-agent).")
-    D = property(lambda self: [self._host(x) for x in self._params.D], doc="Current D (shared or per-agent).")
-    pA = property(lambda self: None if self._params.pA is None else [self._host(x) for x in self._params.pA])
-    pB = property(lambda self: None if self._params.pB is None else [self._host(x) for x in self._params.pB])
-    pD = property(lambda self: None if self._params.pD is None else [self._host(x) for x in self._params.pD])
+    q_pi = property(lambda self: self._host(self._buffers.q_pi), doc="Policy posterior (N, P).")
+    neg_efe = property(lambda self: self._host(self._buffers.neg_efe), doc="Negative EFE (N, P).")
+    actions = property(lambda self: self._host(self._buffers.actions), doc="Last actions (N, F) int64.")
+    t = property(lambda self: self._host(self._buffers.t), doc="Steps since each agent's reset, (N,) int64.")
+    A = property(lambda self: [self._host(x) for x in self._buffers.A], doc="Current A (shared or per-agent).")
+    B = property(lambda self: [self._host(x) for x in self._buffers.B], doc="Current B (shared or per-agent).")
+    D = property(lambda self: [self._host(x) for x in self._buffers.D], doc="Current D (shared or per-agent).")
+    pA = property(lambda self: None if self._buffers.pA is None else [self._host(x) for x in self._buffers.pA])
+    pB = property(lambda self: None if self._buffers.pB is None else [self._host(x) for x in self._buffers.pB])
+    pD = property(lambda self: None if self._buffers.pD is None else [self._host(x) for x in self._buffers.pD])
 
     # zero-copy backend arrays (CuPy on cuda: __cuda_array_interface__), valid until the next step
-    actions_device = property(lambda self: self._state.actions, doc="Last actions (N, F) int64, on the backend.")
-    obs_device = property(lambda self: self._state.obs, doc="Last observations (N, M) int64, on the backend.")
-    q_pi_device = property(lambda self: self._state.q_pi, doc="Policy posterior (N, P), on the backend.")
-    qs_device = property(lambda self: self._state.packed["qs"],
+    actions_device = property(lambda self: self._buffers.actions, doc="Last actions (N, F) int64, on the backend.")
+    obs_device = property(lambda self: self._buffers.obs, doc="Last observations (N, M) int64, on the backend.")
+    q_pi_device = property(lambda self: self._buffers.q_pi, doc="Policy posterior (N, P), on the backend.")
+    qs_device = property(lambda self: self._buffers.packed["qs"],
                          doc="Posterior of all factors side by side, (N, sum S_f), on the backend.")
 
     def __repr__(self) -> str:

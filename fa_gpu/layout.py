@@ -1,7 +1,7 @@
-"""Packed storage: every parameter group and every belief set lives in one 2-D buffer
-``(R, L)`` (R = N rows when per-agent, 1 row when shared), and the lists of arrays in pymdp's
-layout that the reference code uses are *views* into those buffers. Compiled kernels read the
-buffers with the integer tables built here; the reference reads the views; both see one memory.
+"""The integer tables of one model's packed layout: every parameter group and every belief set
+lives in one 2-D buffer ``(R, L)`` (R = N rows when per-agent, 1 row when shared; declared in
+:mod:`fa_gpu.schema`), compiled kernels find each modality's and factor's segment in it through
+these tables, and the reference reads pymdp-layout views of the same memory.
 
 Packed order inside a row:
   A, pA, wA, logA : modality m at ``A_OFF``: ``(O_m, J_m)`` C-order, J_m = prod S_deps
@@ -97,35 +97,3 @@ def build_layout(model, B_onehot_ok: bool = True) -> Layout:
         B_next=np.concatenate(nexts).astype(np.int64) if nexts else np.zeros(1, dtype=np.int64),
         policies=pol, branch=branch,
         sizes=dict(A=a_off, H=h_off, C=c_off, B=b_off, S=int(S_off[-1]), E=len(pol), LL=ll_off))
-
-
-# -- packing ---------------------------------------------------------------------------------
-def _views(buf, shapes, offsets, per_agent: bool, action_first: bool):
-    """Views into ``buf`` (R, L) in pymdp layout; ``action_first`` segments are stored
-    (U, S_f, *deps) and shown as (S_f, *deps, U)."""
-    out = []
-    for shape, off in zip(shapes, offsets):
-        size = int(np.prod(shape))
-        stored = (shape[-1],) + tuple(shape[:-1]) if action_first else tuple(shape)
-        seg = buf[:, off:off + size] if per_agent else buf[0, off:off + size]
-        v = seg.reshape(((buf.shape[0],) if per_agent else ()) + stored)
-        if action_first:
-            first = 1 if per_agent else 0
-            axes = list(range(v.ndim))
-            v = v.transpose(axes[:first] + axes[first + 1:] + [first])
-        out.append(v)
-    return out
-
-
-def pack(xp, arrays, shapes, offsets, width, n: int, per_agent: bool, dtype, action_first=False):
-    """Allocate ``(n or 1, width)`` and copy ``arrays`` (shared or per-agent, pymdp layout) in.
-
-    Returns ``(buffer, views)``; ``arrays`` None allocates without filling.
-    """
-    rows = n if per_agent else 1
-    buf = xp.zeros((rows, max(width, 1)), dtype=dtype)
-    views = _views(buf, shapes, offsets, per_agent, action_first)
-    if arrays is not None:
-        for v, a in zip(views, arrays):
-            v[...] = xp.asarray(np.asarray(a, dtype=dtype))
-    return buf, views

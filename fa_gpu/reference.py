@@ -19,6 +19,9 @@ from . import rng
 
 #: Floor applied before every log and Dirichlet normalization (pymdp's ``MINVAL``).
 MINVAL = float(np.finfo(np.float64).eps)
+#: Relative tolerance of a tie in deterministic selection, by dtype name (the kernels' own copy:
+#: ``fa_gpu.kernels.jit.TIE_RTOL``; a test keeps the two equal).
+TIE_RTOL = {"float32": 1e-5, "float64": 1e-12}
 
 
 # -- small array helpers ---------------------------------------------------------------------
@@ -223,18 +226,27 @@ def categorical(probs, alpha, u, xp=np):
     return xp.minimum(idx, probs.shape[1] - 1).astype(np.int64)
 
 
+def first_max(x, xp=np):
+    """Per row, the lowest index whose value is within ``TIE_RTOL`` (relative, by precision) of
+    the row's maximum: ``(N, K) -> (N,)`` int64. Exact ties stay ties whatever the summation
+    order that produced them; pymdp's ``argmax`` (first maximum) on its exact ties."""
+    tol = TIE_RTOL[np.dtype(x.dtype).name]
+    m = xp.max(x, axis=1, keepdims=True)
+    return xp.argmax(x >= m - tol * xp.abs(m), axis=1).astype(np.int64)
+
+
 def sample_action(q_pi, policies, num_controls, *, action_selection, sampling_mode, alpha,
                   seed, agent_ids, steps, xp=np):
     """Actions ``(N, F)`` int64 (pymdp ``sample_policy`` / ``sample_action``).
 
-    ``full``: pick a policy (argmax of q_pi, or a draw from ``softmax(alpha log q_pi)``) and take
-    its first action. ``marginal``: per factor, the marginal of each first action, then argmax or
-    a draw. Draws use the counter-based generator keyed by (seed, agent id, step, draw index).
+    ``full``: pick a policy (the first maximum of q_pi, see :func:`first_max`, or a draw from
+    ``softmax(alpha log q_pi)``) and take its first action. ``marginal``: per factor, the
+    marginal of each first action, then its first maximum or a draw. Draws use the counter-based generator keyed by (seed, agent id, step, draw index).
     """
     pols = xp.asarray(policies[:, 0, :])
     if sampling_mode == "full":
         if action_selection == "deterministic":
-            idx = xp.argmax(q_pi, axis=1)
+            idx = first_max(q_pi, xp)
         else:
             idx = categorical(q_pi, alpha, rng.uniform(seed, agent_ids, steps, 0, xp), xp)
         return pols[idx]
@@ -242,7 +254,7 @@ def sample_action(q_pi, policies, num_controls, *, action_selection, sampling_mo
     cols = []
     for f, mg in enumerate(margs):
         if action_selection == "deterministic":
-            cols.append(xp.argmax(mg, axis=1))
+            cols.append(first_max(mg, xp))
         else:
             cols.append(categorical(mg, alpha, rng.uniform(seed, agent_ids, steps, f, xp), xp))
     return xp.stack(cols, axis=1).astype(np.int64)

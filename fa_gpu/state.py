@@ -1,9 +1,9 @@
-"""Plain containers for what an engine holds: the static configuration, the model parameters as
-backend arrays, and the per-agent state. Backends read and write these; they hold no logic."""
+"""The static configuration of an engine. Its buffers (model, state, scratch) are described by
+:mod:`fa_gpu.schema` and held in a :class:`fa_gpu.schema.Bound`."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,6 +33,7 @@ class Config:
     learn_D: bool
     has_pA: bool
     has_pB: bool
+    has_pD: bool
     agent0: int = 0  # global index of the first agent (a cohort of a larger engine)
 
     @property
@@ -47,49 +48,7 @@ class Config:
     def num_policies(self) -> int:
         return int(self.policies.shape[0])
 
-
-@dataclass
-class Params:
-    """Model parameters as backend arrays. Each list entry is shared (no agent axis) or per-agent
-    (leading N axis); ``per_agent[name][i]`` says which. Derived arrays (``logA``, ``H_A``, ``wA``,
-    ``wB``) are kept in step with their sources by the backend."""
-
-    A: list
-    B: list
-    C: list
-    D: list
-    E: Any
-    pA: list | None
-    pB: list | None
-    pD: list | None
-    logA: list
-    H_A: list
-    wA: list | None
-    wB: list | None
-    gamma: Any  # (N,)
-    alpha: Any  # (N,)
-    lr_pA: Any  # (N,)
-    lr_pB: Any  # (N,)
-    lr_pD: Any  # (N,)
-    per_agent: dict = field(default_factory=dict)  # name -> list[bool]
-    packed: dict = field(default_factory=dict)  # name -> (R, L) buffer the views above live in
-    tables: dict = field(default_factory=dict)  # integer layout tables (backend arrays)
-    scratch_size: int = 0  # per-thread scratch of a fused step (elements)
-    kernel_args: Any = None  # cached argument tuple of the fused kernels (same buffers every step)
-
-
-@dataclass
-class State:
-    """Per-agent state, every array with the agent as its leading axis. The belief lists are
-    views into ``packed`` buffers."""
-
-    prior: list  # F x (N, S_f) empirical prior for the next inference
-    qs: list  # F x (N, S_f) posterior
-    qs_prev: list  # F x (N, S_f) posterior of the previous step (for B learning)
-    obs: Any  # (N, M) int64, last observation
-    q_pi: Any  # (N, P)
-    neg_efe: Any  # (N, P)
-    actions: Any  # (N, F) int64, last sampled actions
-    prev_actions: Any  # (N, F) int64, action taken before this step (-1: none yet)
-    t: Any  # (N,) int64, steps since reset
-    packed: dict = field(default_factory=dict)  # prior/qs/qs_prev -> (N, S_tot) buffer
+    def cohort(self, lo: int, hi: int) -> "Config":
+        """The configuration of agents ``lo..hi-1`` of this engine (random draws keep their
+        global indices through ``agent0``)."""
+        return dataclasses.replace(self, n_agents=hi - lo, agent0=self.agent0 + lo)

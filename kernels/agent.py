@@ -9,7 +9,8 @@ source runs in a CPU thread (``kernels.cpu``) and in a GPU thread (``kernels.cud
 Math and order follow ``fa_gpu.reference`` (pymdp 1.0.4): fixed-point state inference, negative
 expected free energy over a policy tree (policies in lexicographic order share prefixes, so each
 tree node is evaluated once), softmax policy posterior, Dirichlet learning, action selection,
-empirical prior. Policies arrive flattened, ``pol[p, t * F + f]``.
+empirical prior. Policies arrive flattened, ``pol[p, t * F + f]``. Deterministic choices take
+the first index within ``TIE_RTOL`` of the maximum (``kernels.jit``), as the reference does.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import numpy as np
 from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, B_DHI, B_DLO, B_J, B_NEXT, B_OFF, B_S, B_U,
                       C_OFF, H_OFF, OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D, OPT_MARGINAL,
                       OPT_NUM_ITER, OPT_STATE_INFO, OPT_STOCHASTIC, OPT_UTILITY, OPT_WA, OPT_WB)
-from .jit import MINVAL, device_jit, minval_like
+from .jit import MINVAL, device_jit, minval_like, tie_rtol_like
 from .rng import uniform
 
 
@@ -394,6 +395,21 @@ def categorical(x, r, lo, hi, alpha, u):
     return hi - lo - 1
 
 
+@device_jit(inline=True)
+def first_max(x, r, lo, hi):
+    """Index in [0, hi-lo) of the first of x[r, lo:hi] within ``tie_rtol`` (relative) of the
+    maximum: ties decided by position, never by the last bit of a sum."""
+    m = x[r, lo]
+    for i in range(lo + 1, hi):
+        if x[r, i] > m:
+            m = x[r, i]
+    floor = m - tie_rtol_like(x[r, lo]) * abs(m)
+    for i in range(lo, hi):
+        if x[r, i] >= floor:
+            return i - lo
+    return 0
+
+
 @device_jit
 def select_action(n, q_pi, actions, pol, alpha, stochastic, marginal, seed, t, B_meta, w, wr, woff):
     """actions[n] <- first actions of the selected policy (full) or per-factor marginal choices."""
@@ -403,10 +419,7 @@ def select_action(n, q_pi, actions, pol, alpha, stochastic, marginal, seed, t, B
         if stochastic:
             k = categorical(q_pi, n, 0, P, np.float64(alpha), uniform(seed, n, t, 0))
         else:
-            k = 0
-            for p in range(1, P):
-                if q_pi[n, p] > q_pi[n, k]:
-                    k = p
+            k = first_max(q_pi, n, 0, P)
         for f in range(F):
             actions[n, f] = pol[k, f]
         return
@@ -419,42 +432,43 @@ def select_action(n, q_pi, actions, pol, alpha, stochastic, marginal, seed, t, B
         if stochastic:
             actions[n, f] = categorical(w, wr, woff, woff + U, np.float64(alpha), uniform(seed, n, t, f))
         else:
-            k = 0
-            for a in range(1, U):
-                if w[wr, woff + a] > w[wr, woff + k]:
-                    k = a
-            actions[n, f] = k
+            actions[n, f] = first_max(w, wr, woff, woff + U)
 
 
 # -- the whole step --------------------------------------------------------------------------
 @device_jit
-def agent_step(n, obs, qs, prior, qs_prev, q_pi, G, actions, prev_actions, t, gamma, alpha, lr,
-               A, logA, H, C, B, D, E, pA, pB, pD, wA, wB,
-               A_meta, A_deps, B_meta, B_deps, B_next, S_off, pol, branch, opts, seed, w, wr):
-    """Agent n's whole step in pymdp's order, temporaries in w[wr]. lr is (N, 3): lr_pA, lr_pB,
-    lr_pD. Parameter buffers with one row are shared; with N rows, row n is agent n's."""
+def agent_step(n, st, md, tb, seed, w, wr):
+    """Agent n's whole step in pymdp's order, temporaries in w[wr]. ``st``, ``md``, ``tb``: the
+    state, model and tables bundles of ``fa_gpu.schema`` (named tuples of arrays); ``md.lr`` is
+    (N, 3): lr_pA, lr_pB, lr_pD. Model buffers with one row are shared; with N rows, row n is
+    agent n's."""
+    obs, qs, prior, qs_prev, q_pi, G = st.obs, st.qs, st.prior, st.qs_prev, st.q_pi, st.neg_efe
+    A, logA, H, C, B, E = md.A, md.logA, md.H_A, md.C, md.B, md.E
+    A_meta, A_deps, B_meta, B_deps, S_off = tb.A_meta, tb.A_deps, tb.B_meta, tb.B_deps, tb.S_off
+    pol, opts = tb.policies, tb.opts
     rA, rB = row_of(A, n), row_of(B, n)
     F = B_meta.shape[0]
     S = S_off[F]
     tmp = (pol.shape[1] // F + 1) * (S + 1)  # past neg_efe's beliefs and sums: free otherwise
     infer_states(obs, n, logA, rA, prior, qs, A_meta, A_deps, S_off, opts[OPT_NUM_ITER], w, wr, tmp)
-    neg_efe(qs, n, G, A, rA, H, C, row_of(C, n), B, rB, wA, row_of(wA, n), wB, row_of(wB, n),
-            A_meta, A_deps, B_meta, B_deps, B_next, S_off, pol, branch, opts[OPT_UTILITY],
-            opts[OPT_STATE_INFO], opts[OPT_WA], opts[OPT_WB], w, wr)
-    policy_posterior(G, n, E, row_of(E, n), gamma[n], q_pi)
+    neg_efe(qs, n, G, A, rA, H, C, row_of(C, n), B, rB, md.wA, row_of(md.wA, n), md.wB,
+            row_of(md.wB, n), A_meta, A_deps, B_meta, B_deps, tb.B_next, S_off, pol, tb.branch,
+            opts[OPT_UTILITY], opts[OPT_STATE_INFO], opts[OPT_WA], opts[OPT_WB], w, wr)
+    policy_posterior(G, n, E, row_of(E, n), md.gamma[n], q_pi)
     if opts[OPT_LEARN_A]:
-        learn_A(obs, n, qs, lr[n, 0], pA, A, logA, H, wA, opts[OPT_WA], A_meta, A_deps, S_off,
-                w, wr, tmp)
-    if opts[OPT_LEARN_B]:
-        learn_B(qs, qs_prev, prev_actions, n, lr[n, 1], pB, B, wB, opts[OPT_WB], B_meta, B_deps,
+        learn_A(obs, n, qs, md.lr[n, 0], md.pA, A, logA, H, md.wA, opts[OPT_WA], A_meta, A_deps,
                 S_off, w, wr, tmp)
-    if opts[OPT_LEARN_D] and t[n] == 0:
-        learn_D(qs, n, lr[n, 2], pD, D, S_off)
-    select_action(n, q_pi, actions, pol, alpha[n], opts[OPT_STOCHASTIC], opts[OPT_MARGINAL], seed,
-                  t[n], B_meta, w, wr, tmp)
-    transition(qs, n, 0, prior, n, 0, B, rB, B_meta, B_deps, B_next, S_off, actions, n, 0, w, wr, tmp)
+    if opts[OPT_LEARN_B]:
+        learn_B(qs, qs_prev, st.prev_actions, n, md.lr[n, 1], md.pB, B, md.wB, opts[OPT_WB], B_meta,
+                B_deps, S_off, w, wr, tmp)
+    if opts[OPT_LEARN_D] and st.t[n] == 0:
+        learn_D(qs, n, md.lr[n, 2], md.pD, md.D, S_off)
+    select_action(n, q_pi, st.actions, pol, md.alpha[n], opts[OPT_STOCHASTIC], opts[OPT_MARGINAL],
+                  seed, st.t[n], B_meta, w, wr, tmp)
+    transition(qs, n, 0, prior, n, 0, B, rB, B_meta, B_deps, tb.B_next, S_off, st.actions, n, 0,
+               w, wr, tmp)
     for s in range(S):
         qs_prev[n, s] = qs[n, s]
     for f in range(F):
-        prev_actions[n, f] = actions[n, f]
-    t[n] += 1
+        st.prev_actions[n, f] = st.actions[n, f]
+    st.t[n] += 1

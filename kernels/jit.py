@@ -25,6 +25,12 @@ FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
 MINVAL = 2.220446049250313e-16  # pymdp's floor before logs (float64 machine epsilon)
 
+#: Deterministic selection takes the lowest index whose probability is within this relative
+#: tolerance of the maximum, by precision: exact ties then stay ties whatever the summation order
+#: of a backend, while distinct probabilities (pymdp's argmax) are kept apart. float32 sums of
+#: the same policy value differ by a few ulp between backends; float64 ones by ~1e-15.
+TIE_RTOL = {"float32": 1e-5, "float64": 1e-12}
+
 
 def minval_like(x):
     """MINVAL in the precision of ``x``, so a float32 log stays a (5x cheaper) float32 log."""
@@ -38,6 +44,20 @@ def _minval_like(x):
     return lambda x: MINVAL
 
 
+def tie_rtol_like(x):
+    """:data:`TIE_RTOL` for the precision of ``x``."""
+    return TIE_RTOL["float32"] if np.asarray(x).dtype == np.float32 else TIE_RTOL["float64"]
+
+
+@overload(tie_rtol_like)
+def _tie_rtol_like(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        tol = np.float32(TIE_RTOL["float32"])
+        return lambda x: tol
+    tol = TIE_RTOL["float64"]
+    return lambda x: tol
+
+
 # Numba's on-disk cache checks only the decorated function's own file, not the functions it
 # calls in other files: an edit to agent.py would leave cpu.py's cached kernel stale. So the cache
 # lives in a directory named by a hash of every kernel source file. FA_GPU_NUMBA_CACHE=0 turns
@@ -47,10 +67,17 @@ _SRC_HASH = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(_HERE.glob("*.p
 CACHE = os.environ.get("FA_GPU_NUMBA_CACHE", "1") != "0"
 
 
+def cache_dir() -> Path:
+    """Where the compiled kernels of this source version are cached."""
+    if os.environ.get("NUMBA_CACHE_DIR"):  # the user chose a place: respect it
+        return Path(os.environ["NUMBA_CACHE_DIR"])
+    return _HERE / "__pycache__" / f"numba-{_SRC_HASH}"
+
+
 def prune_stale_caches(root: Path = _HERE / "__pycache__", keep: str = f"numba-{_SRC_HASH}") -> list:
     """Remove the cache directories of earlier kernel sources (``numba-<other hash>`` under
-    ``root``), best effort; returns the names removed. Without this every edit of the kernels
-    would leave its compiled code behind for good."""
+    ``root``), best effort; returns the names removed. Called after a successful compile (and
+    by hand), never at import: another process may still be running the older sources."""
     removed = []
     for d in root.glob("numba-*"):
         if d.name != keep and d.is_dir():
@@ -59,8 +86,25 @@ def prune_stale_caches(root: Path = _HERE / "__pycache__", keep: str = f"numba-{
     return removed
 
 
-if CACHE and not os.environ.get("NUMBA_CACHE_DIR"):
-    prune_stale_caches()
+def _marker(tag: str) -> Path:
+    return cache_dir() / f"fa_gpu-{_SRC_HASH}-{tag}.compiled"
+
+
+def is_compiled(tag: str) -> bool:
+    """Whether the kernels for ``tag`` (e.g. ``"step-float32"``) were compiled into the cache by
+    an earlier process (so this one loads them instead of compiling)."""
+    return CACHE and _marker(tag).exists()
+
+
+def mark_compiled(tag: str) -> None:
+    """Record that the kernels for ``tag`` are in the cache (best effort)."""
+    if not CACHE:
+        return
+    try:
+        _marker(tag).parent.mkdir(parents=True, exist_ok=True)
+        _marker(tag).touch()
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager
@@ -69,7 +113,7 @@ def _cache_dir():
         yield
         return
     saved = config.CACHE_DIR
-    config.CACHE_DIR = str(_HERE / "__pycache__" / f"numba-{_SRC_HASH}")
+    config.CACHE_DIR = str(cache_dir())
     try:
         yield
     finally:

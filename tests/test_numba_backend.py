@@ -75,8 +75,7 @@ def test_num_threads_from_topology_and_override(monkeypatch):
     from fa_gpu.backends.numba import NumbaBackend
     from fa_gpu.runtime.topology import pool_sizes
 
-    assert NumbaBackend().num_threads == min(pool_sizes().compute_threads,
-                                             __import__("numba").config.NUMBA_NUM_THREADS)
+    assert NumbaBackend().num_threads == pool_sizes().compute_threads
     assert NumbaBackend(num_threads=1).num_threads == 1
     monkeypatch.setenv("FA_GPU_NUM_THREADS", "1")
     assert NumbaBackend().num_threads == 1

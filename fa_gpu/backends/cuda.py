@@ -28,8 +28,8 @@ import importlib.util
 
 import numpy as np
 
-from .kernel_args import cached_kernel_args
-from .numpy import NumpyBackend
+from .. import schema
+from .numpy import NumpyBackend, reference_temp_bytes
 
 THREADS_PER_BLOCK = 128
 #: launched threads are capped (grid-stride loop past it): bounds the scratch rows kept; also the
@@ -40,29 +40,6 @@ PATHS = ("auto", "fused", "batched")
 BATCHED_MIN_STATES = 128
 #: the batched path's temporaries per chunk of agents
 BATCHED_TEMP_BYTES = 4 << 30
-#: live temporaries of the largest size during a batched step (measured with tracemalloc on the
-#: numpy backend: peak 8.0 KB per agent on the 400-state grid in float32, 5x its 1.6 KB largest)
-_LIVE = 6
-
-
-def batched_temp_bytes(cfg, layout) -> int:
-    """Bytes per agent the batched step needs at its peak: ``_LIVE`` times its largest per-agent
-    temporary, which is one of: all modalities' log-likelihoods (sum J_m), a shared A or B
-    contracted with its first dependency (O_m J_m / S_first, S_f J_f / S_first), the float64
-    policy arrays (2 P), or, when learning, a whole A or B (twice, in float64, with parameter
-    information gain). Checked against tracemalloc peaks on every random test model."""
-    S, sz = cfg.num_states, layout.sizes
-    joint = lambda deps: int(np.prod([S[d] for d in deps]))
-    learned = max(sz["A"] if cfg.learn_A else 0, sz["B"] if cfg.learn_B else 0)
-    largest = max(
-        sz["H"],
-        max(o * joint(deps) // S[deps[0]] for o, deps in zip(cfg.num_obs, cfg.A_dependencies)),
-        max(S[f] * joint(deps) // S[deps[0]] for f, deps in enumerate(cfg.B_dependencies)),
-        2 * cfg.num_policies,
-        learned * (2 if cfg.use_param_info_gain else 1))
-    return _LIVE * largest * cfg.dtype.itemsize
-
-
 def simulated() -> bool:
     from numba import config
     return bool(config.ENABLE_CUDASIM)
@@ -154,10 +131,12 @@ class CudaBackend(NumpyBackend):
             self.stream.synchronize()
 
     def check_memory(self, needed: int) -> None:
-        """MemoryError before allocating when the engine cannot fit on the chosen device."""
-        if self.device_info is not None:
-            from .. import devices
-            devices.check_fits(needed, self.device_info)
+        """MemoryError before allocating when the engine cannot fit on the chosen device (under
+        the simulator, whose arrays live on the host: in host memory)."""
+        if self.device_info is None:
+            return super().check_memory(needed)
+        from .. import devices
+        devices.check_fits(needed, self.device_info)
 
     # -- the step --------------------------------------------------------------------------
     def launch_shape(self, n: int) -> tuple[int, int]:
@@ -167,30 +146,21 @@ class CudaBackend(NumpyBackend):
         tpb = THREADS_PER_BLOCK
         return (min(n, MAX_THREADS) + tpb - 1) // tpb, tpb
 
-    def work_rows(self, n: int) -> int:
-        """One scratch row per launched thread."""
-        blocks, tpb = self.launch_shape(n)
-        return blocks * tpb
-
-    def _work(self, p, cfg):
+    def empty_work(self, shape, dtype):
         """Scratch ``(threads, scratch_size)`` in column-major order: thread i's element k sits
         next to thread i+1's, so a warp's scratch reads and writes are coalesced (row-major, each
         thread's row would be a separate memory segment)."""
-        w = p.packed.get("work")
-        if w is None:
-            w = p.packed["work"] = self.xp.empty((self.work_rows(cfg.n_agents), p.scratch_size),
-                                                 dtype=cfg.dtype, order="F")
-        return w
+        return self.xp.empty(shape, dtype=dtype, order="F")
 
-    def step(self, p, s, cfg, lo: int = 0, hi: int | None = None) -> None:
+    def step(self, b, cfg, lo: int = 0, hi: int | None = None) -> None:
         with self.on_stream():
-            self.step_async(p, s, cfg, lo, hi)
+            self.step_async(b, cfg, lo, hi)
         self.synchronize()
 
-    def shared_model_sizes(self, p):
+    def shared_model_sizes(self, b):
         """Row widths of the model copied into each block's shared memory, or None when it is
         per-agent or too big (then every thread reads global memory)."""
-        return self._k.shared_model_sizes(*(p.packed[k] for k in ("A", "logA", "H_A", "C", "B", "E")))
+        return self._k.shared_model_sizes(b.bundle("model"))
 
     def prepare(self, cfg, layout, shared_model: bool) -> None:
         """Choose the step path (module docstring) and the batched path's chunk of agents."""
@@ -199,27 +169,37 @@ class CudaBackend(NumpyBackend):
             big = max(cfg.num_states) >= BATCHED_MIN_STATES
             path = "batched" if shared_model and big else "fused"
         self.path = path
-        self.chunk = max(1, min(MAX_THREADS, BATCHED_TEMP_BYTES // batched_temp_bytes(cfg, layout)))
+        self.chunk = max(1, min(MAX_THREADS, BATCHED_TEMP_BYTES // reference_temp_bytes(cfg, layout)))
 
-    def scratch_bytes(self, cfg, layout) -> int:
-        """The fused kernel's scratch rows, or the batched path's temporaries for one chunk."""
+    def work_rows(self, n: int) -> int:
+        """One scratch row per launched thread (none on the batched path)."""
         if self.path == "batched":
-            return min(cfg.n_agents, self.chunk) * batched_temp_bytes(cfg, layout)
-        return super().scratch_bytes(cfg, layout)
+            return 0
+        blocks, tpb = self.launch_shape(n)
+        return blocks * tpb
 
-    def step_async(self, p, s, cfg, lo: int = 0, hi: int | None = None) -> None:
+    def temp_bytes(self, cfg, layout) -> int:
+        """The batched path's temporaries for one chunk; the fused kernel allocates nothing."""
+        if self.path == "batched":
+            return min(cfg.n_agents, self.chunk) * reference_temp_bytes(cfg, layout)
+        return 0
+
+    def kernel_args(self, b, cfg) -> tuple:
+        """``(state, model, tables, seed, work)`` for the fused kernel, built once per engine."""
+        if "cuda" not in b.cache:
+            b.cache["cuda"] = (b.bundle("state"), b.bundle("model"), b.bundle("tables"),
+                               np.uint64(cfg.seed), b.packed["work"])
+        return b.cache["cuda"]
+
+    def step_async(self, b, cfg, lo: int = 0, hi: int | None = None) -> None:
         """Queue the step for agents ``lo..hi-1`` on the engine's stream; no waiting. The caller
         (the Engine) holds :meth:`on_stream`, as for every method it calls here."""
         hi = cfg.n_agents if hi is None else hi
         if self.path == "batched":
             for a in range(lo, hi, self.chunk):
-                NumpyBackend.step(self, p, s, cfg, a, min(a + self.chunk, hi))
+                NumpyBackend.step(self, b, cfg, a, min(a + self.chunk, hi))
             return
         blocks, tpb = self.launch_shape(hi - lo)
-        args = cached_kernel_args(p, s, cfg)
-        work = self._work(p, cfg)
-        kernel = self._k.step_kernel(self.shared_model_sizes(p), cfg.dtype.str)
-        if self.stream is None:
-            kernel[blocks, tpb](work, lo, hi, *args)
-        else:
-            kernel[blocks, tpb, self._nb_stream](work, lo, hi, *args)
+        kernel = self._k.step_kernel(self.shared_model_sizes(b), cfg.dtype.str, schema.ModelBundle)
+        launch = kernel[blocks, tpb] if self.stream is None else kernel[blocks, tpb, self._nb_stream]
+        launch(*self.kernel_args(b, cfg), lo, hi)

@@ -1,20 +1,59 @@
-"""Numba CPU backend: one fused, multi-threaded kernel call per step (``kernels.cpu``).
+"""Numba CPU backend: one compiled, cached kernel (``kernels.cpu.step_range``) run on disjoint
+agent ranges by the host compute pool.
 
 Individual methods (``infer_states`` alone, etc.) run the reference on the same packed buffers;
-``step`` runs the fused kernel. Threads: the usable physical cores of this process (affinity and
-cgroup quota respected, ``fa_gpu.runtime.topology``), or ``num_threads`` / ``FA_GPU_NUM_THREADS``.
+``step`` runs the fused kernel: agents ``lo..hi`` are cut into one range per thread (one range
+below :data:`SERIAL_BELOW` agents), the calling thread runs the first and the compute pool
+(``fa_gpu.runtime.pools``) the others, the GIL released, and the step returns when all have
+finished. Each range has its own scratch row, so whatever the split, every agent runs the same
+machine code on the same inputs: whole steps, cohorts and one-thread steps agree bitwise.
+
+Threads: the usable physical cores of this process (affinity and cgroup quota respected,
+``fa_gpu.runtime.topology``), or ``num_threads`` / ``FA_GPU_NUM_THREADS``.
 """
 from __future__ import annotations
+
+import sys
+import threading
+import time
 
 import numba
 import numpy as np
 
+from ..runtime import pools
 from ..runtime.topology import pool_sizes
 from .numpy import NumpyBackend
-from .kernel_args import cached_kernel_args
 
-#: below this many agents one thread does the whole step (a parallel region costs more)
+#: below this many agents in a step one thread runs it all (a pool round trip costs more)
 SERIAL_BELOW = 256
+_compile_lock = threading.Lock()
+
+
+def compiled_step(args: tuple):
+    """The compiled ``step_range`` for these arguments' types, loaded from Numba's cache or
+    compiled (saying so on stderr, once per process and dtype); returns its entry point, which
+    skips the dispatcher's per-call type checks (the engine passes the same buffers every step)."""
+    from fa_gpu.kernels import cpu, jit
+
+    sig = tuple(numba.typeof(a) for a in args)
+    disp = cpu.step_range
+    with _compile_lock:
+        if sig not in disp.overloads:
+            dtype = args[1].A.dtype.name
+            tag = f"step-{dtype}"
+            fresh = not jit.is_compiled(tag)
+            if fresh:
+                where = "cached afterwards" if jit.CACHE else "FA_GPU_NUMBA_CACHE=0: not cached"
+                print(f"compiling fa_gpu kernels for {dtype} (first use, {where})...",
+                      file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            disp.compile(sig)
+            if fresh:
+                print(f"compiled fa_gpu kernels for {dtype} in {time.perf_counter() - start:.1f} s",
+                      file=sys.stderr, flush=True)
+                jit.mark_compiled(tag)
+                jit.prune_stale_caches()
+        return disp.overloads[sig].entry_point
 
 
 class NumbaBackend(NumpyBackend):
@@ -22,34 +61,41 @@ class NumbaBackend(NumpyBackend):
     path = "fused"
 
     def __init__(self, num_threads: int | None = None):
-        from fa_gpu.kernels import cpu  # compiled lazily: importing fa_gpu stays fast
-
-        self._cpu = cpu
-        want = pool_sizes(compute_threads=num_threads).compute_threads
-        self.num_threads = max(1, min(want, numba.config.NUMBA_NUM_THREADS))
+        self.num_threads = pool_sizes(compute_threads=num_threads).compute_threads
+        self._entry = None  # compiled step_range, bound at the first step
 
     def work_rows(self, n: int) -> int:
-        """One scratch row per chunk of agents (a few chunks per thread)."""
-        return 1 if n < SERIAL_BELOW else min(n, 4 * self.num_threads)
+        """One scratch row per range of agents (one range per thread)."""
+        return 1 if n < SERIAL_BELOW else self.num_threads
 
-    def _work(self, p, cfg):
-        """Scratch rows: allocated on first use, reused every step."""
-        chunks = self.work_rows(cfg.n_agents)
-        w = p.packed.get("work")
-        if w is None or w.shape[0] != chunks:
-            w = p.packed["work"] = np.empty((chunks, p.scratch_size), dtype=cfg.dtype)
-        return w
+    def temp_bytes(self, cfg, layout) -> int:
+        """A fused step allocates nothing: its scratch is the schema's ``work`` buffer."""
+        return 0
 
-    def step(self, p, s, cfg, lo: int = 0, hi: int | None = None) -> None:
+    def kernel_args(self, b, cfg) -> tuple:
+        """``(state, model, tables, seed, work)`` for ``step_range``: the schema's bundles, built
+        once per engine (the buffers are the same every step)."""
+        if "cpu" not in b.cache:
+            b.cache["cpu"] = (b.bundle("state"), b.bundle("model"), b.bundle("tables"),
+                              np.uint64(cfg.seed), b.packed["work"])
+        return b.cache["cpu"]
+
+    def step(self, b, cfg, lo: int = 0, hi: int | None = None) -> None:
         """The fused kernel for agents ``lo..hi-1`` (default: all)."""
         hi = cfg.n_agents if hi is None else hi
-        work = self._work(p, cfg)
-        args = cached_kernel_args(p, s, cfg)
-        if work.shape[0] == 1:  # by the engine's size, not the cohort's: see below
-            self._cpu.step_serial(work, lo, hi, *args)
+        args = self.kernel_args(b, cfg)
+        if self._entry is None:
+            self._entry = compiled_step(args + (0, 0, 0))
+        ranges = min(args[-1].shape[0], max(1, (hi - lo) // (SERIAL_BELOW // 2)))
+        if ranges == 1:
+            self._entry(*args, 0, lo, hi)
             return
-        # A cohort of a large engine runs the parallel kernel too, however small: the serial and
-        # the parallel kernel are compiled separately, and with fastmath reassociation their
-        # sums may round differently in the last bit; cohorts must equal whole steps exactly.
-        numba.set_num_threads(self.num_threads)
-        self._cpu.step_parallel(work, lo, hi, *args)
+        size = -(-(hi - lo) // ranges)
+        pool = pools.compute_pool(self.num_threads)
+        futures = [pool.submit(self._entry, *args, r, lo + r * size, min(hi, lo + (r + 1) * size))
+                   for r in range(1, ranges)]
+        try:
+            self._entry(*args, 0, lo, min(hi, lo + size))
+        finally:
+            for f in futures:  # every range has finished before the step returns, even on error
+                f.result()

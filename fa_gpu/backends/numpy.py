@@ -1,30 +1,39 @@
 """NumPy backend: the reference algorithm run as is. Also the base class of the other backends,
-which override ``step`` (the fused kernel) and inherit the per-method calls."""
+which override ``step`` (the fused kernel) and inherit the per-method calls.
+
+Every method takes the engine's buffers ``b`` (a :class:`fa_gpu.schema.Bound`: ``b.A[m]``,
+``b.qs[f]``, ``b.q_pi`` ... in pymdp's layout) and its :class:`fa_gpu.state.Config`.
+"""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 
 import numpy as np
 
 from .. import reference as ref
-from ..state import Config, Params, State
+from ..state import Config
+
+#: live temporaries of the largest size during a reference step (measured with tracemalloc on
+#: the numpy backend: peak 8.0 KB per agent on the 400-state grid in float32, 5x its 1.6 KB largest)
+_LIVE = 6
 
 
-def cohort(p: Params, s: State, cfg: Config, lo: int, hi: int):
-    """Views of agents ``lo..hi-1``: per-agent arrays sliced, shared ones as they are. Writes
-    through them land in the engine's buffers; random draws keep the agents' global indices."""
-    sl = slice(lo, hi)
-    cut = lambda name, arrs: None if arrs is None else [
-        a[sl] if per else a for a, per in zip(arrs, p.per_agent.get(name, [False] * len(arrs)))]
-    p2 = dataclasses.replace(
-        p, **{k: cut(k, getattr(p, k)) for k in ("A", "B", "C", "D", "pA", "pB", "pD", "logA", "H_A", "wA", "wB")},
-        E=p.E[sl] if p.per_agent["E"][0] else p.E, gamma=p.gamma[sl], alpha=p.alpha[sl],
-        lr_pA=p.lr_pA[sl], lr_pB=p.lr_pB[sl], lr_pD=p.lr_pD[sl])
-    s2 = State(prior=[x[sl] for x in s.prior], qs=[x[sl] for x in s.qs], qs_prev=[x[sl] for x in s.qs_prev],
-               obs=s.obs[sl], q_pi=s.q_pi[sl], neg_efe=s.neg_efe[sl], actions=s.actions[sl],
-               prev_actions=s.prev_actions[sl], t=s.t[sl], packed={k: v[sl] for k, v in s.packed.items()})
-    return p2, s2, dataclasses.replace(cfg, n_agents=hi - lo, agent0=cfg.agent0 + lo)
+def reference_temp_bytes(cfg: Config, layout) -> int:
+    """Bytes per agent a reference step needs at its peak: ``_LIVE`` times its largest per-agent
+    temporary, which is one of: all modalities' log-likelihoods (sum J_m), a shared A or B
+    contracted with its first dependency (O_m J_m / S_first, S_f J_f / S_first), the float64
+    policy arrays (2 P), or, when learning, a whole A or B (twice, in float64, with parameter
+    information gain). Checked against tracemalloc peaks on every random test model."""
+    S, sz = cfg.num_states, layout.sizes
+    joint = lambda deps: int(np.prod([S[d] for d in deps]))
+    learned = max(sz["A"] if cfg.learn_A else 0, sz["B"] if cfg.learn_B else 0)
+    largest = max(
+        sz["H"],
+        max(o * joint(deps) // S[deps[0]] for o, deps in zip(cfg.num_obs, cfg.A_dependencies)),
+        max(S[f] * joint(deps) // S[deps[0]] for f, deps in enumerate(cfg.B_dependencies)),
+        2 * cfg.num_policies,
+        learned * (2 if cfg.use_param_info_gain else 1))
+    return _LIVE * largest * cfg.dtype.itemsize
 
 
 class NumpyBackend:
@@ -47,12 +56,29 @@ class NumpyBackend:
         """Wait for queued work (no-op on the CPU)."""
 
     def work_rows(self, n: int) -> int:
-        """Scratch rows a fused step for n agents needs (none: the reference allocates as it goes)."""
+        """Scratch rows (``schema`` buffer ``work``) a fused step for n agents needs: none, the
+        reference allocates as it goes (see :meth:`temp_bytes`)."""
         return 0
 
-    def scratch_bytes(self, cfg: Config, layout) -> int:
-        """Bytes of step scratch the engine's memory estimate counts."""
-        return self.work_rows(cfg.n_agents) * layout.scratch_size * cfg.dtype.itemsize
+    def empty_work(self, shape, dtype):
+        """The ``work`` buffer, uninitialized, in the memory order the kernel wants."""
+        return self.xp.empty(shape, dtype=dtype)
+
+    def temp_bytes(self, cfg: Config, layout) -> int:
+        """Bytes a step allocates while it runs (beyond the schema's buffers): the reference's
+        temporaries for all agents."""
+        return cfg.n_agents * reference_temp_bytes(cfg, layout)
+
+    def check_memory(self, needed: int) -> None:
+        """MemoryError naming both figures when ``needed`` bytes exceed the host memory this
+        process can still allocate (MemAvailable, or the cgroup limit when lower)."""
+        from ..runtime.topology import host_memory_available
+
+        free, source = host_memory_available()
+        if free is not None and needed > free:
+            gib = 2.0 ** 30
+            raise MemoryError(f"the engine needs {needed / gib:.2f} GiB of host memory, {free / gib:.2f} "
+                              f"GiB are available ({source}); use fewer agents or dtype='float32'")
 
     def on_stream(self):
         """Context for device work that must be ordered with the step (nothing on the CPU)."""
@@ -67,79 +93,81 @@ class NumpyBackend:
         agent axis. Backends with a choice of step path make it here."""
 
     # -- the step, one method at a time ----------------------------------------------------
-    def infer_states(self, p: Params, s: State, cfg: Config) -> None:
+    def infer_states(self, b, cfg: Config) -> None:
         xp = self.xp
-        ll = ref.log_likelihoods(p.logA, s.obs, cfg.A_dependencies, xp)
-        qs = ref.infer_states(ll, s.prior, cfg.A_dependencies, cfg.num_iter, xp)
-        for dst, src in zip(s.qs, qs):
+        ll = ref.log_likelihoods(b.logA, b.obs, cfg.A_dependencies, xp)
+        qs = ref.infer_states(ll, b.prior, cfg.A_dependencies, cfg.num_iter, xp)
+        for dst, src in zip(b.qs, qs):
             dst[...] = src
 
-    def infer_policies(self, p: Params, s: State, cfg: Config) -> None:
+    def infer_policies(self, b, cfg: Config) -> None:
         xp = self.xp
         G = ref.neg_efe(
-            s.qs, p.A, p.B, p.C, cfg.policies, cfg.A_dependencies, cfg.B_dependencies,
-            H_A=p.H_A, use_utility=cfg.use_utility, use_states_info_gain=cfg.use_states_info_gain,
-            wA=p.wA, wB=p.wB, xp=xp)
-        s.neg_efe[...] = G
-        s.q_pi[...] = ref.policy_posterior(G, p.E, p.gamma, xp)
+            b.qs, b.A, b.B, b.C, cfg.policies, cfg.A_dependencies, cfg.B_dependencies,
+            H_A=b.H_A, use_utility=cfg.use_utility, use_states_info_gain=cfg.use_states_info_gain,
+            wA=b.wA, wB=b.wB, xp=xp)
+        b.neg_efe[...] = G
+        b.q_pi[...] = ref.policy_posterior(G, b.E, b.gamma, xp)
 
-    def infer_parameters(self, p: Params, s: State, cfg: Config) -> None:
+    def infer_parameters(self, b, cfg: Config) -> None:
         xp = self.xp
         if cfg.learn_A:
-            A = ref.learn_A(p.pA, s.obs, s.qs, cfg.A_dependencies, p.lr_pA, xp=xp)
+            A = ref.learn_A(b.pA, b.obs, b.qs, cfg.A_dependencies, b.lr_pA, xp=xp)
             for m, a in enumerate(A):
-                p.A[m][...] = a
-            self.refresh_A(p, cfg)
+                b.A[m][...] = a
+            self.refresh_A(b, cfg)
         if cfg.learn_B:
-            B = ref.learn_B(p.pB, p.B, s.qs, s.qs_prev, s.prev_actions, cfg.B_dependencies, p.lr_pB, xp)
-            for f, b in enumerate(B):
-                p.B[f][...] = b
-            self.refresh_B(p, cfg)
+            B = ref.learn_B(b.pB, b.B, b.qs, b.qs_prev, b.prev_actions, cfg.B_dependencies, b.lr_pB, xp)
+            for f, new in enumerate(B):
+                b.B[f][...] = new
+            self.refresh_B(b, cfg)
         if cfg.learn_D:
-            D = ref.learn_D(p.pD, p.D, s.qs, p.lr_pD, s.t == 0, xp)
+            D = ref.learn_D(b.pD, b.D, b.qs, b.lr_pD, b.t == 0, xp)
             for f, d in enumerate(D):
-                p.D[f][...] = d
+                b.D[f][...] = d
 
-    def sample_action(self, p: Params, s: State, cfg: Config) -> None:
+    def sample_action(self, b, cfg: Config) -> None:
         xp = self.xp
-        s.actions[...] = ref.sample_action(
-            s.q_pi, cfg.policies, cfg.num_controls, action_selection=cfg.action_selection,
-            sampling_mode=cfg.sampling_mode, alpha=p.alpha, seed=cfg.seed,
-            agent_ids=xp.arange(cfg.agent0, cfg.agent0 + cfg.n_agents), steps=s.t, xp=xp)
+        b.actions[...] = ref.sample_action(
+            b.q_pi, cfg.policies, cfg.num_controls, action_selection=cfg.action_selection,
+            sampling_mode=cfg.sampling_mode, alpha=b.alpha, seed=cfg.seed,
+            agent_ids=xp.arange(cfg.agent0, cfg.agent0 + cfg.n_agents), steps=b.t, xp=xp)
 
-    def update_empirical_prior(self, p: Params, s: State, cfg: Config, actions) -> None:
-        pred = ref.expected_state(s.qs, p.B, actions, cfg.B_dependencies, self.xp)
+    def update_empirical_prior(self, b, cfg: Config, actions) -> None:
+        pred = ref.expected_state(b.qs, b.B, actions, cfg.B_dependencies, self.xp)
         for f in range(cfg.num_factors):
-            s.prior[f][...] = pred[f]
-            s.qs_prev[f][...] = s.qs[f]
-        s.prev_actions[...] = actions
-        s.t += 1
+            b.prior[f][...] = pred[f]
+            b.qs_prev[f][...] = b.qs[f]
+        b.prev_actions[...] = actions
+        b.t += 1
 
-    def step(self, p: Params, s: State, cfg: Config, lo: int = 0, hi: int | None = None) -> None:
-        """One whole step in pymdp's order (obs already in ``s.obs``) for agents ``lo..hi-1``."""
+    def step(self, b, cfg: Config, lo: int = 0, hi: int | None = None) -> None:
+        """One whole step in pymdp's order (obs already in ``b.obs``) for agents ``lo..hi-1``:
+        a cohort sees only its rows, and its random draws keep the agents' global indices."""
         hi = cfg.n_agents if hi is None else hi
         if (lo, hi) != (0, cfg.n_agents):
-            p, s, cfg = cohort(p, s, cfg, lo, hi)
-        self.infer_states(p, s, cfg)
-        self.infer_policies(p, s, cfg)
+            b, cfg = b.cohort(lo, hi), cfg.cohort(lo, hi)
+        self.infer_states(b, cfg)
+        self.infer_policies(b, cfg)
         if cfg.learn_A or cfg.learn_B or cfg.learn_D:
-            self.infer_parameters(p, s, cfg)
-        self.sample_action(p, s, cfg)
-        self.update_empirical_prior(p, s, cfg, s.actions)
+            self.infer_parameters(b, cfg)
+        self.sample_action(b, cfg)
+        self.update_empirical_prior(b, cfg, b.actions)
 
     # -- derived parameters ----------------------------------------------------------------
-    def refresh_A(self, p: Params, cfg: Config) -> None:
+    def refresh_A(self, b, cfg: Config) -> None:
         """Recompute logA, H_A (and wA) from A (and pA)."""
         xp = self.xp
-        for m, a in enumerate(p.A):
-            axis = 1 if p.per_agent["A"][m] else 0
-            p.logA[m][...] = ref.log_stable(a, xp)
-            p.H_A[m][...] = ref.conditional_entropy(a, axis, xp)
-            if p.wA is not None:
-                p.wA[m][...] = ref.dirichlet_weights(p.pA[m], axis, xp)
+        axis = 1 if b.per_agent["A"] else 0
+        for m, a in enumerate(b.A):
+            b.logA[m][...] = ref.log_stable(a, xp)
+            b.H_A[m][...] = ref.conditional_entropy(a, axis, xp)
+            if b.wA is not None:
+                b.wA[m][...] = ref.dirichlet_weights(b.pA[m], axis, xp)
 
-    def refresh_B(self, p: Params, cfg: Config) -> None:
+    def refresh_B(self, b, cfg: Config) -> None:
         """Recompute wB from pB."""
-        if p.wB is not None:
-            for f, pb in enumerate(p.pB):
-                p.wB[f][...] = ref.dirichlet_weights(pb, 1 if p.per_agent["pB"][f] else 0, self.xp)
+        if b.wB is not None:
+            axis = 1 if b.per_agent["B"] else 0
+            for f, pb in enumerate(b.pB):
+                b.wB[f][...] = ref.dirichlet_weights(pb, axis, self.xp)

@@ -7,10 +7,10 @@ Contents (NumPy arrays only, so loading never unpickles):
   constructor settings), ``model`` (dependencies, control factors, which arrays are present),
   ``epoch``, and the names of the parameter buffers;
 - ``model.<name>[.<i>]``: the model as constructed (A, B, C, D, E, pA, pB, pD, policies);
-- ``params.<name>``: every packed parameter buffer (learned A/B/D and counts, derived logA, H_A,
-  wA, wB, learning rates) plus ``params.gamma``, ``params.alpha`` ``(N,)``;
-- ``state.<name>``: prior, qs, qs_prev ``(N, sum S_f)``, obs, q_pi, neg_efe, actions,
-  prev_actions, t.
+- ``params.<name>``, ``state.<name>``: every buffer :func:`fa_gpu.schema.checkpointed` names, as
+  stored (packed parameter rows: learned A/B/D and counts, derived logA, H_A, wA, wB, learning
+  rates, gamma, alpha; state: prior, qs, qs_prev ``(N, sum S_f)``, obs, q_pi, neg_efe, actions,
+  prev_actions, t).
 
 The random draws are keyed by (seed, agent, t, draw), so seed and ``t`` are the whole RNG state:
 a loaded engine continues bit-identically on the backend that saved it.
@@ -24,29 +24,25 @@ import zipfile
 
 import numpy as np
 
+from .. import schema
+
 __all__ = ["FORMAT", "FORMAT_VERSION", "capture", "write_atomic", "save", "load"]
 
 FORMAT = "fa_gpu-checkpoint"
 FORMAT_VERSION = 1
 _HEADER = "__header__"
-_STATE = ("obs", "q_pi", "neg_efe", "actions", "prev_actions", "t")
-_BELIEFS = ("prior", "qs", "qs_prev")
 _SETTINGS = ("n_agents", "seed", "inference_algo", "num_iter", "use_utility", "use_states_info_gain",
              "use_param_info_gain", "action_selection", "sampling_mode", "learn_A", "learn_B",
              "learn_D")
 _MODEL_LISTS = ("A", "B", "C", "D", "pA", "pB", "pD")
-_SCRATCH = frozenset({"work"})  # per-step scratch rows: no state, reallocated on demand
 
 
-def _buffers(engine, param_names) -> dict:
-    """``{checkpoint name: backend array}`` of every per-engine buffer a checkpoint holds: what
-    :func:`capture` copies out and :func:`load` copies back in."""
-    p, s = engine._params, engine._state
-    out = {f"params.{k}": p.packed[k] for k in param_names}
-    out.update({"params.gamma": p.gamma, "params.alpha": p.alpha})
-    out.update({f"state.{k}": s.packed[k] for k in _BELIEFS})
-    out.update({f"state.{k}": getattr(s, k) for k in _STATE})
-    return out
+def _buffers(engine) -> dict:
+    """``{checkpoint name: backend array}`` of every buffer a checkpoint holds (from the schema):
+    what :func:`capture` copies out and :func:`load` copies back in."""
+    b = engine._buffers
+    return {("state." if schema.BY_NAME[k].group == "state" else "params.") + k: b.packed[k]
+            for k in schema.checkpointed(b.spec)}
 
 
 def capture(engine) -> dict:
@@ -64,8 +60,8 @@ def capture(engine) -> dict:
         for i, a in enumerate(getattr(m, name) or ()):
             arrays[f"model.{name}.{i}"] = np.asarray(a)
     arrays["model.E"], arrays["model.policies"] = np.asarray(m.E), np.asarray(m.policies)
-    param_names = sorted(k for k in engine._params.packed if k not in _SCRATCH)
-    sources = _buffers(engine, param_names)
+    sources = _buffers(engine)
+    param_names = sorted(k.split(".", 1)[1] for k in sources if k.startswith("params."))
     state, epoch = read_consistent(engine, lambda: {k: be.to_host(v) for k, v in sources.items()})
     arrays.update(state)
     header = {
@@ -174,7 +170,7 @@ def load(path, backend: str | None = None, **options):
         try:
             engine = Engine(model, cfg["n_agents"], backend=want, dtype=cfg["dtype"],
                             gamma=arrays["params.gamma"], alpha=arrays["params.alpha"],
-                            lr_pA=lr[:, 0], lr_pB=lr[:, 1], lr_pD=lr[:, 2], **settings, **options)
+                            **dict(zip(schema.LR_NAMES, lr.T)), **settings, **options)
         except RuntimeError as exc:
             if backend is not None:
                 raise
@@ -182,7 +178,7 @@ def load(path, backend: str | None = None, **options):
                                f"({exc}); pass backend='auto' or another name to load it") from exc
         be = engine._backend
         with be.on_stream():
-            for name, dst in _buffers(engine, header["params"]).items():
+            for name, dst in _buffers(engine).items():
                 src = arrays[name]
                 if src.shape != tuple(dst.shape):
                     raise ValueError(f"{path}: {name} has shape {src.shape}, the rebuilt engine "

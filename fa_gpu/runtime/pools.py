@@ -2,8 +2,9 @@
 
 All three are created on first use and shared by every engine and run in the process:
 
-- ``compute_pool()``: ``pool_sizes().compute_threads`` workers (usable physical cores), for
-  CPU-bound host work that releases the GIL;
+- ``compute_pool(threads=None)``: ``pool_sizes().compute_threads`` workers (usable physical
+  cores), for CPU-bound host work that releases the GIL (the numba backend's kernel ranges); an
+  engine asking for another thread count gets a pool of that size, also shared;
 - ``io_pool()``: ``pool_sizes().io_threads`` workers, for blocking I/O (user ``host_fn`` calls);
 - ``event_loop()`` / ``run_coroutine(coro)``: ONE long-lived asyncio loop on a daemon thread.
   Coroutines from any thread are scheduled on it with ``asyncio.run_coroutine_threadsafe``;
@@ -25,20 +26,21 @@ from .topology import pool_sizes
 __all__ = ["compute_pool", "io_pool", "event_loop", "run_coroutine", "shutdown"]
 
 _lock = threading.Lock()
-_compute: concurrent.futures.ThreadPoolExecutor | None = None
+_compute: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
 _io: concurrent.futures.ThreadPoolExecutor | None = None
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_thread: threading.Thread | None = None
 
 
-def compute_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """The shared compute pool (``pool_sizes().compute_threads`` threads)."""
-    global _compute
+def compute_pool(threads: int | None = None) -> concurrent.futures.ThreadPoolExecutor:
+    """The shared compute pool with ``threads`` workers (default ``pool_sizes().compute_threads``)."""
+    size = pool_sizes().compute_threads if threads is None else int(threads)
     with _lock:
-        if _compute is None:
-            _compute = concurrent.futures.ThreadPoolExecutor(
-                pool_sizes().compute_threads, thread_name_prefix="fa_gpu-compute")
-        return _compute
+        pool = _compute.get(size)
+        if pool is None:
+            pool = _compute[size] = concurrent.futures.ThreadPoolExecutor(
+                size, thread_name_prefix="fa_gpu-compute")
+        return pool
 
 
 def io_pool() -> concurrent.futures.ThreadPoolExecutor:
@@ -90,8 +92,8 @@ def shutdown(wait: bool = True) -> None:
     cancels coroutines still pending."""
     global _compute, _io, _loop, _loop_thread
     with _lock:
-        pools, (loop, thread) = (_compute, _io), (_loop, _loop_thread)
-        _compute = _io = _loop = _loop_thread = None
+        pools, (loop, thread) = (*_compute.values(), _io), (_loop, _loop_thread)
+        _compute, _io, _loop, _loop_thread = {}, None, None, None
     for pool in pools:
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=not wait)
@@ -105,7 +107,7 @@ def _forget_after_fork() -> None:
     # A forked child has none of the parent's threads: drop the dead objects, create anew on use.
     global _lock, _compute, _io, _loop, _loop_thread
     _lock = threading.Lock()
-    _compute = _io = _loop = _loop_thread = None
+    _compute, _io, _loop, _loop_thread = {}, None, None, None
 
 
 atexit.register(shutdown)

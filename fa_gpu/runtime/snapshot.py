@@ -60,12 +60,10 @@ def take_snapshot(engine) -> dict:
 
     Safe from any thread while another steps the engine; see :func:`read_consistent`.
     """
-    be, s = engine._backend, engine._state
+    be, packed = engine._backend, engine._buffers.packed
 
     def read():
-        return {"qs": be.to_host(s.packed["qs"]), "prior": be.to_host(s.packed["prior"]),
-                "q_pi": be.to_host(s.q_pi), "neg_efe": be.to_host(s.neg_efe),
-                "actions": be.to_host(s.actions), "obs": be.to_host(s.obs), "t": be.to_host(s.t)}
+        return {k: be.to_host(packed[k]) for k in ("qs", "prior", "q_pi", "neg_efe", "actions", "obs", "t")}
 
     snap, epoch = read_consistent(engine, read)
     sizes = engine.config.num_states

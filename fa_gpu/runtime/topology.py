@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-__all__ = ["CpuTopology", "PoolSizes", "cpu_topology", "parse_cpu_list", "pool_sizes",
-           "read_topology"]
+__all__ = ["CpuTopology", "PoolSizes", "cpu_topology", "host_memory_available", "parse_cpu_list",
+           "pool_sizes", "read_topology"]
 
 ENV_NUM_THREADS = "FA_GPU_NUM_THREADS"
 _RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
@@ -111,6 +111,55 @@ def _cgroup_quota(sys_root: Path, proc_root: Path) -> tuple[float | None, list[s
             used.append(str(quota_path))
     tightest = min(limits, default=math.inf)
     return (None if math.isinf(tightest) else tightest), used
+
+
+def _cgroup_rel(proc_root: Path, controller: str | None) -> tuple[str, ...]:
+    """Our cgroup's path parts: the v2 entry (``0::``) when ``controller`` is None, else the v1
+    line naming ``controller``; () when outside this namespace or unknown."""
+    rel: tuple[str, ...] = ()
+    for line in (_read(proc_root / "self" / "cgroup") or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if (controller is None and parts[0] == "0") or (controller is not None
+                                                        and controller in parts[1].split(",")):
+            rel = PurePosixPath(parts[2].strip().lstrip("/")).parts
+    return () if ".." in rel else rel
+
+
+def _int_file(path: Path) -> int | None:
+    text = _read(path)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None  # "max" (v2 unlimited) or malformed
+
+
+def host_memory_available(sys_root: str | Path = "/sys", proc_root: str | Path = "/proc") -> tuple[int | None, str]:
+    """Bytes of host memory this process can still allocate, and where that figure came from:
+    the lowest of ``MemAvailable`` (/proc/meminfo) and, at every level of our cgroup (v2
+    ``memory.max`` - ``memory.current``, v1 ``memory.limit_in_bytes`` - ``memory.usage_in_bytes``),
+    the limit minus the usage. ``(None, "unknown")`` when nothing is readable."""
+    sys_root, proc_root = Path(sys_root), Path(proc_root)
+    found: list[tuple[int, str]] = []
+    for line in (_read(proc_root / "meminfo") or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            fields = line.split()
+            if len(fields) >= 2 and fields[1].isdigit():
+                found.append((int(fields[1]) * 1024, "MemAvailable"))
+    base = sys_root / "fs" / "cgroup"
+    rel2, rel1 = _cgroup_rel(proc_root, None), _cgroup_rel(proc_root, "memory")
+    levels = [(base.joinpath(*rel2[:i]), "memory.max", "memory.current") for i in range(len(rel2), -1, -1)]
+    # v1: the hierarchy is mounted at base/memory; inside a container its root is our cgroup
+    levels += [((base / "memory").joinpath(*rel1[:i]), "memory.limit_in_bytes", "memory.usage_in_bytes")
+               for i in range(len(rel1), -1, -1)]
+    for directory, limit_name, usage_name in levels:
+        limit, usage = _int_file(directory / limit_name), _int_file(directory / usage_name)
+        if limit is not None and usage is not None and limit < 1 << 60:  # v1 "unlimited" is ~2^63
+            found.append((max(0, limit - usage), str(directory / limit_name)))
+    if not found:
+        return None, "unknown"
+    return min(found)
 
 
 def _numbered(directory: Path, prefix: str) -> list[tuple[int, Path]]:

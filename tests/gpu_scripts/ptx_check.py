@@ -17,20 +17,20 @@ _disp.get_current_device = lambda: SimpleNamespace(compute_capability=cc)
 
 from randmodels import CASES, build  # noqa: E402
 
-from fa_gpu.backends.kernel_args import kernel_args  # noqa: E402
+from fa_gpu import schema  # noqa: E402
 from fa_gpu.kernels import cuda as kcuda  # noqa: E402
 
 # the learning model (per-agent parameters, global memory) and a shared model (shared memory)
 for dtype in ("float32", "float64"):
     for case, shared in ((CASES[33], False), (CASES[21], True)):
         _, eng = build(case, 4, 0, backend="numpy", dtype=dtype)
-        args = kernel_args(eng._params, eng._state, eng.config)
-        work = np.empty((2, eng._params.scratch_size), dtype=dtype, order="F")  # as the backend's
-        sig = (numba.typeof(work), types.int64, types.int64) + tuple(numba.typeof(a) for a in args[:-1]) + (types.uint64,)
-        p = eng._params.packed
-        sizes = kcuda.shared_model_sizes(*(p[k] for k in ("A", "logA", "H_A", "C", "B", "E")))
+        b = eng._buffers
+        work = np.empty((2, eng.layout.scratch_size), dtype=dtype, order="F")  # as the backend's
+        bundles = (b.bundle("state"), b.bundle("model"), b.bundle("tables"))
+        sig = tuple(numba.typeof(x) for x in bundles) + (types.uint64, numba.typeof(work), types.int64, types.int64)
+        sizes = kcuda.shared_model_sizes(bundles[1])
         assert (sizes is not None) == shared
-        ptx, _ = cuda.compile_ptx(kcuda.step_kernel_py(sizes, np.dtype(dtype)), sig, cc=cc)
+        ptx, _ = cuda.compile_ptx(kcuda.step_kernel_py(sizes, np.dtype(dtype), schema.ModelBundle), sig, cc=cc)
         target = f".target sm_{cc[0]}{cc[1]}"
         assert target in ptx, target
         assert ".entry" in ptx and (".shared" in ptx) == shared and "extern .func" not in ptx

@@ -30,7 +30,7 @@ for idx in idxs:
                        cuda_path=path)
         assert sim.backend == "cuda" and sim.step_path == path
         if path == "fused":
-            paths.add("shared" if sim._backend.shared_model_sizes(sim._params) else "global")
+            paths.add("shared" if sim._backend.shared_model_sizes(sim._buffers) else "global")
         for t, o in enumerate(random_obs(case, 4, 3, 600 + idx)):
             np.testing.assert_array_equal(ref.step(o), sim.step(o), err_msg=f"{case.name} {dtype} actions t={t}")
             pairs = [("q_pi", ref.q_pi, sim.q_pi), ("neg_efe", ref.neg_efe, sim.neg_efe)]
@@ -79,7 +79,7 @@ for name, eng, o in engines:
     eng.step(o)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    budget = eng._backend.scratch_bytes(eng.config, eng.layout)
+    budget = eng._backend.temp_bytes(eng.config, eng.layout)
     assert peak <= budget, f"{name}: batched step peaked at {peak} B, estimate {budget} B"
 print("batched memory ok")
 print("paths", sorted(paths))

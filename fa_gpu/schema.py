@@ -1,0 +1,283 @@
+"""The one table of engine buffers, and everything generated from it.
+
+Every array an engine holds is one row of :data:`BUFFERS`: its name, group, which kernel bundle
+it travels in, how many rows it has (one per agent, one when shared, one per compute thread),
+its width and dtype, and how the pymdp-layout views are cut out of it. From that table come:
+
+- :func:`shapes`: the shape and dtype of every buffer of one engine (:func:`nbytes` sums them:
+  the engine's memory estimate);
+- :func:`allocate`: the buffers themselves, and :func:`bind`: the views the reference reads
+  (``p.A[m]`` ``(O_m, *S_deps)`` or ``(N, O_m, *S_deps)``, ``s.qs[f]`` ``(N, S_f)``, ...);
+- :func:`cohort`: the same views for agents ``lo..hi-1``;
+- :func:`checkpointed`: what a checkpoint stores;
+- :func:`bundles`: the named tuples the fused kernels take (``state``, ``model``, ``tables``).
+
+Packed order inside a row of a model buffer (offsets from :mod:`fa_gpu.layout`):
+  A, pA, wA, logA : modality m at ``A_OFF``: ``(O_m, J_m)`` C-order, J_m = prod S_deps
+  H_A             : modality m at ``H_OFF``: ``(J_m,)``
+  C               : modality m at ``C_OFF``: ``(O_m,)``
+  B, pB, wB       : factor f at ``B_OFF``: ``(U_f, S_f, J_f)`` C-order (action first, so one
+                    action's matrix is contiguous)
+  D, pD, beliefs  : factor f at ``S_OFF[f]``: ``(S_f,)``
+  E               : ``(P,)``
+
+Adding a buffer: one row here, its use in :mod:`fa_gpu.reference` and :mod:`fa_gpu.kernels.agent`
+(by name, through the bundle), and a test.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernels.columns import A_OFF, B_OFF, C_OFF, H_OFF
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One engine buffer.
+
+    name : attribute and checkpoint name. group : A, B, C, D, E (model arrays), counts
+    (Dirichlet counts and their weights), rates (per-agent scalars), state, tables, scratch.
+    bundle : the kernel bundle it travels in (``state``, ``model``, ``tables``; None: passed on
+    its own). rows : ``"agents"`` (N), ``"threads"`` (the backend's scratch rows), ``"table"``
+    (a layout table, its own shape) or a sharing key A/B/C/D/E (N when that group is per-agent,
+    else 1). width : key of :func:`widths`, or None for one value per row. dtype : ``"float"``
+    (the engine's) or ``"int64"``. views : how the pymdp views are cut (see :func:`_views`).
+    when : key of :func:`present`; None: always there.
+    """
+
+    name: str
+    group: str
+    bundle: str | None
+    rows: str
+    width: str | None
+    dtype: str
+    views: str | None = None
+    when: str | None = None
+    doc: str = ""
+
+
+BUFFERS = (
+    # -- the model (shared: 1 row; per-agent or learned: N rows) --------------------------------
+    Buffer("A", "A", "model", "A", "A", "float", "A", doc="p(o | s) per modality"),
+    Buffer("logA", "A", "model", "A", "A", "float", "A", doc="log max(A, MINVAL)"),
+    Buffer("H_A", "A", "model", "A", "H", "float", "H", doc="-sum_o A log A per joint state"),
+    Buffer("C", "C", "model", "C", "C", "float", "C", doc="log preferences over outcomes"),
+    Buffer("B", "B", "model", "B", "B", "float", "B", doc="p(s' | s, u) per factor"),
+    Buffer("D", "D", "model", "D", "S", "float", "S", doc="initial state prior"),
+    Buffer("E", "E", "model", "E", "E", "float", "E", doc="prior over policies"),
+    Buffer("pA", "counts", "model", "A", "A", "float", "A", "pA", "Dirichlet counts of A"),
+    Buffer("pB", "counts", "model", "B", "B", "float", "B", "pB", "Dirichlet counts of B"),
+    Buffer("pD", "counts", "model", "D", "S", "float", "S", "pD", "Dirichlet counts of D"),
+    Buffer("wA", "counts", "model", "A", "A", "float", "A", "wA", "parameter information gain weights of pA"),
+    Buffer("wB", "counts", "model", "B", "B", "float", "B", "wB", "parameter information gain weights of pB"),
+    Buffer("gamma", "rates", "model", "agents", None, "float", doc="policy precision"),
+    Buffer("alpha", "rates", "model", "agents", None, "float", doc="action precision"),
+    Buffer("lr", "rates", "model", "agents", "lr", "float", "lr", doc="learning rates lr_pA, lr_pB, lr_pD"),
+    # -- per-agent state --------------------------------------------------------------------
+    Buffer("obs", "state", "state", "agents", "M", "int64", doc="last observation"),
+    Buffer("qs", "state", "state", "agents", "S", "float", "S", doc="posterior over states"),
+    Buffer("prior", "state", "state", "agents", "S", "float", "S", doc="empirical prior of the next step"),
+    Buffer("qs_prev", "state", "state", "agents", "S", "float", "S", doc="posterior of the previous step"),
+    Buffer("q_pi", "state", "state", "agents", "P", "float", doc="policy posterior"),
+    Buffer("neg_efe", "state", "state", "agents", "P", "float", doc="negative expected free energy"),
+    Buffer("actions", "state", "state", "agents", "F", "int64", doc="last actions"),
+    Buffer("prev_actions", "state", "state", "agents", "F", "int64", doc="action before this step (-1: none)"),
+    Buffer("t", "state", "state", "agents", None, "int64", doc="steps since reset"),
+    # -- integer layout tables (shared, read-only; derived from the model) --------------------
+    *(Buffer(k, "tables", "tables", "table", None, "int64", doc=f"layout table {k}")
+      for k in ("A_meta", "A_deps", "B_meta", "B_deps", "B_next", "S_off", "policies", "branch", "opts")),
+    # -- scratch of the fused step: one row per concurrently running agent ---------------------
+    Buffer("work", "scratch", None, "threads", "scratch", "float", doc="per-thread temporaries"),
+)
+
+BY_NAME = {b.name: b for b in BUFFERS}
+#: the kernels' argument bundles: field order is the table's order
+StateBundle = collections.namedtuple("StateBundle", [b.name for b in BUFFERS if b.bundle == "state"])
+ModelBundle = collections.namedtuple("ModelBundle", [b.name for b in BUFFERS if b.bundle == "model"])
+TablesBundle = collections.namedtuple("TablesBundle", [b.name for b in BUFFERS if b.bundle == "tables"])
+BUNDLES = {"state": StateBundle, "model": ModelBundle, "tables": TablesBundle}
+#: learning-rate columns of ``lr``
+LR_NAMES = ("lr_pA", "lr_pB", "lr_pD")
+
+
+def present(cfg) -> dict:
+    """``{when key: bool}``: which optional buffers this configuration holds."""
+    info = cfg.use_param_info_gain
+    return {"pA": cfg.has_pA, "pB": cfg.has_pB, "pD": cfg.has_pD,
+            "wA": info and cfg.has_pA, "wB": info and cfg.has_pB}
+
+
+def widths(cfg, lay) -> dict:
+    """Row widths by key (elements)."""
+    sz = lay.sizes
+    return dict(A=sz["A"], H=sz["H"], C=sz["C"], B=sz["B"], S=sz["S"], E=sz["E"],
+                M=cfg.num_modalities, F=cfg.num_factors, P=cfg.num_policies, lr=len(LR_NAMES),
+                scratch=lay.scratch_size)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Shapes and dtypes of one engine's buffers: ``{name: (shape, dtype, is_present)}``; absent
+    optional buffers get a ``(1, 1)`` placeholder (kernels take an argument either way)."""
+
+    entries: dict
+    per_agent: dict  # sharing key -> bool
+
+    def nbytes(self) -> int:
+        return sum(int(np.prod(sh)) * np.dtype(dt).itemsize for sh, dt, _ in self.entries.values())
+
+
+def shapes(cfg, lay, per_agent: dict, work_rows: int) -> Spec:
+    """The :class:`Spec` of an engine with configuration ``cfg`` and layout ``lay``;
+    ``per_agent``: sharing key (A..E) -> bool; ``work_rows``: the backend's scratch rows."""
+    n, w, have = cfg.n_agents, widths(cfg, lay), present(cfg)
+    out = {}
+    for b in BUFFERS:
+        dt = cfg.dtype if b.dtype == "float" else np.dtype(np.int64)
+        if b.rows == "table":
+            out[b.name] = (tuple(_table(lay, cfg, b.name).shape), dt, True)
+            continue
+        if b.when is not None and not have[b.when]:
+            out[b.name] = ((1, 1), dt, False)
+            continue
+        rows = {"agents": n, "threads": work_rows}.get(b.rows)
+        if rows is None:
+            rows = n if per_agent[b.rows] else 1
+        shape = (rows,) if b.width is None else (rows, max(w[b.width], 1))
+        out[b.name] = (shape, dt, True)
+    return Spec(out, dict(per_agent))
+
+
+def _table(lay, cfg, name):
+    """A layout table as the kernels read it (host int64)."""
+    if name == "policies":
+        return lay.policies.reshape(cfg.num_policies, -1)  # (P, T * F)
+    if name == "opts":
+        return options(cfg)
+    return getattr(lay, name)
+
+
+def options(cfg) -> np.ndarray:
+    """int64 ``opts`` vector of a config (see ``kernels.columns.OPT_*``)."""
+    from .kernels import columns as col
+
+    o = np.zeros(col.N_OPTS, dtype=np.int64)
+    o[col.OPT_NUM_ITER] = cfg.num_iter
+    o[col.OPT_UTILITY] = cfg.use_utility
+    o[col.OPT_STATE_INFO] = cfg.use_states_info_gain
+    o[col.OPT_WA] = cfg.use_param_info_gain and cfg.has_pA
+    o[col.OPT_WB] = cfg.use_param_info_gain and cfg.has_pB
+    o[col.OPT_STOCHASTIC] = cfg.action_selection == "stochastic"
+    o[col.OPT_MARGINAL] = cfg.sampling_mode == "marginal"
+    o[col.OPT_LEARN_A], o[col.OPT_LEARN_B], o[col.OPT_LEARN_D] = cfg.learn_A, cfg.learn_B, cfg.learn_D
+    return o
+
+
+def allocate(be, spec: Spec, cfg, lay) -> dict:
+    """``{name: backend array}``: zeros, tables filled in; ``work`` uninitialized (the backend's
+    own memory order, see ``backend.empty_work``)."""
+    xp, out = be.xp, {}
+    for name, (shape, dt, _) in spec.entries.items():
+        if BY_NAME[name].rows == "table":
+            out[name] = be.asarray(_table(lay, cfg, name), dtype=np.int64)
+        elif name == "work":
+            out[name] = be.empty_work(shape, dt)
+        else:
+            out[name] = xp.zeros(shape, dtype=dt)
+    return out
+
+
+# -- pymdp-layout views ----------------------------------------------------------------------
+def _view_shapes(kind, cfg, lay):
+    """(shapes, offsets, action_first) of the segments of a view kind."""
+    S = cfg.num_states
+    a = [(o, *[S[d] for d in deps]) for o, deps in zip(cfg.num_obs, cfg.A_dependencies)]
+    if kind == "A":
+        return a, lay.A_meta[:, A_OFF], False
+    if kind == "H":
+        return [sh[1:] for sh in a], lay.A_meta[:, H_OFF], False
+    if kind == "C":
+        return [(o,) for o in cfg.num_obs], lay.A_meta[:, C_OFF], False
+    if kind == "B":
+        return ([(S[f], *[S[d] for d in deps], u) for f, (deps, u) in
+                 enumerate(zip(cfg.B_dependencies, cfg.num_controls))], lay.B_meta[:, B_OFF], True)
+    if kind == "S":
+        return [(s,) for s in S], lay.S_off[:-1], False
+    raise ValueError(kind)
+
+
+def _segments(buf, shapes_, offsets, per_agent: bool, action_first: bool) -> list:
+    """Views into ``buf`` (R, L) in pymdp layout; ``action_first`` segments are stored
+    (U, S_f, *deps) and shown as (S_f, *deps, U)."""
+    out = []
+    for shape, off in zip(shapes_, offsets):
+        size = int(np.prod(shape))
+        stored = (shape[-1],) + tuple(shape[:-1]) if action_first else tuple(shape)
+        seg = buf[:, off:off + size] if per_agent else buf[0, off:off + size]
+        v = seg.reshape(((buf.shape[0],) if per_agent else ()) + stored)
+        if action_first:
+            first = 1 if per_agent else 0
+            axes = list(range(v.ndim))
+            v = v.transpose(axes[:first] + axes[first + 1:] + [first])
+        out.append(v)
+    return out
+
+
+def _views(b: Buffer, buf, cfg, lay, per_agent: dict) -> dict:
+    """``{attribute: view}`` of one buffer: lists of pymdp-layout arrays (A, B, qs, ...), ``E``
+    as ``(P,)`` or ``(N, P)``, the three learning-rate columns, or the buffer itself."""
+    if b.views is None:
+        return {b.name: buf}
+    if b.views == "lr":
+        return {k: buf[:, i] for i, k in enumerate(LR_NAMES)}
+    per = True if b.rows == "agents" else per_agent[b.rows]
+    if b.views == "E":
+        return {b.name: buf if per else buf[0]}
+    shapes_, offsets, action_first = _view_shapes(b.views, cfg, lay)
+    return {b.name: _segments(buf, shapes_, offsets, per, action_first)}
+
+
+class Bound:
+    """Buffers of an engine by name. ``packed[name]`` is the stored array (``(R, L)``, or
+    ``(N,)`` for per-agent scalars); attribute ``name`` is its pymdp-layout view (list of arrays
+    for the model and beliefs; None for an absent optional buffer); ``per_agent[key]`` (key A,
+    B, C, D, E) says whether that group has one row per agent."""
+
+    def __init__(self, packed: dict, spec: Spec, cfg, lay):
+        self.packed, self.spec, self.per_agent = packed, spec, spec.per_agent
+        self._cfg, self._lay = cfg, lay
+        self.cache = {}  # backend-owned values derived from these buffers (kernel arguments)
+        for name, buf in packed.items():
+            if spec.entries[name][2]:
+                self.__dict__.update(_views(BY_NAME[name], buf, cfg, lay, spec.per_agent))
+            else:
+                self.__dict__[name] = None
+
+    def rows_of(self, name: str) -> bool:
+        """Whether buffer ``name`` has one row per agent (its leading axis is the agent)."""
+        rows = BY_NAME[name].rows
+        return rows == "agents" or (rows in self.per_agent and self.per_agent[rows])
+
+    def cohort(self, lo: int, hi: int) -> "Bound":
+        """Views of agents ``lo..hi-1``: per-agent buffers sliced (writes land in the engine's
+        buffers), shared ones as they are."""
+        sub = {k: (v[lo:hi] if self.rows_of(k) and self.spec.entries[k][2] else v)
+               for k, v in self.packed.items()}
+        entries = {k: ((hi - lo,) + sh[1:] if self.rows_of(k) and ok else sh, dt, ok)
+                   for k, (sh, dt, ok) in self.spec.entries.items()}
+        return Bound(sub, Spec(entries, self.per_agent), self._cfg, self._lay)
+
+    def bundle(self, kind: str):
+        """The kernel bundle ``kind`` (``state``, ``model``, ``tables``) of these buffers."""
+        cls = BUNDLES[kind]
+        return cls(**{k: self.packed[k] for k in cls._fields})
+
+
+def checkpointed(spec: Spec) -> list:
+    """Names of the buffers a checkpoint holds: all present ones except scratch and the layout
+    tables (both rebuilt from the model)."""
+    return [k for k, (_, _, ok) in spec.entries.items()
+            if ok and BY_NAME[k].group not in ("scratch", "tables")]
