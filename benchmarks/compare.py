@@ -92,24 +92,16 @@ MODELS = {
 # measurement helpers
 # ---------------------------------------------------------------------------------------------
 def _shared_param_bytes(eng) -> int:
-    """Bytes of the engine's copy of the shared model (packed buffers without an agent axis and
-    the integer layout tables): subtracted from the traced peak."""
-    p = eng._params
-    total = sum(int(t.nbytes) for t in p.tables.values())
-    for name, arr in p.packed.items():
-        if name in ("lr", "work"):
-            continue
-        if not any(p.per_agent.get(name, [False])):
-            total += int(arr.nbytes)
-    return total
+    """Bytes of the engine's buffers without an agent axis (the shared model and the integer
+    layout tables, from the schema): subtracted from the traced peak."""
+    b = eng._buffers
+    return sum(int(a.nbytes) for k, a in b.packed.items() if k != "work" and not b.rows_of(k))
 
 
 def per_agent_nbytes(eng) -> float:
-    """Bytes of every per-agent array of an engine (state and per-agent parameters) / N."""
-    s, p = eng._state, eng._params
-    arrays = list(s.packed.values()) + [s.q_pi, s.neg_efe, s.obs, s.actions, s.prev_actions, s.t,
-                                         p.gamma, p.alpha, p.packed["lr"]]
-    return sum(int(a.nbytes) for a in arrays) / eng.config.n_agents
+    """Bytes of every per-agent buffer of an engine (state and per-agent parameters) / N."""
+    b = eng._buffers
+    return sum(int(a.nbytes) for k, a in b.packed.items() if b.rows_of(k)) / eng.config.n_agents
 
 
 def analytic_bytes_per_agent(model, item: int = 4) -> int:
@@ -266,22 +258,17 @@ def _timed_row(row, step, advance, args, n, t1, t2):
     return row
 
 
-def compile_numba(ns, out):
-    """Compile (or load from Numba's on-disk cache) the serial and, when some N needs it, the
-    parallel step kernel, timing the first step of a tiny engine for each."""
+def compile_numba(out):
+    """Compile (or load from Numba's on-disk cache) the step kernel (one build serves every N and
+    thread count), timing the first step of a one-agent engine. Returns SERIAL_BELOW."""
     from fa_gpu.backends import numba as nb
-    serial_below = getattr(nb, "SERIAL_BELOW", 256)
     model = fa_models.grid_world(5, policy_len=1)
-    env = GridWorldEnv(5, seed=SEED)
-    sizes = [1] + ([max(serial_below, 2)] if any(n >= serial_below for n in ns) else [])
-    for n in sizes:
-        eng = fa_gpu.Engine(model, n, backend="numba", dtype=DTYPE, seed=SEED)
-        obs = env.reset(n)
-        t0 = time.perf_counter()
-        eng.step(obs)
-        kind = "serial" if n < serial_below else "parallel"
-        out[f"numba {kind} kernel (first step, N={n})"] = time.perf_counter() - t0
-    return serial_below
+    eng = fa_gpu.Engine(model, 1, backend="numba", dtype=DTYPE, seed=SEED)
+    obs = GridWorldEnv(5, seed=SEED).reset(1)
+    t0 = time.perf_counter()
+    eng.step(obs)
+    out["numba kernel (first step, N=1)"] = time.perf_counter() - t0
+    return nb.SERIAL_BELOW
 
 
 def machine_scaling_probe(threads: int, reps: int = 5):
@@ -681,7 +668,7 @@ def _run(args, argv):
         numba_threads = NumbaBackend().num_threads
         if numba_threads > 1:
             probe["start"] = machine_scaling_probe(numba_threads)
-        serial_below = compile_numba(args.n, compile_s)
+        serial_below = compile_numba(compile_s)
     fa_variants = []
     if "numpy" in args.backends:
         fa_variants.append(("numpy", None, "numpy"))

@@ -22,7 +22,7 @@ silently renormalized or clipped.
 """
 from __future__ import annotations
 
-import itertools
+import math
 from typing import Sequence
 
 import numpy as np
@@ -30,15 +30,32 @@ import numpy as np
 __all__ = ["GenerativeModel", "construct_policies"]
 
 
-def construct_policies(num_controls: Sequence[int], policy_len: int = 1) -> np.ndarray:
+#: default bound on the number of policies a model may enumerate (``max_policies=``)
+MAX_POLICIES = 1_000_000
+
+
+def construct_policies(num_controls: Sequence[int], policy_len: int = 1,
+                       max_policies: int | None = MAX_POLICIES) -> np.ndarray:
     """All policies in pymdp's order: the product over (time, factor), last factor fastest.
 
     Returns an int64 array ``(P, policy_len, F)`` with ``P = prod(num_controls) ** policy_len``.
+    Raises ValueError naming P, before enumerating anything, when P exceeds ``max_policies``
+    (None: no bound).
     """
-    num_factors = len(num_controls)
-    flat = itertools.product(*[range(u) for u in list(num_controls) * policy_len])
-    pols = np.array(list(flat), dtype=np.int64)
-    return pols.reshape(-1, policy_len, num_factors)
+    digits = [int(u) for u in num_controls] * int(policy_len)
+    count = math.prod(digits)
+    if max_policies is not None and count > max_policies:
+        raise ValueError(
+            f"{' x '.join(map(str, num_controls))} actions over policy_len={policy_len} make "
+            f"{count:,} policies, above max_policies={max_policies:,}; shorten the horizon, pass "
+            "an explicit policies= array, or raise max_policies")
+    # mixed-radix counting, last (time, factor) digit fastest: itertools.product's order
+    pols = np.empty((count, len(digits)), dtype=np.int64)
+    stride = count
+    for k, u in enumerate(digits):
+        stride //= u
+        pols[:, k] = (np.arange(count, dtype=np.int64) // stride) % u
+    return pols.reshape(count, int(policy_len), len(num_controls))
 
 
 def float_dtype(dtype) -> np.dtype:
@@ -125,6 +142,10 @@ class GenerativeModel:
         Planning horizon used to enumerate policies when ``policies`` is None.
     policies : int array ``(P, T, F)``, optional
         Explicit policy set; overrides ``policy_len`` (which becomes ``T``).
+    max_policies : int or None
+        Largest policy set accepted (default :data:`MAX_POLICIES`, one million; None: no bound).
+        A larger enumeration, or explicit set, is a ValueError naming its size, raised before
+        anything is enumerated.
 
     Attributes
     ----------
@@ -137,7 +158,7 @@ class GenerativeModel:
 
     def __init__(self, A, B, C=None, D=None, E=None, pA=None, pB=None, pD=None,
                  A_dependencies=None, B_dependencies=None, control_fac_idx=None,
-                 policy_len: int = 1, policies=None):
+                 policy_len: int = 1, policies=None, max_policies: int | None = MAX_POLICIES):
         A = [_as_array(a, f"A[{m}]") for m, a in enumerate(_as_list(A, "A"))]
         B = [_as_array(b, f"B[{f}]") for f, b in enumerate(_as_list(B, "B"))]
         if not A:
@@ -196,13 +217,16 @@ class GenerativeModel:
         if policies is None:
             if int(policy_len) != policy_len or policy_len < 1:
                 raise ValueError(f"policy_len must be a positive integer, got {policy_len}")
-            self.policies = construct_policies(self.num_controls, int(policy_len))
+            self.policies = construct_policies(self.num_controls, int(policy_len), max_policies)
         else:
             pol = np.asarray(policies)
             if not np.issubdtype(pol.dtype, np.integer):
                 raise TypeError(f"policies must be integers, got dtype {pol.dtype}")
             if pol.ndim != 3 or pol.shape[2] != F or pol.shape[0] < 1 or pol.shape[1] < 1:
                 raise ValueError(f"policies must have shape (P, policy_len, {F}); got {pol.shape}")
+            if max_policies is not None and pol.shape[0] > max_policies:
+                raise ValueError(f"policies holds {pol.shape[0]:,} policies, above "
+                                 f"max_policies={max_policies:,}; raise max_policies to use them")
             for f in range(F):
                 bad = np.argwhere((pol[:, :, f] < 0) | (pol[:, :, f] >= self.num_controls[f]))
                 if len(bad):
@@ -340,7 +364,7 @@ class GenerativeModel:
             E=unbatch([agent.E])[0], pA=unbatch(agent.pA), pB=unbatch(agent.pB),
             A_dependencies=agent.A_dependencies, B_dependencies=agent.B_dependencies,
             control_fac_idx=agent.control_fac_idx,
-            policies=np.asarray(agent.policies.policy_arr),
+            policies=np.asarray(agent.policies.policy_arr), max_policies=None,  # pymdp made them
         )
 
     def is_shared(self, name: str) -> bool:

@@ -238,20 +238,6 @@ def test_pick_device_and_memory_check():
     devices.check_fits(1 << 30, devs[0])
 
 
-def test_estimate_bytes_covers_what_is_allocated():
-    """The pre-allocation estimate is within 10% of what the engine really holds."""
-    from randmodels import CASES, build
-
-    for idx in (0, 21, 33):
-        _, eng = build(CASES[idx], 500, 1, backend="numpy", dtype="float32")
-        eng.step(np.zeros((500, len(CASES[idx].num_obs)), dtype=np.int64))
-        p, s = eng._params, eng._state
-        held = sum(b.nbytes for b in p.packed.values()) + sum(b.nbytes for b in s.packed.values())
-        held += sum(x.nbytes for x in (s.obs, s.q_pi, s.neg_efe, s.actions, s.prev_actions, s.t, p.gamma, p.alpha))
-        est = eng.estimate_bytes()
-        assert 0.9 * held <= est <= 1.1 * held + 4096, (CASES[idx].name, est, held)
-
-
 def test_gpu_check_dry_run_completes():
     """benchmarks/gpu_check.py --dry-run: simulator, tiny N, correctness table and timings."""
     _need_numba_cuda()

@@ -161,9 +161,10 @@ def load(path, backend: str | None = None, **options):
         lists = {name: [arrays[f"model.{name}.{i}"] for i in range(
                      mh["num_modalities"] if name in ("A", "C", "pA") else mh["num_factors"])]
                  for name in _MODEL_LISTS if name[0] != "p" or name in mh["counts"]}
+        # the policies are in the file already: the bound on enumerating them does not apply
         model = GenerativeModel(**lists, E=arrays["model.E"], policies=arrays["model.policies"],
                                 A_dependencies=mh["A_dependencies"], B_dependencies=mh["B_dependencies"],
-                                control_fac_idx=mh["control_fac_idx"])
+                                control_fac_idx=mh["control_fac_idx"], max_policies=None)
         lr = arrays["params.lr"]
         settings = {k: cfg[k] for k in _SETTINGS if k != "n_agents"}
         want = header["backend"] if backend is None else backend
