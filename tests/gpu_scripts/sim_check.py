@@ -53,6 +53,19 @@ for o in random_obs(case, 6, 3, 9):
     np.testing.assert_array_equal(got, expect)
     np.testing.assert_allclose(split.q_pi, whole.q_pi, rtol=1e-10, atol=1e-10)
 print("cohorts ok")
+# ties: the symmetric grid world (tied policies summed in different orders) gives the
+# reference's deterministic actions, full and marginal, both precisions
+for dtype in ("float64", "float32"):
+    for mode in ("full", "marginal"):
+        envs = [fa_gpu.envs.GridWorldEnv(side=5, seed=0) for _ in range(2)]
+        engines = [fa_gpu.Engine(fa_gpu.models.grid_world(5, policy_len=2), 8, backend=be, dtype=dtype,
+                                 sampling_mode=mode) for be in ("numpy", "cuda")]
+        obs = [e.reset(8) for e in envs]
+        for t in range(4):
+            acts = [eng.step(o) for eng, o in zip(engines, obs)]
+            np.testing.assert_array_equal(acts[1], acts[0], err_msg=f"ties {dtype} {mode} t={t}")
+            obs = [e.step(a) for e, a in zip(envs, acts)]
+print("ties ok")
 # auto: the 25-state grid (fits shared memory) runs fused, the 400-state grid batched
 small = fa_gpu.Engine(fa_gpu.models.grid_world(5), 2, backend="cuda")
 large = fa_gpu.Engine(fa_gpu.models.grid_world(20), 2, backend="cuda")
