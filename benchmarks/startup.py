@@ -10,6 +10,9 @@ beside the numpy backend, and how the step scales with threads.
    <= 2 s, cold <= 25 s, and the cold run says on stderr that it compiles.
 2. Scaling: steps per second of one engine with 1 and with k threads (the compute pool), for
    large N, and the N=1 step time. Targets: k=2 vs 1 >= 90% of 2x at N >= 100k; N=1 <= 10 us.
+3. Memory estimate: ``Engine.estimate_bytes()`` (less the step's temporaries) against what
+   constructing the engine left allocated (tracemalloc), on every random model of the test suite
+   (``tests/randmodels.py``), numba backend, N=4000. Target: within 5%.
 
 Other work on the machine skews every figure: the load average is printed first.
 """
@@ -102,6 +105,30 @@ def scaling(ns, threads: int, rounds: int = 5) -> tuple[list, float]:
     return rows, min(medians)
 
 
+def memory_accuracy(n: int = 4000) -> list:
+    """Rows ``(model, estimate, traced)`` in bytes, as ``tests/test_schema.py`` checks them."""
+    import tracemalloc
+
+    import fa_gpu
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from randmodels import CASES, engine_kwargs, make_model_arrays
+
+    rows = []
+    fa_gpu.Engine(fa_gpu.models.grid_world(3), 2, backend="numba")  # one-time imports
+    for i, case in enumerate(CASES):
+        model = fa_gpu.GenerativeModel(**make_model_arrays(case, 7))
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        eng = fa_gpu.Engine(model, n, backend="numba", dtype=("float32", "float64")[i % 2],
+                            **engine_kwargs(case, n, 7))
+        held = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        rows.append((case.name, eng.estimate_bytes() - eng._backend.temp_bytes(eng.config, eng.layout), held))
+        del eng
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10_000, help="agents of the start-up engine")
@@ -128,6 +155,13 @@ def main(argv=None) -> int:
         print(f"  N={n:>9,}  1 thread {r1:12,.0f}  {k} threads {rk:12,.0f}  "
               f"speed-up {rk / r1:.2f}x = {eff:.0%} of {k}x (target >= 90%)")
     print(f"  N=1 step: {one:.1f} us median (target <= 10 us)")
+    mem = memory_accuracy()
+    errs = [(est - held) / held for _, est, held in mem]
+    worst = max(range(len(mem)), key=lambda i: abs(errs[i]))
+    print(f"\n3. memory estimate vs tracemalloc, {len(mem)} random models, numba, N=4,000: "
+          f"worst {errs[worst]:+.2%} ({mem[worst][0]}: {mem[worst][1]:,} B estimated, "
+          f"{mem[worst][2]:,} B allocated), mean |error| {sum(map(abs, errs)) / len(errs):.2%} "
+          "(target within 5%)")
     return 0
 
 

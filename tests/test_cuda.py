@@ -33,15 +33,23 @@ def _need_numba_cuda():
         pytest.skip(reason)
 
 
-def _run(script, *args, sim=False, timeout=900):
+def _start(script, *args, sim=False):
     env = dict(os.environ)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     if sim:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
-    proc = subprocess.run([sys.executable, str(SCRIPTS / script), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return proc.stdout
+    return subprocess.Popen([sys.executable, str(SCRIPTS / script), *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc, timeout=900) -> str:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:] + err[-6000:]
+    return out
+
+
+def _run(script, *args, sim=False, timeout=900):
+    return _finish(_start(script, *args, sim=sim), timeout)
 
 
 def test_simulator_trajectories_equal_reference():
@@ -59,13 +67,17 @@ def test_simulator_trajectories_equal_reference():
     assert "ties ok" in out
 
 
-@pytest.mark.parametrize("cc", [(8, 0), (9, 0)], ids=["sm_80", "sm_90"])
-def test_kernel_compiles_to_ptx(cc):
+def test_kernel_compiles_to_ptx():
+    """sm_80 and sm_90, both dtypes, model in global and in shared memory; the two targets
+    compile side by side (each compile is one thread)."""
     _need_numba_cuda()
-    out = _run("ptx_check.py", *cc)
-    for dtype in ("float32", "float64"):
-        for tag in ("global", "shared"):
-            assert f"PTX OK sm_{cc[0]}{cc[1]} {dtype} {tag}" in out
+    ccs = [(8, 0), (9, 0)]
+    procs = [_start("ptx_check.py", *cc) for cc in ccs]
+    for cc, proc in zip(ccs, procs):
+        out = _finish(proc)
+        for dtype in ("float32", "float64"):
+            for tag in ("global", "shared"):
+                assert f"PTX OK sm_{cc[0]}{cc[1]} {dtype} {tag}" in out
 
 
 # -- fallbacks -------------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 agent ranges by the host compute pool.
 
 Individual methods (``infer_states`` alone, etc.) run the reference on the same packed buffers;
-``step`` runs the fused kernel: agents ``lo..hi`` are cut into one range per thread (one range
-below :data:`SERIAL_BELOW` agents), the calling thread runs the first and the compute pool
-(``fa_gpu.runtime.pools``) the others, the GIL released, and the step returns when all have
-finished. Each range has its own scratch row, so whatever the split, every agent runs the same
-machine code on the same inputs: whole steps, cohorts and one-thread steps agree bitwise.
+``step`` runs the fused kernel: agents ``lo..hi`` are cut into chunks (one below
+:data:`SERIAL_BELOW` agents), and the calling thread and ``num_threads - 1`` workers of the compute
+pool (``fa_gpu.runtime.pools``) take chunks until none is left, the GIL released; the step
+returns when all have finished. Each thread has its own scratch row, so whatever the split, every
+agent runs the same machine code on the same inputs: whole steps, cohorts and one-thread steps
+agree bitwise.
 
 Threads: the usable physical cores of this process (affinity and cgroup quota respected,
 ``fa_gpu.runtime.topology``), or ``num_threads`` / ``FA_GPU_NUM_THREADS``.
@@ -26,6 +27,8 @@ from .numpy import NumpyBackend
 
 #: below this many agents in a step one thread runs it all (a pool round trip costs more)
 SERIAL_BELOW = 256
+#: a step is cut into about this many chunks per thread, of at most MAX_CHUNK agents
+CHUNKS_PER_THREAD, MAX_CHUNK = 4, 16384
 _compile_lock = threading.Lock()
 
 
@@ -86,16 +89,23 @@ class NumbaBackend(NumpyBackend):
         args = self.kernel_args(b, cfg)
         if self._entry is None:
             self._entry = compiled_step(args + (0, 0, 0))
-        ranges = min(args[-1].shape[0], max(1, (hi - lo) // (SERIAL_BELOW // 2)))
-        if ranges == 1:
+        rows = args[-1].shape[0]
+        if rows == 1 or hi - lo < SERIAL_BELOW:
             self._entry(*args, 0, lo, hi)
             return
-        size = -(-(hi - lo) // ranges)
+        # Chunks handed out as the threads ask (a few per thread): a thread slowed by other work
+        # on its core takes fewer, instead of the whole step waiting for its fixed share.
+        size = max(SERIAL_BELOW // 2, min(MAX_CHUNK, -(-(hi - lo) // (CHUNKS_PER_THREAD * rows))))
+        starts = iter(range(lo, hi, size))  # next() on it is atomic under the GIL
+
+        def run(row):
+            for a in starts:
+                self._entry(*args, row, a, min(hi, a + size))
+
         pool = pools.compute_pool(self.num_threads)
-        futures = [pool.submit(self._entry, *args, r, lo + r * size, min(hi, lo + (r + 1) * size))
-                   for r in range(1, ranges)]
+        futures = [pool.submit(run, r) for r in range(1, rows)]
         try:
-            self._entry(*args, 0, lo, min(hi, lo + size))
+            run(0)
         finally:
-            for f in futures:  # every range has finished before the step returns, even on error
+            for f in futures:  # every chunk has finished before the step returns, even on error
                 f.result()
