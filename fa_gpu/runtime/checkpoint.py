@@ -165,13 +165,11 @@ def load(path, backend: str | None = None, **options):
         model = GenerativeModel(**lists, E=arrays["model.E"], policies=arrays["model.policies"],
                                 A_dependencies=mh["A_dependencies"], B_dependencies=mh["B_dependencies"],
                                 control_fac_idx=mh["control_fac_idx"], max_policies=None)
-        lr = arrays["params.lr"]
         settings = {k: cfg[k] for k in _SETTINGS if k != "n_agents"}
         want = header["backend"] if backend is None else backend
-        try:
+        try:  # per-agent rates (gamma, alpha, lr) come back with the other buffers below
             engine = Engine(model, cfg["n_agents"], backend=want, dtype=cfg["dtype"],
-                            gamma=arrays["params.gamma"], alpha=arrays["params.alpha"],
-                            **dict(zip(schema.LR_NAMES, lr.T)), **settings, **options)
+                            **settings, **options)
         except RuntimeError as exc:
             if backend is not None:
                 raise
