@@ -12,14 +12,8 @@ its width and dtype, and how the pymdp-layout views are cut out of it. From that
 - :func:`checkpointed`: what a checkpoint stores;
 - :func:`bundles`: the named tuples the fused kernels take (``state``, ``model``, ``tables``).
 
-Packed order inside a row of a model buffer (offsets from :mod:`fa_gpu.layout`):
-  A, pA, wA, logA : modality m at ``A_OFF``: ``(O_m, J_m)`` C-order, J_m = prod S_deps
-  H_A             : modality m at ``H_OFF``: ``(J_m,)``
-  C               : modality m at ``C_OFF``: ``(O_m,)``
-  B, pB, wB       : factor f at ``B_OFF``: ``(U_f, S_f, J_f)`` C-order (action first, so one
-                    action's matrix is contiguous)
-  D, pD, beliefs  : factor f at ``S_OFF[f]``: ``(S_f,)``
-  E               : ``(P,)``
+Where each modality's and factor's segment sits inside a row of a model buffer, and in what
+order, is :mod:`fa_gpu.layout`'s business (its offsets are read here to cut the views).
 
 Adding a buffer: one row here, its use in :mod:`fa_gpu.reference` and :mod:`fa_gpu.kernels.agent`
 (by name, through the bundle), and a test.
