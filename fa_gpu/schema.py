@@ -4,19 +4,21 @@ Every array an engine holds is one row of :data:`BUFFERS`: its name, group, whic
 it travels in, how many rows it has (one per agent, one when shared, one per compute thread),
 its width and dtype, and how the pymdp-layout views are cut out of it. From that table come:
 
-- :func:`shapes`: the shape and dtype of every buffer of one engine (:func:`nbytes` sums them:
-  the engine's memory estimate);
-- :func:`allocate`: the buffers themselves, and :func:`bind`: the views the reference reads
-  (``p.A[m]`` ``(O_m, *S_deps)`` or ``(N, O_m, *S_deps)``, ``s.qs[f]`` ``(N, S_f)``, ...);
-- :func:`cohort`: the same views for agents ``lo..hi-1``;
+- :func:`shapes`: a :class:`Spec`, the shape and dtype of every buffer of one engine
+  (``Spec.nbytes()``: the engine's memory estimate);
+- :func:`allocate`: the buffers themselves, and :class:`Bound`: the views the reference reads
+  (``b.A[m]`` ``(O_m, *S_deps)`` or ``(N, O_m, *S_deps)``, ``b.qs[f]`` ``(N, S_f)``, ...);
+- ``Bound.cohort``: the same views for agents ``lo..hi-1``;
 - :func:`checkpointed`: what a checkpoint stores;
-- :func:`bundles`: the named tuples the fused kernels take (``state``, ``model``, ``tables``).
+- ``Bound.bundle`` / ``Bound.kernel_args``: the named tuples the fused kernels take (``state``,
+  ``model``, ``tables``; their fields are declared with the kernels, in ``kernels.columns``).
 
 Where each modality's and factor's segment sits inside a row of a model buffer, and in what
 order, is :mod:`fa_gpu.layout`'s business (its offsets are read here to cut the views).
 
-Adding a buffer: one row here, its use in :mod:`fa_gpu.reference` and :mod:`fa_gpu.kernels.agent`
-(by name, through the bundle), and a test.
+Adding a buffer: one row here (and its name in the bundle's field list in ``kernels.columns``),
+its use in :mod:`fa_gpu.reference` and :mod:`fa_gpu.kernels.agent` (by name, through the
+bundle), and a test.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels.columns import A_OFF, B_OFF, C_OFF, H_OFF
+from .kernels.columns import (A_OFF, B_OFF, C_OFF, H_OFF, MODEL_FIELDS, STATE_FIELDS,
+                              TABLES_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -88,11 +91,16 @@ BUFFERS = (
 )
 
 BY_NAME = {b.name: b for b in BUFFERS}
-#: the kernels' argument bundles: field order is the table's order
-StateBundle = collections.namedtuple("StateBundle", [b.name for b in BUFFERS if b.bundle == "state"])
-ModelBundle = collections.namedtuple("ModelBundle", [b.name for b in BUFFERS if b.bundle == "model"])
-TablesBundle = collections.namedtuple("TablesBundle", [b.name for b in BUFFERS if b.bundle == "tables"])
+#: the kernels' argument bundles; their fields, in order, are the kernels' own declaration
+#: (``kernels.columns``), which the table must match
+StateBundle = collections.namedtuple("StateBundle", STATE_FIELDS)
+ModelBundle = collections.namedtuple("ModelBundle", MODEL_FIELDS)
+TablesBundle = collections.namedtuple("TablesBundle", TABLES_FIELDS)
 BUNDLES = {"state": StateBundle, "model": ModelBundle, "tables": TablesBundle}
+for _kind, _cls in BUNDLES.items():
+    if tuple(b.name for b in BUFFERS if b.bundle == _kind) != _cls._fields:
+        raise ImportError(f"fa_gpu.schema: the {_kind} buffers of BUFFERS must be, in order, "
+                          f"kernels.columns' {_cls._fields}")
 #: learning-rate columns of ``lr``
 LR_NAMES = ("lr_pA", "lr_pB", "lr_pD")
 
@@ -109,13 +117,14 @@ def present(cfg) -> dict:
 CACHE_LINE = 64
 
 
-def widths(cfg, lay) -> dict:
-    """Row widths by key (elements)."""
+def widths(cfg, lay, pad_work: bool = True) -> dict:
+    """Row widths by key (elements); ``pad_work``: pad the scratch rows (row-major scratch, one
+    row per CPU thread; the GPU's column-major scratch needs none)."""
     sz = lay.sizes
-    line = CACHE_LINE // cfg.dtype.itemsize
+    line = CACHE_LINE // cfg.dtype.itemsize if pad_work else 1
     return dict(A=sz["A"], H=sz["H"], C=sz["C"], B=sz["B"], S=sz["S"], E=sz["E"],
                 M=cfg.num_modalities, F=cfg.num_factors, P=cfg.num_policies, lr=len(LR_NAMES),
-                scratch=-(-lay.scratch_size // line) * line + line)
+                scratch=-(-lay.scratch_size // line) * line + (line if pad_work else 0))
 
 
 @dataclass(frozen=True)
@@ -130,10 +139,11 @@ class Spec:
         return sum(int(np.prod(sh)) * np.dtype(dt).itemsize for sh, dt, _ in self.entries.values())
 
 
-def shapes(cfg, lay, per_agent: dict, work_rows: int) -> Spec:
+def shapes(cfg, lay, per_agent: dict, work_rows: int, pad_work: bool = True) -> Spec:
     """The :class:`Spec` of an engine with configuration ``cfg`` and layout ``lay``;
-    ``per_agent``: sharing key (A..E) -> bool; ``work_rows``: the backend's scratch rows."""
-    n, w, have = cfg.n_agents, widths(cfg, lay), present(cfg)
+    ``per_agent``: sharing key (A..E) -> bool; ``work_rows``, ``pad_work``: the backend's
+    scratch rows and whether to pad them (:func:`widths`)."""
+    n, w, have = cfg.n_agents, widths(cfg, lay, pad_work), present(cfg)
     out = {}
     for b in BUFFERS:
         dt = cfg.dtype if b.dtype == "float" else np.dtype(np.int64)
@@ -247,14 +257,19 @@ class Bound:
     B, C, D, E) says whether that group has one row per agent."""
 
     def __init__(self, packed: dict, spec: Spec, cfg, lay):
-        self.packed, self.spec, self.per_agent = packed, spec, spec.per_agent
+        self.packed, self.spec = packed, spec
         self._cfg, self._lay = cfg, lay
-        self.cache = {}  # backend-owned values derived from these buffers (kernel arguments)
+        self.cache = {}  # values derived from these buffers once (kernel arguments)
         for name, buf in packed.items():
             if spec.entries[name][2]:
                 self.__dict__.update(_views(BY_NAME[name], buf, cfg, lay, spec.per_agent))
             else:
                 self.__dict__[name] = None
+
+    @property
+    def per_agent(self) -> dict:
+        """Sharing key (A, B, C, D, E) -> whether that group has one row per agent."""
+        return self.spec.per_agent
 
     def rows_of(self, name: str) -> bool:
         """Whether buffer ``name`` has one row per agent (its leading axis is the agent)."""
@@ -274,6 +289,14 @@ class Bound:
         """The kernel bundle ``kind`` (``state``, ``model``, ``tables``) of these buffers."""
         cls = BUNDLES[kind]
         return cls(**{k: self.packed[k] for k in cls._fields})
+
+    def kernel_args(self, seed: int) -> tuple:
+        """``(state, model, tables, seed, work)``: the fused kernels' arguments before the agent
+        range, built once (the buffers are the same every step)."""
+        if "kernel_args" not in self.cache:
+            self.cache["kernel_args"] = (self.bundle("state"), self.bundle("model"),
+                                         self.bundle("tables"), np.uint64(seed), self.packed["work"])
+        return self.cache["kernel_args"]
 
 
 def checkpointed(spec: Spec) -> list:

@@ -13,3 +13,11 @@ B_COLS = 7
 (OPT_NUM_ITER, OPT_UTILITY, OPT_STATE_INFO, OPT_WA, OPT_WB, OPT_STOCHASTIC, OPT_MARGINAL,
  OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D) = range(10)
 N_OPTS = 10
+
+# The fields of the kernels' argument bundles, in order (named tuples built by fa_gpu.schema, which
+# checks at import that its buffer table holds exactly these). They live here, in the kernel
+# sources, because the compiled kernels' on-disk cache is keyed by a hash of these files: a
+# change of fields or order must compile afresh, never load code that reads fields by old positions.
+STATE_FIELDS = ("obs", "qs", "prior", "qs_prev", "q_pi", "neg_efe", "actions", "prev_actions", "t")
+MODEL_FIELDS = ("A", "logA", "H_A", "C", "B", "D", "E", "pA", "pB", "pD", "wA", "wB", "gamma", "alpha", "lr")
+TABLES_FIELDS = ("A_meta", "A_deps", "B_meta", "B_deps", "B_next", "S_off", "policies", "branch", "opts")

@@ -20,6 +20,8 @@ with ``reassoc`` (today's kernels, for their dot products) lets LLVM fold the tw
 exp reduction into one constant: exp on [-50, 0] then errs by up to 3 ulp (float32) and 16 ulp
 (float64), and by about |x|/ln2 ulp beyond; log is unaffected (2 ulp). The agent-lanes kernel, whose
 loops run across agents and need no reassociation, is where these are meant to live.
+
+On the GPU (``kernels.cuda``) ``vlog`` and ``vexp`` are libdevice's ``log`` and ``exp``.
 """
 from __future__ import annotations
 
@@ -188,13 +190,15 @@ def vexp(x):
     return _exp32(x) if np.asarray(x).dtype == np.float32 else _exp64(np.float64(x))
 
 
-@overload(vlog, inline="always")
+# CPU only: on the GPU, kernels.cuda maps these to libdevice's log and exp (numba-cuda's lowering
+# cannot compile the closures above; libdevice is a fast vector-free path there anyway)
+@overload(vlog, target="cpu", inline="always")
 def _vlog(x):
     if isinstance(x, types.Float):
         return _log32 if x.bitwidth == 32 else _log64
 
 
-@overload(vexp, inline="always")
+@overload(vexp, target="cpu", inline="always")
 def _vexp(x):
     if isinstance(x, types.Float):
         return _exp32 if x.bitwidth == 32 else _exp64

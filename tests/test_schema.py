@@ -131,6 +131,9 @@ def test_host_memory_reads_cgroup_limits(tmp_path):
     (v2 / "memory.max").write_text("3000000000\n")
     (v2 / "memory.current").write_text("1000000000\n")
     assert topology.host_memory_available(sys_, proc) == (2_000_000_000, str(v2 / "memory.max"))
+    (v2 / "memory.stat").write_text("anon 1\ninactive_file 400000000\nactive_file 9\n")
+    assert topology.host_memory_available(sys_, proc)[0] == 2_400_000_000  # page cache given back
+    (v2 / "memory.stat").unlink()
     (v2 / "memory.max").write_text("max\n")  # unlimited: MemAvailable decides
     assert topology.host_memory_available(sys_, proc) == (8_192_000_000, "MemAvailable")
     v1 = sys_ / "fs" / "cgroup" / "memory" / "jobs" / "a"

@@ -146,6 +146,9 @@ class CudaBackend(NumpyBackend):
         tpb = THREADS_PER_BLOCK
         return (min(n, MAX_THREADS) + tpb - 1) // tpb, tpb
 
+    #: scratch is column-major (a warp's threads side by side): no row padding against false sharing
+    pads_work = False
+
     def empty_work(self, shape, dtype):
         """Scratch ``(threads, scratch_size)`` in column-major order: thread i's element k sits
         next to thread i+1's, so a warp's scratch reads and writes are coalesced (row-major, each
@@ -160,7 +163,9 @@ class CudaBackend(NumpyBackend):
     def shared_model_sizes(self, b):
         """Row widths of the model copied into each block's shared memory, or None when it is
         per-agent or too big (then every thread reads global memory)."""
-        return self._k.shared_model_sizes(b.bundle("model"))
+        if "shared_sizes" not in b.cache:
+            b.cache["shared_sizes"] = self._k.shared_model_sizes(b.bundle("model"))
+        return b.cache["shared_sizes"]
 
     def prepare(self, cfg, layout, shared_model: bool) -> None:
         """Choose the step path (module docstring) and the batched path's chunk of agents."""
@@ -184,13 +189,6 @@ class CudaBackend(NumpyBackend):
             return min(cfg.n_agents, self.chunk) * reference_temp_bytes(cfg, layout)
         return 0
 
-    def kernel_args(self, b, cfg) -> tuple:
-        """``(state, model, tables, seed, work)`` for the fused kernel, built once per engine."""
-        if "cuda" not in b.cache:
-            b.cache["cuda"] = (b.bundle("state"), b.bundle("model"), b.bundle("tables"),
-                               np.uint64(cfg.seed), b.packed["work"])
-        return b.cache["cuda"]
-
     def step_async(self, b, cfg, lo: int = 0, hi: int | None = None) -> None:
         """Queue the step for agents ``lo..hi-1`` on the engine's stream; no waiting. The caller
         (the Engine) holds :meth:`on_stream`, as for every method it calls here."""
@@ -202,4 +200,4 @@ class CudaBackend(NumpyBackend):
         blocks, tpb = self.launch_shape(hi - lo)
         kernel = self._k.step_kernel(self.shared_model_sizes(b), cfg.dtype.str, schema.ModelBundle)
         launch = kernel[blocks, tpb] if self.stream is None else kernel[blocks, tpb, self._nb_stream]
-        launch(*self.kernel_args(b, cfg), lo, hi)
+        launch(*b.kernel_args(cfg.seed), lo, hi)

@@ -60,6 +60,9 @@ class NumpyBackend:
         reference allocates as it goes (see :meth:`temp_bytes`)."""
         return 0
 
+    #: pad each scratch row past a cache line (rows belong to different threads)
+    pads_work = True
+
     def empty_work(self, shape, dtype):
         """The ``work`` buffer, uninitialized, in the memory order the kernel wants."""
         return self.xp.empty(shape, dtype=dtype)

@@ -5,7 +5,7 @@ Contents (NumPy arrays only, so loading never unpickles):
 - ``__header__``: UTF-8 JSON as uint8: ``format`` ("fa_gpu-checkpoint"), ``version``
   (:data:`FORMAT_VERSION`), ``fa_gpu_version``, ``backend``, ``config`` (the engine's
   constructor settings), ``model`` (dependencies, control factors, which arrays are present),
-  ``epoch``, and the names of the parameter buffers;
+  ``epoch``;
 - ``model.<name>[.<i>]``: the model as constructed (A, B, C, D, E, pA, pB, pD, policies);
 - ``params.<name>``, ``state.<name>``: every buffer :func:`fa_gpu.schema.checkpointed` names, as
   stored (packed parameter rows: learned A/B/D and counts, derived logA, H_A, wA, wB, learning
@@ -61,12 +61,11 @@ def capture(engine) -> dict:
             arrays[f"model.{name}.{i}"] = np.asarray(a)
     arrays["model.E"], arrays["model.policies"] = np.asarray(m.E), np.asarray(m.policies)
     sources = _buffers(engine)
-    param_names = sorted(k.split(".", 1)[1] for k in sources if k.startswith("params."))
     state, epoch = read_consistent(engine, lambda: {k: be.to_host(v) for k, v in sources.items()})
     arrays.update(state)
     header = {
         "format": FORMAT, "version": FORMAT_VERSION, "fa_gpu_version": __version__,
-        "backend": engine.backend, "epoch": epoch, "params": param_names,
+        "backend": engine.backend, "epoch": epoch,
         "config": dict({k: getattr(cfg, k) for k in _SETTINGS}, dtype=cfg.dtype.name),
         "model": {"A_dependencies": m.A_dependencies, "B_dependencies": m.B_dependencies,
                   "control_fac_idx": m.control_fac_idx, "num_modalities": m.num_modalities,
@@ -167,9 +166,11 @@ def load(path, backend: str | None = None, **options):
                                 control_fac_idx=mh["control_fac_idx"], max_policies=None)
         settings = {k: cfg[k] for k in _SETTINGS if k != "n_agents"}
         want = header["backend"] if backend is None else backend
-        try:  # per-agent rates (gamma, alpha, lr) come back with the other buffers below
+        lr = arrays["params.lr"]
+        try:  # the rates go through the constructor's checks; the restore below copies them again
             engine = Engine(model, cfg["n_agents"], backend=want, dtype=cfg["dtype"],
-                            **settings, **options)
+                            gamma=arrays["params.gamma"], alpha=arrays["params.alpha"],
+                            **dict(zip(schema.LR_NAMES, np.asarray(lr).T)), **settings, **options)
         except RuntimeError as exc:
             if backend is not None:
                 raise

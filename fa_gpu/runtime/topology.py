@@ -135,11 +135,21 @@ def _int_file(path: Path) -> int | None:
         return None  # "max" (v2 unlimited) or malformed
 
 
+def _stat_field(path: Path, name: str) -> int:
+    """Field ``name`` of a cgroup ``memory.stat`` file, 0 when absent."""
+    for line in (_read(path) or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == name and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
 def host_memory_available(sys_root: str | Path = "/sys", proc_root: str | Path = "/proc") -> tuple[int | None, str]:
     """Bytes of host memory this process can still allocate, and where that figure came from:
     the lowest of ``MemAvailable`` (/proc/meminfo) and, at every level of our cgroup (v2
     ``memory.max`` - ``memory.current``, v1 ``memory.limit_in_bytes`` - ``memory.usage_in_bytes``),
-    the limit minus the usage. ``(None, "unknown")`` when nothing is readable."""
+    the limit minus the usage, the usage less its reclaimable page cache (``inactive_file`` /
+    ``total_inactive_file`` of ``memory.stat``). ``(None, "unknown")`` when nothing is readable."""
     sys_root, proc_root = Path(sys_root), Path(proc_root)
     found: list[tuple[int, str]] = []
     for line in (_read(proc_root / "meminfo") or "").splitlines():
@@ -149,13 +159,16 @@ def host_memory_available(sys_root: str | Path = "/sys", proc_root: str | Path =
                 found.append((int(fields[1]) * 1024, "MemAvailable"))
     base = sys_root / "fs" / "cgroup"
     rel2, rel1 = _cgroup_rel(proc_root, None), _cgroup_rel(proc_root, "memory")
-    levels = [(base.joinpath(*rel2[:i]), "memory.max", "memory.current") for i in range(len(rel2), -1, -1)]
+    levels = [(base.joinpath(*rel2[:i]), "memory.max", "memory.current", "inactive_file")
+              for i in range(len(rel2), -1, -1)]
     # v1: the hierarchy is mounted at base/memory; inside a container its root is our cgroup
-    levels += [((base / "memory").joinpath(*rel1[:i]), "memory.limit_in_bytes", "memory.usage_in_bytes")
-               for i in range(len(rel1), -1, -1)]
-    for directory, limit_name, usage_name in levels:
+    levels += [((base / "memory").joinpath(*rel1[:i]), "memory.limit_in_bytes",
+                "memory.usage_in_bytes", "total_inactive_file") for i in range(len(rel1), -1, -1)]
+    for directory, limit_name, usage_name, reclaimable in levels:
         limit, usage = _int_file(directory / limit_name), _int_file(directory / usage_name)
         if limit is not None and usage is not None and limit < 1 << 60:  # v1 "unlimited" is ~2^63
+            # usage counts the page cache; its inactive part is given back under pressure
+            usage -= min(usage, _stat_field(directory / "memory.stat", reclaimable))
             found.append((max(0, limit - usage), str(directory / limit_name)))
     if not found:
         return None, "unknown"

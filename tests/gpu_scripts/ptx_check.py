@@ -25,7 +25,9 @@ for dtype in ("float32", "float64"):
     for case, shared in ((CASES[33], False), (CASES[21], True)):
         _, eng = build(case, 4, 0, backend="numpy", dtype=dtype)
         b = eng._buffers
-        work = np.empty((2, eng.layout.scratch_size), dtype=dtype, order="F")  # as the backend's
+        # the cuda backend's scratch: column-major, unpadded rows
+        work = np.empty((2, schema.widths(eng.config, eng.layout, pad_work=False)["scratch"]),
+                        dtype=dtype, order="F")
         bundles = (b.bundle("state"), b.bundle("model"), b.bundle("tables"))
         sig = tuple(numba.typeof(x) for x in bundles) + (types.uint64, numba.typeof(work), types.int64, types.int64)
         sizes = kcuda.shared_model_sizes(bundles[1])
