@@ -20,7 +20,6 @@ import time
 import warnings
 
 import numba
-import numpy as np
 from numba.core.errors import NumbaIRAssumptionWarning
 
 from ..runtime import pools
