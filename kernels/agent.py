@@ -23,20 +23,10 @@ from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, B_DHI, B_DLO,
                       OPT_NUM_ITER, OPT_STATE_INFO, OPT_STOCHASTIC, OPT_UTILITY, OPT_WA, OPT_WB)
 from .jit import MINVAL, device_jit, minval_like, tie_rtol_like
 from .rng import uniform
-from .vmath import vexp, vlog
 
 
 @device_jit(inline=True)
 def log_stable(x):
-    """log(max(x, MINVAL)) in x's precision, vectorizable (``vmath.vlog``)."""
-    m = minval_like(x)
-    return vlog(x if x > m else m)
-
-
-@device_jit(inline=True)
-def log_stable_libm(x):
-    """log(max(x, MINVAL)) by libm: for the float64 draws, which must match the reference's
-    NumPy logs to the last bit wherever possible."""
     m = minval_like(x)
     return math.log(x if x > m else m)
 
@@ -57,7 +47,7 @@ def softmax(x, r, lo, hi):
             m = v[i]
     s = 0.0
     for i in range(v.shape[0]):
-        e = vexp(v[i] - m)
+        e = math.exp(v[i] - m)
         v[i] = e
         s += e
     for i in range(v.shape[0]):
@@ -390,16 +380,16 @@ def categorical(x, r, lo, hi, alpha, u):
     """Index in [0, hi-lo) drawn from softmax(alpha * log x[r, lo:hi]) by inverse CDF (float64)."""
     m = -math.inf
     for i in range(lo, hi):
-        v = alpha * log_stable_libm(np.float64(x[r, i]))
+        v = alpha * log_stable(np.float64(x[r, i]))
         if v > m:
             m = v
     tot = 0.0
     for i in range(lo, hi):
-        tot += math.exp(alpha * log_stable_libm(np.float64(x[r, i])) - m)
+        tot += math.exp(alpha * log_stable(np.float64(x[r, i])) - m)
     target = u * tot
     cum = 0.0
     for i in range(lo, hi):
-        cum += math.exp(alpha * log_stable_libm(np.float64(x[r, i])) - m)
+        cum += math.exp(alpha * log_stable(np.float64(x[r, i])) - m)
         if cum > target:
             return i - lo
     return hi - lo - 1

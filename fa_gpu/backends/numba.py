@@ -17,10 +17,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import warnings
 
 import numba
-from numba.core.errors import NumbaIRAssumptionWarning
 
 from ..runtime import pools
 from ..runtime.topology import pool_sizes
@@ -51,11 +49,7 @@ def compiled_step(args: tuple):
                 print(f"compiling fa_gpu kernels for {dtype} (first use, {where})...",
                       file=sys.stderr, flush=True)
             start = time.perf_counter()
-            with warnings.catch_warnings():
-                # Numba's own pedantic IR check flags phi variables of inlined vmath selects
-                # ("not in scope"); the code is right (tests/test_vmath.py, the kernel tests)
-                warnings.simplefilter("ignore", NumbaIRAssumptionWarning)
-                disp.compile(sig)
+            disp.compile(sig)
             if fresh:
                 print(f"compiled fa_gpu kernels for {dtype} in {time.perf_counter() - start:.1f} s",
                       file=sys.stderr, flush=True)
