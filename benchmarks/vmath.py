@@ -18,28 +18,16 @@ from fa_gpu.kernels.jit import FASTMATH
 FLAGS = FASTMATH - {"reassoc"}
 
 
-@njit(fastmath=FLAGS)
-def _math_log(x, out):
-    for i in range(x.shape[0]):
-        out[i] = math.log(x[i])
+def _loop(fn):
+    """A compiled loop ``out[i] = fn(x[i])`` with the kernels' flags."""
+    @njit(fastmath=FLAGS)
+    def run(x, out):
+        for i in range(x.shape[0]):
+            out[i] = fn(x[i])
+    return run
 
 
-@njit(fastmath=FLAGS)
-def _v_log(x, out):
-    for i in range(x.shape[0]):
-        out[i] = vmath.vlog(x[i])
-
-
-@njit(fastmath=FLAGS)
-def _math_exp(x, out):
-    for i in range(x.shape[0]):
-        out[i] = math.exp(x[i])
-
-
-@njit(fastmath=FLAGS)
-def _v_exp(x, out):
-    for i in range(x.shape[0]):
-        out[i] = vmath.vexp(x[i])
+_math_log, _v_log, _math_exp, _v_exp = map(_loop, (math.log, vmath.vlog, math.exp, vmath.vexp))
 
 
 def _ns(fn, x, out, reps=2000) -> float:
