@@ -241,7 +241,8 @@ def sample_action(q_pi, policies, num_controls, *, action_selection, sampling_mo
 
     ``full``: pick a policy (the first maximum of q_pi, see :func:`first_max`, or a draw from
     ``softmax(alpha log q_pi)``) and take its first action. ``marginal``: per factor, the
-    marginal of each first action, then its first maximum or a draw. Draws use the counter-based generator keyed by (seed, agent id, step, draw index).
+    marginal of each first action, then its first maximum or a draw. Draws use the counter-based
+    generator keyed by (seed, agent id, step, draw index).
     """
     pols = xp.asarray(policies[:, 0, :])
     if sampling_mode == "full":

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .kernels import columns as col
 from .kernels.columns import (A_OFF, B_OFF, C_OFF, H_OFF, MODEL_FIELDS, STATE_FIELDS,
                               TABLES_FIELDS)
 
@@ -120,11 +121,13 @@ CACHE_LINE = 64
 def widths(cfg, lay, pad_work: bool = True) -> dict:
     """Row widths by key (elements); ``pad_work``: pad the scratch rows (row-major scratch, one
     row per CPU thread; the GPU's column-major scratch needs none)."""
-    sz = lay.sizes
-    line = CACHE_LINE // cfg.dtype.itemsize if pad_work else 1
+    sz, scratch = lay.sizes, lay.scratch_size
+    if pad_work:  # whole cache lines, and one more past the end
+        line = CACHE_LINE // cfg.dtype.itemsize
+        scratch = -(-scratch // line) * line + line
     return dict(A=sz["A"], H=sz["H"], C=sz["C"], B=sz["B"], S=sz["S"], E=sz["E"],
                 M=cfg.num_modalities, F=cfg.num_factors, P=cfg.num_policies, lr=len(LR_NAMES),
-                scratch=-(-lay.scratch_size // line) * line + (line if pad_work else 0))
+                scratch=scratch)
 
 
 @dataclass(frozen=True)
@@ -172,14 +175,12 @@ def _table(lay, cfg, name):
 
 def options(cfg) -> np.ndarray:
     """int64 ``opts`` vector of a config (see ``kernels.columns.OPT_*``)."""
-    from .kernels import columns as col
-
     o = np.zeros(col.N_OPTS, dtype=np.int64)
     o[col.OPT_NUM_ITER] = cfg.num_iter
     o[col.OPT_UTILITY] = cfg.use_utility
     o[col.OPT_STATE_INFO] = cfg.use_states_info_gain
-    o[col.OPT_WA] = cfg.use_param_info_gain and cfg.has_pA
-    o[col.OPT_WB] = cfg.use_param_info_gain and cfg.has_pB
+    have = present(cfg)
+    o[col.OPT_WA], o[col.OPT_WB] = have["wA"], have["wB"]
     o[col.OPT_STOCHASTIC] = cfg.action_selection == "stochastic"
     o[col.OPT_MARGINAL] = cfg.sampling_mode == "marginal"
     o[col.OPT_LEARN_A], o[col.OPT_LEARN_B], o[col.OPT_LEARN_D] = cfg.learn_A, cfg.learn_B, cfg.learn_D

@@ -3,7 +3,7 @@
 ``step_range(state, model, tables, seed, work, row, lo, hi)`` runs ``agent.agent_step`` for agents
 ``lo <= n < hi`` with temporaries in ``work[row]``, so nothing is allocated per agent. It releases
 the GIL: the numba backend runs it on disjoint agent ranges from the host compute pool
-(``fa_gpu.runtime.pools``), one scratch row per range. A whole step, a cohort and a one-thread
+(``fa_gpu.runtime.pools``), one scratch row per thread. A whole step, a cohort and a one-thread
 step therefore run the same machine code and give bitwise the same numbers.
 
 Arguments: ``state``, ``model``, ``tables`` are the named tuples of ``fa_gpu.schema`` (state:

@@ -12,15 +12,11 @@ launch, and under ``NUMBA_ENABLE_CUDASIM=1`` they run on Numba's simulator.
 from __future__ import annotations
 
 import functools
-import math
 
 import numba
 from numba import cuda
-from numba.cuda.extending import overload as cuda_overload
 
 from .agent import agent_step
-from . import vmath
-from .columns import MODEL_FIELDS
 
 #: static shared memory a block may use (bytes)
 SHARED_LIMIT = 48 * 1024
@@ -37,23 +33,6 @@ def shared_model_sizes(model):
     if sum(b.shape[1] for b in bufs) * bufs[0].itemsize > SHARED_LIMIT:
         return None
     return tuple(b.shape[1] for b in bufs)
-
-
-@cuda_overload(vmath.vlog, target="cuda")
-def _vlog_cuda(x):
-    return lambda x: math.log(x)
-
-
-@cuda_overload(vmath.vexp, target="cuda")
-def _vexp_cuda(x):
-    return lambda x: math.exp(x)
-
-
-# The model bundle rebuilt inside the kernel around the shared copies names every field; a field
-# added to the bundle must be added there too (checked here, at import).
-_REBUILT = ("A", "logA", "H_A", "C", "B", "D", "E", "pA", "pB", "pD", "wA", "wB", "gamma", "alpha", "lr")
-if _REBUILT != MODEL_FIELDS:
-    raise ImportError(f"kernels.cuda rebuilds the model bundle with {_REBUILT}, the bundle has {MODEL_FIELDS}")
 
 
 @cuda.jit(device=True, inline=True)
@@ -86,6 +65,7 @@ def _make(shared_sizes, dtype, model_type):
             _copy_row(model.B, sB)
             _copy_row(model.E, sE)
             cuda.syncthreads()
+            # every field by name: a field added to the bundle and missing here fails to compile
             md = model_type(A=sA, logA=slogA, H_A=sH, C=sC, B=sB, D=model.D, E=sE, pA=model.pA,
                             pB=model.pB, pD=model.pD, wA=model.wA, wB=model.wB,
                             gamma=model.gamma, alpha=model.alpha, lr=model.lr)

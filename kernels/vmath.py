@@ -21,7 +21,10 @@ exp reduction into one constant: exp on [-50, 0] then errs by up to 3 ulp (float
 (float64), and by about |x|/ln2 ulp beyond; log is unaffected (2 ulp). The agent-lanes kernel, whose
 loops run across agents and need no reassociation, is where these are meant to live.
 
-On the GPU (``kernels.cuda``) ``vlog`` and ``vexp`` are libdevice's ``log`` and ``exp``.
+No kernel calls them yet. The overloads are CPU-only: numba-cuda's lowering cannot compile the
+closures below, so a GPU kernel using them needs a ``numba.cuda.extending.overload(...,
+target="cuda")`` mapping them to libdevice's ``log``/``exp`` (such a mapping compiled to PTX in
+a trial, 2026-12-02).
 """
 from __future__ import annotations
 
@@ -190,8 +193,7 @@ def vexp(x):
     return _exp32(x) if np.asarray(x).dtype == np.float32 else _exp64(np.float64(x))
 
 
-# CPU only: on the GPU, kernels.cuda maps these to libdevice's log and exp (numba-cuda's lowering
-# cannot compile the closures above; libdevice is a fast vector-free path there anyway)
+# CPU only (see the module docstring for the GPU)
 @overload(vlog, target="cpu", inline="always")
 def _vlog(x):
     if isinstance(x, types.Float):

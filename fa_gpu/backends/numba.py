@@ -67,7 +67,7 @@ class NumbaBackend(NumpyBackend):
         self._entry = None  # compiled step_range, bound at the first step
 
     def work_rows(self, n: int) -> int:
-        """One scratch row per range of agents (one range per thread)."""
+        """One scratch row per thread (one thread below :data:`SERIAL_BELOW` agents)."""
         return 1 if n < SERIAL_BELOW else self.num_threads
 
     def temp_bytes(self, cfg, layout) -> int:
