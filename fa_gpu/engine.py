@@ -171,7 +171,7 @@ class Engine:
         per = self._per_agent
         self._backend.prepare(self.config, self.layout, shared_model=not (per["A"] or per["B"]))
         self._spec = schema.shapes(self.config, self.layout, per, self._backend.work_rows(n),
-                                   self._backend.pads_work)
+                                   self._backend.pads_work, self._backend.scratch_size(self.layout))
         self._backend.check_memory(self.estimate_bytes())
         with self._backend.on_stream():  # allocate on the engine's device (cuda)
             packed = schema.allocate(self._backend, self._spec, self.config, self.layout)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels.columns import (A_COLS, A_J, A_O, A_OFF, B_COLS, B_J, B_OFF, B_U,  # noqa: F401 (re-exported)
-                              C_OFF, H_OFF)
+                              C_OFF, H_OFF, LANES, TILE_ROWS)
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Layout:
     B_next: np.ndarray  # next-state index of one-hot B columns, (U_f, J_f) per one-hot factor
     policies: np.ndarray  # (P, T, F)
     branch: np.ndarray  # (P,) first time step where policy p differs from policy p-1
+    tile: np.ndarray  # (TILE_COLS,) row offsets of the lanes kernel's tile (kernels.columns.TILE_*)
     sizes: dict  # buffer widths: "A", "H", "C", "B", "S", "E"; "LL": summed log-likelihoods
 
     @property
@@ -44,6 +45,20 @@ class Layout:
         U_max = int(self.B_meta[:, B_U].max())
         J_max = int(max(self.A_meta[:, A_J].max(), self.B_meta[:, B_J].max()))
         return (T + 1) * S + (T + 1) + max(3 * S + self.sizes["LL"], O_max + 1 + J_max, U_max)
+
+    @property
+    def lane_scratch_size(self) -> int:
+        """Per-thread scratch of the agent-lanes CPU kernel (elements): its tile (``TILE_ROWS``
+        rows of ``LANES``), then the per-agent tail's scratch (joint weights or action marginals)."""
+        U_max = int(self.B_meta[:, B_U].max())
+        J_max = int(max(self.A_meta[:, A_J].max(), self.B_meta[:, B_J].max()))
+        return int(self.tile[TILE_ROWS]) * LANES + max(J_max, U_max)
+
+
+def _tile(S, T, P, O_max, J_max, LL) -> np.ndarray:
+    """Row offsets of the lanes kernel's tile, in ``kernels.columns.TILE_*`` order."""
+    sizes = ((T + 1) * S, T + 1, O_max + 1, J_max, 1, S, S, S, LL, P, P, 4)
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
 def _dep_table(deps_list, num_states):
@@ -96,4 +111,6 @@ def build_layout(model, B_onehot_ok: bool = True) -> Layout:
         S_off=S_off, A_meta=A_meta, A_deps=A_deps, B_meta=B_meta, B_deps=B_deps,
         B_next=np.concatenate(nexts).astype(np.int64) if nexts else np.zeros(1, dtype=np.int64),
         policies=pol, branch=branch,
+        tile=_tile(int(S_off[-1]), pol.shape[1], len(pol), int(A_meta[:, A_O].max()),
+                   int(max(A_meta[:, A_J].max(), B_meta[:, B_J].max())), ll_off),
         sizes=dict(A=a_off, H=h_off, C=c_off, B=b_off, S=int(S_off[-1]), E=len(pol), LL=ll_off))

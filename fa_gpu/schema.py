@@ -86,7 +86,7 @@ BUFFERS = (
     Buffer("t", "state", "state", "agents", None, "int64", doc="steps since reset"),
     # -- integer layout tables (shared, read-only; derived from the model) --------------------
     *(Buffer(k, "tables", "tables", "table", None, "int64", doc=f"layout table {k}")
-      for k in ("A_meta", "A_deps", "B_meta", "B_deps", "B_next", "S_off", "policies", "branch", "opts")),
+      for k in TABLES_FIELDS),
     # -- scratch of the fused step: one row per concurrently running agent ---------------------
     Buffer("work", "scratch", None, "threads", "scratch", "float", doc="per-thread temporaries"),
 )
@@ -118,10 +118,12 @@ def present(cfg) -> dict:
 CACHE_LINE = 64
 
 
-def widths(cfg, lay, pad_work: bool = True) -> dict:
+def widths(cfg, lay, pad_work: bool = True, scratch: int | None = None) -> dict:
     """Row widths by key (elements); ``pad_work``: pad the scratch rows (row-major scratch, one
-    row per CPU thread; the GPU's column-major scratch needs none)."""
-    sz, scratch = lay.sizes, lay.scratch_size
+    row per CPU thread; the GPU's column-major scratch needs none); ``scratch``: the backend's
+    scratch per row (default ``lay.scratch_size``, the one-agent-per-thread kernel's)."""
+    sz = lay.sizes
+    scratch = lay.scratch_size if scratch is None else scratch
     if pad_work:  # whole cache lines, and one more past the end
         line = CACHE_LINE // cfg.dtype.itemsize
         scratch = -(-scratch // line) * line + line
@@ -142,11 +144,12 @@ class Spec:
         return sum(int(np.prod(sh)) * np.dtype(dt).itemsize for sh, dt, _ in self.entries.values())
 
 
-def shapes(cfg, lay, per_agent: dict, work_rows: int, pad_work: bool = True) -> Spec:
+def shapes(cfg, lay, per_agent: dict, work_rows: int, pad_work: bool = True,
+           scratch: int | None = None) -> Spec:
     """The :class:`Spec` of an engine with configuration ``cfg`` and layout ``lay``;
-    ``per_agent``: sharing key (A..E) -> bool; ``work_rows``, ``pad_work``: the backend's
-    scratch rows and whether to pad them (:func:`widths`)."""
-    n, w, have = cfg.n_agents, widths(cfg, lay, pad_work), present(cfg)
+    ``per_agent``: sharing key (A..E) -> bool; ``work_rows``, ``pad_work``, ``scratch``: the
+    backend's scratch rows, whether to pad them and their width (:func:`widths`)."""
+    n, w, have = cfg.n_agents, widths(cfg, lay, pad_work, scratch), present(cfg)
     out = {}
     for b in BUFFERS:
         dt = cfg.dtype if b.dtype == "float" else np.dtype(np.int64)

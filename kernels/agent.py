@@ -437,12 +437,37 @@ def select_action(n, q_pi, actions, pol, alpha, stochastic, marginal, seed, t, B
 
 # -- the whole step --------------------------------------------------------------------------
 @device_jit
+def agent_tail(n, st, md, tb, seed, w, wr, woff):
+    """Agent n's step after its policy posterior (``st.qs[n]``, ``st.q_pi[n]`` written): learning,
+    action selection, empirical prior, the step's bookkeeping; temporaries in w[wr, woff:]. The
+    one-agent kernel (:func:`agent_step`) and the agent-lanes kernel (``kernels.lanes``) share it."""
+    B, B_meta, B_deps, S_off, opts = md.B, tb.B_meta, tb.B_deps, tb.S_off, tb.opts
+    qs, F = st.qs, B_meta.shape[0]
+    if opts[OPT_LEARN_A]:
+        learn_A(st.obs, n, qs, md.lr[n, 0], md.pA, md.A, md.logA, md.H_A, md.wA, opts[OPT_WA],
+                tb.A_meta, tb.A_deps, S_off, w, wr, woff)
+    if opts[OPT_LEARN_B]:
+        learn_B(qs, st.qs_prev, st.prev_actions, n, md.lr[n, 1], md.pB, B, md.wB, opts[OPT_WB], B_meta,
+                B_deps, S_off, w, wr, woff)
+    if opts[OPT_LEARN_D] and st.t[n] == 0:
+        learn_D(qs, n, md.lr[n, 2], md.pD, md.D, S_off)
+    select_action(n, st.q_pi, st.actions, tb.policies, md.alpha[n], opts[OPT_STOCHASTIC],
+                  opts[OPT_MARGINAL], seed, st.t[n], B_meta, w, wr, woff)
+    transition(qs, n, 0, st.prior, n, 0, B, row_of(B, n), B_meta, B_deps, tb.B_next, S_off, st.actions,
+               n, 0, w, wr, woff)
+    for s in range(S_off[F]):
+        st.qs_prev[n, s] = qs[n, s]
+    for f in range(F):
+        st.prev_actions[n, f] = st.actions[n, f]
+    st.t[n] += 1
+
+
+@device_jit
 def agent_step(n, st, md, tb, seed, w, wr):
     """Agent n's whole step in pymdp's order, temporaries in w[wr]. ``st``, ``md``, ``tb``: the
     state, model and tables bundles of ``fa_gpu.schema`` (named tuples of arrays); ``md.lr`` is
     (N, 3): lr_pA, lr_pB, lr_pD. Model buffers with one row are shared; with N rows, row n is
     agent n's."""
-    obs, qs, prior, qs_prev, q_pi, G = st.obs, st.qs, st.prior, st.qs_prev, st.q_pi, st.neg_efe
     A, logA, H, C, B, E = md.A, md.logA, md.H_A, md.C, md.B, md.E
     A_meta, A_deps, B_meta, B_deps, S_off = tb.A_meta, tb.A_deps, tb.B_meta, tb.B_deps, tb.S_off
     pol, opts = tb.policies, tb.opts
@@ -450,25 +475,10 @@ def agent_step(n, st, md, tb, seed, w, wr):
     F = B_meta.shape[0]
     S = S_off[F]
     tmp = (pol.shape[1] // F + 1) * (S + 1)  # past neg_efe's beliefs and sums: free otherwise
-    infer_states(obs, n, logA, rA, prior, qs, A_meta, A_deps, S_off, opts[OPT_NUM_ITER], w, wr, tmp)
-    neg_efe(qs, n, G, A, rA, H, C, row_of(C, n), B, rB, md.wA, row_of(md.wA, n), md.wB,
+    infer_states(st.obs, n, logA, rA, st.prior, st.qs, A_meta, A_deps, S_off, opts[OPT_NUM_ITER],
+                 w, wr, tmp)
+    neg_efe(st.qs, n, st.neg_efe, A, rA, H, C, row_of(C, n), B, rB, md.wA, row_of(md.wA, n), md.wB,
             row_of(md.wB, n), A_meta, A_deps, B_meta, B_deps, tb.B_next, S_off, pol, tb.branch,
             opts[OPT_UTILITY], opts[OPT_STATE_INFO], opts[OPT_WA], opts[OPT_WB], w, wr)
-    policy_posterior(G, n, E, row_of(E, n), md.gamma[n], q_pi)
-    if opts[OPT_LEARN_A]:
-        learn_A(obs, n, qs, md.lr[n, 0], md.pA, A, logA, H, md.wA, opts[OPT_WA], A_meta, A_deps,
-                S_off, w, wr, tmp)
-    if opts[OPT_LEARN_B]:
-        learn_B(qs, qs_prev, st.prev_actions, n, md.lr[n, 1], md.pB, B, md.wB, opts[OPT_WB], B_meta,
-                B_deps, S_off, w, wr, tmp)
-    if opts[OPT_LEARN_D] and st.t[n] == 0:
-        learn_D(qs, n, md.lr[n, 2], md.pD, md.D, S_off)
-    select_action(n, q_pi, st.actions, pol, md.alpha[n], opts[OPT_STOCHASTIC], opts[OPT_MARGINAL],
-                  seed, st.t[n], B_meta, w, wr, tmp)
-    transition(qs, n, 0, prior, n, 0, B, rB, B_meta, B_deps, tb.B_next, S_off, st.actions, n, 0,
-               w, wr, tmp)
-    for s in range(S):
-        qs_prev[n, s] = qs[n, s]
-    for f in range(F):
-        st.prev_actions[n, f] = st.actions[n, f]
-    st.t[n] += 1
+    policy_posterior(st.neg_efe, n, E, row_of(E, n), md.gamma[n], st.q_pi)
+    agent_tail(n, st, md, tb, seed, w, wr, tmp)

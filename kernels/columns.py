@@ -13,6 +13,18 @@ B_COLS = 7
 (OPT_NUM_ITER, OPT_UTILITY, OPT_STATE_INFO, OPT_WA, OPT_WB, OPT_STOCHASTIC, OPT_MARGINAL,
  OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D) = range(10)
 N_OPTS = 10
+# Layout.tile: row offsets inside the agent-lanes kernel's tile (kernels.lanes), each row LANES
+# values of one quantity, one per agent: beliefs of the policy roll-out ((T+1) x S; the first S are
+# the posterior), partial sums (T+1), predicted outcomes (O_max + 1), joint weights (J_max), one
+# step's value, state inference (log prior S, log posterior S, posterior S, summed
+# log-likelihoods LL), neg EFE (P), policy posterior (P), 4 per-agent scalars; TILE_ROWS: total
+(TILE_BEL, TILE_ACC, TILE_QO, TILE_WB, TILE_VAL, TILE_LP, TILE_LQ, TILE_Q, TILE_LLS, TILE_G, TILE_PI,
+ TILE_RED, TILE_ROWS) = range(13)
+TILE_COLS = 13
+#: agents per tile of the CPU kernel (at most; a range's last tile holds what is left). LLVM
+#: vectorizes a lane loop 8 float32 wide (one AVX register) and interleaves 4: 32 lanes run its
+#: vector body once, 16 would fall through to its 4-wide remainder loop
+LANES = 32
 
 # The fields of the kernels' argument bundles, in order (named tuples built by fa_gpu.schema, which
 # checks at import that its buffer table holds exactly these). They live here, in the kernel
@@ -20,4 +32,4 @@ N_OPTS = 10
 # change of fields or order must compile afresh, never load code that reads fields by old positions.
 STATE_FIELDS = ("obs", "qs", "prior", "qs_prev", "q_pi", "neg_efe", "actions", "prev_actions", "t")
 MODEL_FIELDS = ("A", "logA", "H_A", "C", "B", "D", "E", "pA", "pB", "pD", "wA", "wB", "gamma", "alpha", "lr")
-TABLES_FIELDS = ("A_meta", "A_deps", "B_meta", "B_deps", "B_next", "S_off", "policies", "branch", "opts")
+TABLES_FIELDS = ("A_meta", "A_deps", "B_meta", "B_deps", "B_next", "S_off", "policies", "branch", "tile", "opts")

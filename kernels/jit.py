@@ -22,6 +22,10 @@ from numba.extending import overload
 # Reassociation lets LLVM vectorize the dot products; no 'nnan'/'ninf': logs only ever see
 # values clipped at MINVAL, and we keep IEEE semantics for everything else.
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
+#: the agent-lanes kernel's loops run across agents, elementwise: they vectorize without
+#: reassociation, and without it (or reciprocals) a lane gives the same bits in a vector body as
+#: in a scalar remainder loop, so tile widths and thread splits never change a number
+LANE_FASTMATH = {"nsz", "contract"}
 
 MINVAL = 2.220446049250313e-16  # pymdp's floor before logs (float64 machine epsilon)
 
@@ -130,19 +134,21 @@ def kernel_njit(**options):
     return wrap
 
 
-def device_jit(fn=None, *, inline: bool = False):
+def device_jit(fn=None, *, inline: bool = False, fastmath=None):
     """``njit`` for CPU and CUDA callers; identity under the CUDA simulator.
 
     ``inline=True`` (for tiny helpers called in inner loops) inlines at Numba IR level: Numba
     does not inline across separately compiled functions, and a call per element or per row
-    costs more than the arithmetic.
+    costs more than the arithmetic. An inlined function compiles with its caller's flags; one
+    compiled on its own takes ``fastmath`` (default :data:`FASTMATH`).
     """
     if fn is None:
-        return lambda f: device_jit(f, inline=inline)
+        return lambda f: device_jit(f, inline=inline, fastmath=fastmath)
     if config.ENABLE_CUDASIM:
         @functools.wraps(fn)
         def simulated(*args):
             with np.errstate(over="ignore"):  # uint64 hashing wraps on purpose
                 return fn(*args)
         return simulated
-    return kernel_njit(inline="always" if inline else "never", _nrt=False)(fn)
+    return kernel_njit(inline="always" if inline else "never", _nrt=False,
+                       fastmath=FASTMATH if fastmath is None else fastmath)(fn)

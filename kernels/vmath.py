@@ -153,9 +153,9 @@ def _make(ft, it, to_bits, from_bits, q, c, mbits, bias):
         i = to_bits(x)
         e = ((i >> mbits) & emask) - bias
         m = from_bits((i & mmask) | one)
-        big = m > sqrt2
-        m = m * half if big else m
-        ef = ft(e + 1) if big else ft(e)
+        big = ft(m > sqrt2)  # 0 or 1, no branch: m halved and e raised above sqrt(2), exactly
+        m = m * (unit - half * big)
+        ef = ft(e) + big
         f = m - unit
         f2 = f * f
         return ef * hi + (f - half * f2 + f2 * f * poly_q(q, f) + ef * lo)

@@ -20,6 +20,7 @@ import time
 
 import numba
 
+from ..kernels.columns import LANES
 from ..runtime import pools
 from ..runtime.topology import pool_sizes
 from .numpy import NumpyBackend
@@ -70,6 +71,10 @@ class NumbaBackend(NumpyBackend):
         """One scratch row per thread (one thread below :data:`SERIAL_BELOW` agents)."""
         return 1 if n < SERIAL_BELOW else self.num_threads
 
+    def scratch_size(self, layout) -> int:
+        """Elements of one thread's scratch row: the agent-lanes kernel's tile and tail."""
+        return layout.lane_scratch_size
+
     def temp_bytes(self, cfg, layout) -> int:
         """A fused step allocates nothing: its scratch is the schema's ``work`` buffer."""
         return 0
@@ -87,6 +92,7 @@ class NumbaBackend(NumpyBackend):
         # Chunks handed out as the threads ask (a few per thread): a thread slowed by other work
         # on its core takes fewer, instead of the whole step waiting for its fixed share.
         size = max(SERIAL_BELOW // 2, min(MAX_CHUNK, -(-(hi - lo) // (CHUNKS_PER_THREAD * rows))))
+        size = -(-size // LANES) * LANES  # whole tiles of the kernel, but the last
         starts = iter(range(lo, hi, size))  # next() on it is atomic under the GIL
 
         def run(row):

@@ -63,6 +63,10 @@ class NumpyBackend:
     #: pad each scratch row past a cache line (rows belong to different threads)
     pads_work = True
 
+    def scratch_size(self, layout) -> int:
+        """Elements of one scratch row: the one-agent-per-thread kernel's."""
+        return layout.scratch_size
+
     def empty_work(self, shape, dtype):
         """The ``work`` buffer, uninitialized, in the memory order the kernel wants."""
         return self.xp.empty(shape, dtype=dtype)

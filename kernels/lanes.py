@@ -1,0 +1,375 @@
+"""The CPU step across agents: tiles of ``LANES`` agents, every inner loop over the tile's lanes.
+
+One agent's step is a few thousand flops spread over loops of length 2-5 (states, outcomes,
+actions) plus ``log``/``exp`` calls: as scalar code (``kernels.agent``, one agent at a time) it
+runs ~10x below this CPU's scalar peak, and LLVM cannot vectorize it. Here the same algorithm
+runs on ``LANES`` agents at once: each quantity of the step (a belief ``q_f[s]``, a predicted
+outcome, a partial EFE sum) is one tile row of ``LANES`` values, one per agent, and every
+innermost loop runs over the lanes, so LLVM emits one vector instruction per operation, and
+``vmath``'s polynomial ``log``/``exp`` vectorize with it. The tile lives in the calling thread's
+scratch row (``work[row]``, row offsets from ``Layout.tile``, see ``kernels.columns.TILE_*``).
+
+Divergence between agents is handled inside the tile: observations select their log-likelihood
+columns per lane (a gather at the start of state inference); policies, and so the actions of
+the roll-out, are the same for every agent; per-agent (learned) parameters are read per lane,
+shared ones once per tile row. A tile's last agents may be missing (N, a cohort or a chunk not a
+multiple of ``LANES``): their lanes repeat the tile's first agent and are never written back.
+Lanes never mix, so an agent's numbers do not depend on which tile or lane it ran in: whole
+steps, cohorts and any thread split agree bitwise.
+
+What does not vectorize across agents stays per agent, in ``kernels.agent.agent_tail``, shared
+with the one-agent kernel: learning, action selection (a choice per agent), the empirical prior
+(each agent's own action), bookkeeping. They cost O(P + S J) per agent against the roll-out's
+O(P T S J).
+
+The GPU kernel (``kernels.cuda``) keeps ``kernels.agent.agent_step``, one agent per thread: on
+a GPU the lanes are the warp's threads, and a tile per thread would hold 16 agents' rows in one
+thread's local memory.
+
+Math and order of operations follow ``kernels.agent`` (and ``fa_gpu.reference``); the sums run
+in the same order per agent, with ``vmath``'s ``log``/``exp`` (a few ulp from libm's).
+"""
+from __future__ import annotations
+
+from .agent import agent_tail, dep_index
+from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, B_DHI, B_DLO, B_J, B_NEXT, B_OFF, B_S,
+                      C_OFF, H_OFF, LANES, OPT_NUM_ITER, OPT_STATE_INFO, OPT_UTILITY, OPT_WA, OPT_WB,
+                      TILE_ACC, TILE_BEL, TILE_G, TILE_LLS, TILE_LP, TILE_LQ, TILE_PI, TILE_Q, TILE_QO,
+                      TILE_RED, TILE_ROWS, TILE_VAL, TILE_WB)
+from .jit import LANE_FASTMATH, device_jit, minval_like
+from .vmath import vexp, vlog
+
+
+@device_jit(inline=True)
+def lane(w, wr, i, W):
+    """Tile row i in scratch row wr: one quantity's W (= ``LANES``) values, one per agent (a view)."""
+    return w[wr, i * W:(i + 1) * W]
+
+
+@device_jit(inline=True)
+def vlog_stable(x):
+    m = minval_like(x)
+    return vlog(x if x > m else m)
+
+
+@device_jit(fastmath=LANE_FASTMATH)
+def softmax_rows(w, wr, lo, hi, red, W):
+    """Rows lo..hi-1 <- their softmax, lane by lane (max subtracted first); rows red, red+1 are
+    scratch."""
+    mx, sm = lane(w, wr, red, W), lane(w, wr, red + 1, W)
+    v = lane(w, wr, lo, W)
+    for l in range(W):
+        mx[l] = v[l]
+        sm[l] = 0.0
+    for i in range(lo + 1, hi):
+        v = lane(w, wr, i, W)
+        for l in range(W):
+            mx[l] = v[l] if v[l] > mx[l] else mx[l]
+    for i in range(lo, hi):
+        v = lane(w, wr, i, W)
+        for l in range(W):
+            e = vexp(v[l] - mx[l])
+            v[l] = e
+            sm[l] += e
+    for i in range(lo, hi):
+        v = lane(w, wr, i, W)
+        for l in range(W):
+            v[l] = v[l] / sm[l]
+
+
+@device_jit(inline=True)
+def weights_rows(w, wr, qoff, S_off, deps, lo, hi, J, woff, W):
+    """Rows woff..woff+J-1 <- joint-state weights of beliefs at row qoff, for the dependency
+    list deps[lo:hi] (as ``agent.weights``)."""
+    if hi - lo == 1:
+        base = qoff + S_off[deps[lo, 0]]
+        for j in range(J):
+            src, dst = lane(w, wr, base + j, W), lane(w, wr, woff + j, W)
+            for l in range(W):
+                dst[l] = src[l]
+    elif hi - lo == 2:
+        d0, d1 = deps[lo, 0], deps[lo + 1, 0]
+        S0, S1 = S_off[d0 + 1] - S_off[d0], S_off[d1 + 1] - S_off[d1]
+        for a in range(S0):
+            qa = lane(w, wr, qoff + S_off[d0] + a, W)
+            for b in range(S1):
+                qb, dst = lane(w, wr, qoff + S_off[d1] + b, W), lane(w, wr, woff + a * S1 + b, W)
+                for l in range(W):
+                    dst[l] = qa[l] * qb[l]
+    else:
+        for j in range(J):
+            dst = lane(w, wr, woff + j, W)
+            for l in range(W):
+                dst[l] = 1.0
+            for k in range(lo, hi):
+                q = lane(w, wr, qoff + S_off[deps[k, 0]] + dep_index(deps, k, j, S_off), W)
+                for l in range(W):
+                    dst[l] *= q[l]
+
+
+@device_jit(inline=True)
+def matvec_rows(M, n0, moff, O, J, w, wr, x, out, W):
+    """Rows out..out+O-1 <- sum_j M[., moff + o*J + j] * row x+j: M's row 0 when shared (its
+    zeros skipped: adding 0 * x changes no bit), each lane's agent's row when per-agent."""
+    shared = M.shape[0] == 1
+    for o in range(O):
+        dst = lane(w, wr, out + o, W)
+        for l in range(W):
+            dst[l] = 0.0
+        for j in range(J):
+            src, i = lane(w, wr, x + j, W), moff + o * J + j
+            if shared:
+                m = M[0, i]
+                if m == 0.0:  # sparse A and B (identity-like modalities): skip the row
+                    continue
+                for l in range(W):
+                    dst[l] += m * src[l]
+            else:
+                for l in range(W):
+                    dst[l] += M[n0 + l, i] * src[l]
+
+
+# -- state inference -------------------------------------------------------------------------
+@device_jit(fastmath=LANE_FASTMATH)
+def log_prior_rows(prior, n0, w, wr, out, S, W):
+    """Rows out..out+S-1 <- log max(prior, MINVAL) of the tile's agents."""
+    for s in range(S):
+        dst = lane(w, wr, out + s, W)
+        for l in range(W):
+            dst[l] = vlog_stable(prior[n0 + l, s])
+
+
+@device_jit(fastmath=LANE_FASTMATH)
+def infer_rows(n0, W, st, md, tb, w, wr):
+    """Tile rows TILE_BEL.. (S) <- each agent's fixed-point posterior given its observation and
+    prior (as ``agent.infer_states``)."""
+    A_meta, A_deps, S_off, tile, logA = tb.A_meta, tb.A_deps, tb.S_off, tb.tile, md.logA
+    F = S_off.shape[0] - 1
+    S = S_off[F]
+    M = A_meta.shape[0]
+    q0, red = tile[TILE_BEL], tile[TILE_RED]
+    if F == 1:  # exact single pass
+        log_prior_rows(st.prior, n0, w, wr, q0, S, W)
+        for m in range(M):
+            J, aoff = A_meta[m, A_J], A_meta[m, A_OFF]
+            for l in range(W):
+                a = n0 + l
+                base, r = aoff + st.obs[a, m] * J, a if logA.shape[0] > 1 else 0
+                for s in range(S):
+                    w[wr, (q0 + s) * W + l] += logA[r, base + s]
+        softmax_rows(w, wr, q0, q0 + S, red, W)
+        return
+    lp, lq, q, lls = tile[TILE_LP], tile[TILE_LQ], tile[TILE_Q], tile[TILE_LLS]
+    for m in range(M):
+        J, aoff = A_meta[m, A_J], A_meta[m, A_OFF]
+        dst0, lead = lls + A_meta[m, A_LL], A_meta[m, A_LEAD] == m
+        for l in range(W):
+            a = n0 + l
+            base, r = aoff + st.obs[a, m] * J, a if logA.shape[0] > 1 else 0
+            for j in range(J):
+                if lead:
+                    w[wr, (dst0 + j) * W + l] = logA[r, base + j]
+                else:
+                    w[wr, (dst0 + j) * W + l] += logA[r, base + j]
+    log_prior_rows(st.prior, n0, w, wr, lp, S, W)
+    for s in range(S):
+        dst = lane(w, wr, lq + s, W)
+        for l in range(W):
+            dst[l] = 0.0
+    for _ in range(tb.opts[OPT_NUM_ITER]):
+        for s in range(S):
+            vq, vlq, vlp = lane(w, wr, q + s, W), lane(w, wr, lq + s, W), lane(w, wr, lp + s, W)
+            for l in range(W):
+                vq[l] = vlq[l]
+                vlq[l] = vlp[l]
+        for f in range(F):
+            softmax_rows(w, wr, q + S_off[f], q + S_off[f + 1], red, W)
+        for m in range(M):
+            if A_meta[m, A_LEAD] != m:
+                continue
+            J, lo, hi = A_meta[m, A_J], A_meta[m, A_DLO], A_meta[m, A_DHI]
+            base = lls + A_meta[m, A_LL]
+            if hi - lo == 2:
+                o0, o1 = S_off[A_deps[lo, 0]], S_off[A_deps[lo + 1, 0]]
+                S0, S1 = S_off[A_deps[lo, 0] + 1] - o0, S_off[A_deps[lo + 1, 0] + 1] - o1
+                for a in range(S0):
+                    qa, la = lane(w, wr, q + o0 + a, W), lane(w, wr, lq + o0 + a, W)
+                    for b in range(S1):
+                        ll = lane(w, wr, base + a * S1 + b, W)
+                        qb, lb = lane(w, wr, q + o1 + b, W), lane(w, wr, lq + o1 + b, W)
+                        for l in range(W):
+                            la[l] += ll[l] * qb[l]
+                            lb[l] += ll[l] * qa[l]
+                continue
+            prod = lane(w, wr, red + 2, W)
+            for j in range(J):
+                ll = lane(w, wr, base + j, W)
+                for k in range(lo, hi):
+                    for l in range(W):
+                        prod[l] = ll[l]
+                    for k2 in range(lo, hi):
+                        if k2 != k:
+                            qk = lane(w, wr, q + S_off[A_deps[k2, 0]] + dep_index(A_deps, k2, j, S_off), W)
+                            for l in range(W):
+                                prod[l] *= qk[l]
+                    dst = lane(w, wr, lq + S_off[A_deps[k, 0]] + dep_index(A_deps, k, j, S_off), W)
+                    for l in range(W):
+                        dst[l] += prod[l]
+    for s in range(S):
+        src, dst = lane(w, wr, lq + s, W), lane(w, wr, q0 + s, W)
+        for l in range(W):
+            dst[l] = src[l]
+    for f in range(F):
+        softmax_rows(w, wr, q0 + S_off[f], q0 + S_off[f + 1], red, W)
+
+
+# -- expected free energy over the policy tree ------------------------------------------------
+@device_jit(fastmath=LANE_FASTMATH)
+def transition_rows(n0, W, md, tb, p, t, w, wr, qt, qn):
+    """Rows qn.. <- beliefs after policy p's actions at step t from rows qt.. (as
+    ``agent.transition``; a one-hot B is a scatter of rows)."""
+    B, B_meta, B_deps, B_next, S_off, pol = md.B, tb.B_meta, tb.B_deps, tb.B_next, tb.S_off, tb.policies
+    F, wb = B_meta.shape[0], tb.tile[TILE_WB]
+    for f in range(F):
+        Sf, J = B_meta[f, B_S], B_meta[f, B_J]
+        u = pol[p, t * F + f]
+        o0 = qn + S_off[f]
+        weights_rows(w, wr, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, W)
+        nxt = B_meta[f, B_NEXT]
+        if nxt >= 0:
+            for s in range(Sf):
+                dst = lane(w, wr, o0 + s, W)
+                for l in range(W):
+                    dst[l] = 0.0
+            for j in range(J):
+                src, dst = lane(w, wr, wb + j, W), lane(w, wr, o0 + B_next[nxt + u * J + j], W)
+                for l in range(W):
+                    dst[l] += src[l]
+        else:
+            matvec_rows(B, n0, B_meta[f, B_OFF] + u * Sf * J, Sf, J, w, wr, wb, o0, W)
+
+
+@device_jit(fastmath=LANE_FASTMATH)
+def step_value_rows(n0, W, md, tb, p, t, w, wr, qt, qn):
+    """Row TILE_VAL <- one step's negative-EFE term (info gain + utility - parameter info gain)
+    for the move from rows qt.. to rows qn.. (as ``agent.step_value``)."""
+    A_meta, A_deps, B_meta, B_deps, S_off, opts = tb.A_meta, tb.A_deps, tb.B_meta, tb.B_deps, tb.S_off, tb.opts
+    tile, C, wA, wB = tb.tile, md.C, md.wA, md.wB
+    qo, wb, val = tile[TILE_QO], tile[TILE_WB], tile[TILE_VAL]
+    g = lane(w, wr, val, W)
+    for l in range(W):
+        g[l] = 0.0
+    for m in range(A_meta.shape[0]):
+        O, J, aoff = A_meta[m, A_O], A_meta[m, A_J], A_meta[m, A_OFF]
+        weights_rows(w, wr, qn, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb, W)
+        matvec_rows(md.A, n0, aoff, O, J, w, wr, wb, qo, W)
+        if opts[OPT_STATE_INFO]:
+            matvec_rows(md.H_A, n0, A_meta[m, H_OFF], 1, J, w, wr, wb, qo + O, W)  # E_q[H[A]]
+            for o in range(O):
+                qv = lane(w, wr, qo + o, W)
+                for l in range(W):
+                    g[l] -= qv[l] * vlog_stable(qv[l])
+            hv = lane(w, wr, qo + O, W)
+            for l in range(W):
+                g[l] -= hv[l]
+        if opts[OPT_UTILITY]:
+            coff = A_meta[m, C_OFF]
+            for o in range(O):
+                qv = lane(w, wr, qo + o, W)
+                if C.shape[0] == 1:
+                    c = C[0, coff + o]
+                    for l in range(W):
+                        g[l] += qv[l] * c
+                else:
+                    for l in range(W):
+                        g[l] += qv[l] * C[n0 + l, coff + o]
+        if opts[OPT_WA]:  # learning runs only: per agent
+            for l in range(W):
+                r = n0 + l if wA.shape[0] > 1 else 0
+                for o in range(O):
+                    acc = 0.0
+                    for j in range(J):
+                        acc += wA[r, aoff + o * J + j] * w[wr, (wb + j) * W + l]
+                    g[l] -= w[wr, (qo + o) * W + l] * acc
+    if opts[OPT_WB]:
+        F = B_meta.shape[0]
+        for f in range(F):
+            Sf, J = B_meta[f, B_S], B_meta[f, B_J]
+            weights_rows(w, wr, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, W)
+            base = B_meta[f, B_OFF] + tb.policies[p, t * F + f] * Sf * J
+            for l in range(W):
+                r = n0 + l if wB.shape[0] > 1 else 0
+                for s in range(Sf):
+                    acc = 0.0
+                    for j in range(J):
+                        acc += wB[r, base + s * J + j] * w[wr, (wb + j) * W + l]
+                    g[l] -= w[wr, (qn + S_off[f] + s) * W + l] * acc
+
+
+@device_jit(fastmath=LANE_FASTMATH)
+def neg_efe_rows(n0, W, md, tb, w, wr):
+    """Rows TILE_G.. (P) <- negative EFE of every policy, from the posterior in rows TILE_BEL..;
+    policy p re-rolls only from branch[p] (as ``agent.neg_efe``)."""
+    tile, pol, branch = tb.tile, tb.policies, tb.branch
+    S = tb.S_off[tb.S_off.shape[0] - 1]
+    T = pol.shape[1] // tb.B_meta.shape[0]
+    bel, acc, val, g0 = tile[TILE_BEL], tile[TILE_ACC], tile[TILE_VAL], tile[TILE_G]
+    a = lane(w, wr, acc, W)
+    for l in range(W):
+        a[l] = 0.0
+    for p in range(pol.shape[0]):
+        for t in range(branch[p], T):
+            qt, qn = bel + t * S, bel + (t + 1) * S
+            transition_rows(n0, W, md, tb, p, t, w, wr, qt, qn)
+            step_value_rows(n0, W, md, tb, p, t, w, wr, qt, qn)
+            a0, a1, v = lane(w, wr, acc + t, W), lane(w, wr, acc + t + 1, W), lane(w, wr, val, W)
+            for l in range(W):
+                a1[l] = a0[l] + v[l]
+        src, dst = lane(w, wr, acc + T, W), lane(w, wr, g0 + p, W)
+        for l in range(W):
+            dst[l] = src[l]
+
+
+@device_jit(fastmath=LANE_FASTMATH)
+def policy_rows(n0, W, md, tb, w, wr):
+    """Rows TILE_PI.. (P) <- softmax(gamma * G + log E) per agent."""
+    tile, E = tb.tile, md.E
+    g0, pi, red = tile[TILE_G], tile[TILE_PI], tile[TILE_RED]
+    gam = lane(w, wr, red + 3, W)
+    for l in range(W):
+        gam[l] = md.gamma[n0 + l]
+    P = tb.policies.shape[0]
+    for p in range(P):
+        gv, pv = lane(w, wr, g0 + p, W), lane(w, wr, pi + p, W)
+        if E.shape[0] == 1:
+            le = vlog_stable(E[0, p])
+            for l in range(W):
+                pv[l] = gam[l] * gv[l] + le
+        else:
+            for l in range(W):
+                pv[l] = gam[l] * gv[l] + vlog_stable(E[n0 + l, p])
+    softmax_rows(w, wr, pi, pi + P, red, W)
+
+
+# -- the whole step --------------------------------------------------------------------------
+@device_jit(inline=True)
+def tile_step(n0, W, st, md, tb, seed, w, wr):
+    """The whole step of agents n0..n0+nl-1 (nl <= LANES): state inference, neg EFE and policy
+    posterior across the tile's lanes, written back for the nl agents; then each agent's
+    ``agent_tail`` (learning, action, empirical prior) with scratch past the tile."""
+    tile = tb.tile
+    S, P = tb.S_off[tb.S_off.shape[0] - 1], tb.policies.shape[0]
+    infer_rows(n0, W, st, md, tb, w, wr)
+    neg_efe_rows(n0, W, md, tb, w, wr)
+    policy_rows(n0, W, md, tb, w, wr)
+    bel, g0, pi = tile[TILE_BEL], tile[TILE_G], tile[TILE_PI]
+    for l in range(W):
+        n = n0 + l
+        for s in range(S):
+            st.qs[n, s] = w[wr, (bel + s) * W + l]
+        for p in range(P):
+            st.neg_efe[n, p] = w[wr, (g0 + p) * W + l]
+            st.q_pi[n, p] = w[wr, (pi + p) * W + l]
+    tail = tile[TILE_ROWS] * W
+    for l in range(W):
+        agent_tail(n0 + l, st, md, tb, seed, w, wr, tail)
