@@ -33,17 +33,11 @@ from __future__ import annotations
 
 from .agent import agent_tail, dep_index
 from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, B_DHI, B_DLO, B_J, B_NEXT, B_OFF, B_S,
-                      C_OFF, H_OFF, LANES, OPT_NUM_ITER, OPT_STATE_INFO, OPT_UTILITY, OPT_WA, OPT_WB,
+                      C_OFF, H_OFF, OPT_NUM_ITER, OPT_STATE_INFO, OPT_UTILITY, OPT_WA, OPT_WB,
                       TILE_ACC, TILE_BEL, TILE_G, TILE_LLS, TILE_LP, TILE_LQ, TILE_PI, TILE_Q, TILE_QO,
                       TILE_RED, TILE_ROWS, TILE_VAL, TILE_WB)
 from .jit import LANE_FASTMATH, device_jit, minval_like
 from .vmath import vexp, vlog
-
-
-@device_jit(inline=True)
-def lane(w, wr, i, W):
-    """Tile row i in scratch row wr: one quantity's W (= ``LANES``) values, one per agent (a view)."""
-    return w[wr, i * W:(i + 1) * W]
 
 
 @device_jit(inline=True)
@@ -53,94 +47,122 @@ def vlog_stable(x):
 
 
 @device_jit(fastmath=LANE_FASTMATH)
-def softmax_rows(w, wr, lo, hi, red, W):
+def softmax_rows(t, lo, hi, red):
     """Rows lo..hi-1 <- their softmax, lane by lane (max subtracted first); rows red, red+1 are
     scratch."""
-    mx, sm = lane(w, wr, red, W), lane(w, wr, red + 1, W)
-    v = lane(w, wr, lo, W)
+    W = t.shape[1]
+    mx, sm = t[red], t[red + 1]
+    v = t[lo]
     for l in range(W):
         mx[l] = v[l]
         sm[l] = 0.0
     for i in range(lo + 1, hi):
-        v = lane(w, wr, i, W)
+        v = t[i]
         for l in range(W):
             mx[l] = v[l] if v[l] > mx[l] else mx[l]
     for i in range(lo, hi):
-        v = lane(w, wr, i, W)
+        v = t[i]
         for l in range(W):
             e = vexp(v[l] - mx[l])
             v[l] = e
             sm[l] += e
     for i in range(lo, hi):
-        v = lane(w, wr, i, W)
+        v = t[i]
         for l in range(W):
             v[l] = v[l] / sm[l]
 
 
 @device_jit(inline=True)
-def weights_rows(w, wr, qoff, S_off, deps, lo, hi, J, woff, W):
+def weights_rows(t, qoff, S_off, deps, lo, hi, J, woff):
     """Rows woff..woff+J-1 <- joint-state weights of beliefs at row qoff, for the dependency
     list deps[lo:hi] (as ``agent.weights``)."""
+    W = t.shape[1]
     if hi - lo == 1:
         base = qoff + S_off[deps[lo, 0]]
         for j in range(J):
-            src, dst = lane(w, wr, base + j, W), lane(w, wr, woff + j, W)
+            src, dst = t[base + j], t[woff + j]
             for l in range(W):
                 dst[l] = src[l]
     elif hi - lo == 2:
         d0, d1 = deps[lo, 0], deps[lo + 1, 0]
         S0, S1 = S_off[d0 + 1] - S_off[d0], S_off[d1 + 1] - S_off[d1]
         for a in range(S0):
-            qa = lane(w, wr, qoff + S_off[d0] + a, W)
+            qa = t[qoff + S_off[d0] + a]
             for b in range(S1):
-                qb, dst = lane(w, wr, qoff + S_off[d1] + b, W), lane(w, wr, woff + a * S1 + b, W)
+                qb, dst = t[qoff + S_off[d1] + b], t[woff + a * S1 + b]
                 for l in range(W):
                     dst[l] = qa[l] * qb[l]
     else:
         for j in range(J):
-            dst = lane(w, wr, woff + j, W)
+            dst = t[woff + j]
             for l in range(W):
                 dst[l] = 1.0
             for k in range(lo, hi):
-                q = lane(w, wr, qoff + S_off[deps[k, 0]] + dep_index(deps, k, j, S_off), W)
+                q = t[qoff + S_off[deps[k, 0]] + dep_index(deps, k, j, S_off)]
                 for l in range(W):
                     dst[l] *= q[l]
 
 
 @device_jit(inline=True)
-def matvec_rows(M, n0, moff, O, J, w, wr, x, out, W):
-    """Rows out..out+O-1 <- sum_j M[., moff + o*J + j] * row x+j: M's row 0 when shared (its
-    zeros skipped: adding 0 * x changes no bit), each lane's agent's row when per-agent."""
-    shared = M.shape[0] == 1
+def matvec_rows(M, n0, moff, O, J, t, x, out):
+    """Rows out..out+O-1 <- sum_j M[., moff + o*J + j] * row x+j: M's row 0 when shared, each
+    lane's agent's row when per-agent. A shared M goes four output rows at a time (each source
+    row loaded once for four products), its all-zero quadruples skipped (adding 0 * x changes no
+    bit): sparse A and B, such as identity-like modalities, cost what their nonzeros cost."""
+    W = t.shape[1]
     for o in range(O):
-        dst = lane(w, wr, out + o, W)
+        dst = t[out + o]
         for l in range(W):
             dst[l] = 0.0
-        for j in range(J):
-            src, i = lane(w, wr, x + j, W), moff + o * J + j
-            if shared:
-                m = M[0, i]
-                if m == 0.0:  # sparse A and B (identity-like modalities): skip the row
-                    continue
-                for l in range(W):
-                    dst[l] += m * src[l]
-            else:
+    if M.shape[0] > 1:
+        for o in range(O):
+            dst = t[out + o]
+            for j in range(J):
+                src, i = t[x + j], moff + o * J + j
                 for l in range(W):
                     dst[l] += M[n0 + l, i] * src[l]
+        return
+    o = 0
+    while o + 4 <= O:
+        d0, d1, d2, d3 = t[out + o], t[out + o + 1], t[out + o + 2], t[out + o + 3]
+        for j in range(J):
+            i = moff + o * J + j
+            m0, m1, m2, m3 = M[0, i], M[0, i + J], M[0, i + 2 * J], M[0, i + 3 * J]
+            if m0 == 0.0 and m1 == 0.0 and m2 == 0.0 and m3 == 0.0:
+                continue
+            src = t[x + j]
+            for l in range(W):
+                v = src[l]
+                d0[l] += m0 * v
+                d1[l] += m1 * v
+                d2[l] += m2 * v
+                d3[l] += m3 * v
+        o += 4
+    while o < O:
+        dst = t[out + o]
+        for j in range(J):
+            m = M[0, moff + o * J + j]
+            if m == 0.0:
+                continue
+            src = t[x + j]
+            for l in range(W):
+                dst[l] += m * src[l]
+        o += 1
 
 
 # -- state inference -------------------------------------------------------------------------
 @device_jit(fastmath=LANE_FASTMATH)
-def log_prior_rows(prior, n0, w, wr, out, S, W):
+def log_prior_rows(prior, n0, t, out, S):
     """Rows out..out+S-1 <- log max(prior, MINVAL) of the tile's agents."""
+    W = t.shape[1]
     for s in range(S):
-        dst = lane(w, wr, out + s, W)
+        dst = t[out + s]
         for l in range(W):
             dst[l] = vlog_stable(prior[n0 + l, s])
 
 
 @device_jit(fastmath=LANE_FASTMATH)
-def infer_rows(n0, W, st, md, tb, w, wr):
+def infer_rows(n0, W, st, md, tb, t):
     """Tile rows TILE_BEL.. (S) <- each agent's fixed-point posterior given its observation and
     prior (as ``agent.infer_states``)."""
     A_meta, A_deps, S_off, tile, logA = tb.A_meta, tb.A_deps, tb.S_off, tb.tile, md.logA
@@ -149,15 +171,15 @@ def infer_rows(n0, W, st, md, tb, w, wr):
     M = A_meta.shape[0]
     q0, red = tile[TILE_BEL], tile[TILE_RED]
     if F == 1:  # exact single pass
-        log_prior_rows(st.prior, n0, w, wr, q0, S, W)
+        log_prior_rows(st.prior, n0, t, q0, S)
         for m in range(M):
             J, aoff = A_meta[m, A_J], A_meta[m, A_OFF]
             for l in range(W):
                 a = n0 + l
                 base, r = aoff + st.obs[a, m] * J, a if logA.shape[0] > 1 else 0
                 for s in range(S):
-                    w[wr, (q0 + s) * W + l] += logA[r, base + s]
-        softmax_rows(w, wr, q0, q0 + S, red, W)
+                    t[q0 + s, l] += logA[r, base + s]
+        softmax_rows(t, q0, q0 + S, red)
         return
     lp, lq, q, lls = tile[TILE_LP], tile[TILE_LQ], tile[TILE_Q], tile[TILE_LLS]
     for m in range(M):
@@ -168,22 +190,22 @@ def infer_rows(n0, W, st, md, tb, w, wr):
             base, r = aoff + st.obs[a, m] * J, a if logA.shape[0] > 1 else 0
             for j in range(J):
                 if lead:
-                    w[wr, (dst0 + j) * W + l] = logA[r, base + j]
+                    t[dst0 + j, l] = logA[r, base + j]
                 else:
-                    w[wr, (dst0 + j) * W + l] += logA[r, base + j]
-    log_prior_rows(st.prior, n0, w, wr, lp, S, W)
+                    t[dst0 + j, l] += logA[r, base + j]
+    log_prior_rows(st.prior, n0, t, lp, S)
     for s in range(S):
-        dst = lane(w, wr, lq + s, W)
+        dst = t[lq + s]
         for l in range(W):
             dst[l] = 0.0
     for _ in range(tb.opts[OPT_NUM_ITER]):
         for s in range(S):
-            vq, vlq, vlp = lane(w, wr, q + s, W), lane(w, wr, lq + s, W), lane(w, wr, lp + s, W)
+            vq, vlq, vlp = t[q + s], t[lq + s], t[lp + s]
             for l in range(W):
                 vq[l] = vlq[l]
                 vlq[l] = vlp[l]
         for f in range(F):
-            softmax_rows(w, wr, q + S_off[f], q + S_off[f + 1], red, W)
+            softmax_rows(t, q + S_off[f], q + S_off[f + 1], red)
         for m in range(M):
             if A_meta[m, A_LEAD] != m:
                 continue
@@ -193,89 +215,89 @@ def infer_rows(n0, W, st, md, tb, w, wr):
                 o0, o1 = S_off[A_deps[lo, 0]], S_off[A_deps[lo + 1, 0]]
                 S0, S1 = S_off[A_deps[lo, 0] + 1] - o0, S_off[A_deps[lo + 1, 0] + 1] - o1
                 for a in range(S0):
-                    qa, la = lane(w, wr, q + o0 + a, W), lane(w, wr, lq + o0 + a, W)
+                    qa, la = t[q + o0 + a], t[lq + o0 + a]
                     for b in range(S1):
-                        ll = lane(w, wr, base + a * S1 + b, W)
-                        qb, lb = lane(w, wr, q + o1 + b, W), lane(w, wr, lq + o1 + b, W)
+                        ll = t[base + a * S1 + b]
+                        qb, lb = t[q + o1 + b], t[lq + o1 + b]
                         for l in range(W):
                             la[l] += ll[l] * qb[l]
                             lb[l] += ll[l] * qa[l]
                 continue
-            prod = lane(w, wr, red + 2, W)
+            prod = t[red + 2]
             for j in range(J):
-                ll = lane(w, wr, base + j, W)
+                ll = t[base + j]
                 for k in range(lo, hi):
                     for l in range(W):
                         prod[l] = ll[l]
                     for k2 in range(lo, hi):
                         if k2 != k:
-                            qk = lane(w, wr, q + S_off[A_deps[k2, 0]] + dep_index(A_deps, k2, j, S_off), W)
+                            qk = t[q + S_off[A_deps[k2, 0]] + dep_index(A_deps, k2, j, S_off)]
                             for l in range(W):
                                 prod[l] *= qk[l]
-                    dst = lane(w, wr, lq + S_off[A_deps[k, 0]] + dep_index(A_deps, k, j, S_off), W)
+                    dst = t[lq + S_off[A_deps[k, 0]] + dep_index(A_deps, k, j, S_off)]
                     for l in range(W):
                         dst[l] += prod[l]
     for s in range(S):
-        src, dst = lane(w, wr, lq + s, W), lane(w, wr, q0 + s, W)
+        src, dst = t[lq + s], t[q0 + s]
         for l in range(W):
             dst[l] = src[l]
     for f in range(F):
-        softmax_rows(w, wr, q0 + S_off[f], q0 + S_off[f + 1], red, W)
+        softmax_rows(t, q0 + S_off[f], q0 + S_off[f + 1], red)
 
 
 # -- expected free energy over the policy tree ------------------------------------------------
 @device_jit(fastmath=LANE_FASTMATH)
-def transition_rows(n0, W, md, tb, p, t, w, wr, qt, qn):
-    """Rows qn.. <- beliefs after policy p's actions at step t from rows qt.. (as
+def transition_rows(n0, W, md, tb, p, ts, t, qt, qn):
+    """Rows qn.. <- beliefs after policy p's actions at step ts from rows qt.. (as
     ``agent.transition``; a one-hot B is a scatter of rows)."""
     B, B_meta, B_deps, B_next, S_off, pol = md.B, tb.B_meta, tb.B_deps, tb.B_next, tb.S_off, tb.policies
     F, wb = B_meta.shape[0], tb.tile[TILE_WB]
     for f in range(F):
         Sf, J = B_meta[f, B_S], B_meta[f, B_J]
-        u = pol[p, t * F + f]
+        u = pol[p, ts * F + f]
         o0 = qn + S_off[f]
-        weights_rows(w, wr, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, W)
+        weights_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
         nxt = B_meta[f, B_NEXT]
         if nxt >= 0:
             for s in range(Sf):
-                dst = lane(w, wr, o0 + s, W)
+                dst = t[o0 + s]
                 for l in range(W):
                     dst[l] = 0.0
             for j in range(J):
-                src, dst = lane(w, wr, wb + j, W), lane(w, wr, o0 + B_next[nxt + u * J + j], W)
+                src, dst = t[wb + j], t[o0 + B_next[nxt + u * J + j]]
                 for l in range(W):
                     dst[l] += src[l]
         else:
-            matvec_rows(B, n0, B_meta[f, B_OFF] + u * Sf * J, Sf, J, w, wr, wb, o0, W)
+            matvec_rows(B, n0, B_meta[f, B_OFF] + u * Sf * J, Sf, J, t, wb, o0)
 
 
 @device_jit(fastmath=LANE_FASTMATH)
-def step_value_rows(n0, W, md, tb, p, t, w, wr, qt, qn):
+def step_value_rows(n0, W, md, tb, p, ts, t, qt, qn):
     """Row TILE_VAL <- one step's negative-EFE term (info gain + utility - parameter info gain)
     for the move from rows qt.. to rows qn.. (as ``agent.step_value``)."""
     A_meta, A_deps, B_meta, B_deps, S_off, opts = tb.A_meta, tb.A_deps, tb.B_meta, tb.B_deps, tb.S_off, tb.opts
     tile, C, wA, wB = tb.tile, md.C, md.wA, md.wB
     qo, wb, val = tile[TILE_QO], tile[TILE_WB], tile[TILE_VAL]
-    g = lane(w, wr, val, W)
+    g = t[val]
     for l in range(W):
         g[l] = 0.0
     for m in range(A_meta.shape[0]):
         O, J, aoff = A_meta[m, A_O], A_meta[m, A_J], A_meta[m, A_OFF]
-        weights_rows(w, wr, qn, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb, W)
-        matvec_rows(md.A, n0, aoff, O, J, w, wr, wb, qo, W)
+        weights_rows(t, qn, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb)
+        matvec_rows(md.A, n0, aoff, O, J, t, wb, qo)
         if opts[OPT_STATE_INFO]:
-            matvec_rows(md.H_A, n0, A_meta[m, H_OFF], 1, J, w, wr, wb, qo + O, W)  # E_q[H[A]]
+            matvec_rows(md.H_A, n0, A_meta[m, H_OFF], 1, J, t, wb, qo + O)  # E_q[H[A]]
             for o in range(O):
-                qv = lane(w, wr, qo + o, W)
+                qv = t[qo + o]
                 for l in range(W):
                     g[l] -= qv[l] * vlog_stable(qv[l])
-            hv = lane(w, wr, qo + O, W)
+            hv = t[qo + O]
             for l in range(W):
                 g[l] -= hv[l]
         if opts[OPT_UTILITY]:
             coff = A_meta[m, C_OFF]
             for o in range(O):
-                qv = lane(w, wr, qo + o, W)
+                qv = t[qo + o]
                 if C.shape[0] == 1:
                     c = C[0, coff + o]
                     for l in range(W):
@@ -289,58 +311,58 @@ def step_value_rows(n0, W, md, tb, p, t, w, wr, qt, qn):
                 for o in range(O):
                     acc = 0.0
                     for j in range(J):
-                        acc += wA[r, aoff + o * J + j] * w[wr, (wb + j) * W + l]
-                    g[l] -= w[wr, (qo + o) * W + l] * acc
+                        acc += wA[r, aoff + o * J + j] * t[wb + j, l]
+                    g[l] -= t[qo + o, l] * acc
     if opts[OPT_WB]:
         F = B_meta.shape[0]
         for f in range(F):
             Sf, J = B_meta[f, B_S], B_meta[f, B_J]
-            weights_rows(w, wr, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, W)
-            base = B_meta[f, B_OFF] + tb.policies[p, t * F + f] * Sf * J
+            weights_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
+            base = B_meta[f, B_OFF] + tb.policies[p, ts * F + f] * Sf * J
             for l in range(W):
                 r = n0 + l if wB.shape[0] > 1 else 0
                 for s in range(Sf):
                     acc = 0.0
                     for j in range(J):
-                        acc += wB[r, base + s * J + j] * w[wr, (wb + j) * W + l]
-                    g[l] -= w[wr, (qn + S_off[f] + s) * W + l] * acc
+                        acc += wB[r, base + s * J + j] * t[wb + j, l]
+                    g[l] -= t[qn + S_off[f] + s, l] * acc
 
 
 @device_jit(fastmath=LANE_FASTMATH)
-def neg_efe_rows(n0, W, md, tb, w, wr):
+def neg_efe_rows(n0, W, md, tb, t):
     """Rows TILE_G.. (P) <- negative EFE of every policy, from the posterior in rows TILE_BEL..;
     policy p re-rolls only from branch[p] (as ``agent.neg_efe``)."""
     tile, pol, branch = tb.tile, tb.policies, tb.branch
     S = tb.S_off[tb.S_off.shape[0] - 1]
     T = pol.shape[1] // tb.B_meta.shape[0]
     bel, acc, val, g0 = tile[TILE_BEL], tile[TILE_ACC], tile[TILE_VAL], tile[TILE_G]
-    a = lane(w, wr, acc, W)
+    a = t[acc]
     for l in range(W):
         a[l] = 0.0
     for p in range(pol.shape[0]):
-        for t in range(branch[p], T):
-            qt, qn = bel + t * S, bel + (t + 1) * S
-            transition_rows(n0, W, md, tb, p, t, w, wr, qt, qn)
-            step_value_rows(n0, W, md, tb, p, t, w, wr, qt, qn)
-            a0, a1, v = lane(w, wr, acc + t, W), lane(w, wr, acc + t + 1, W), lane(w, wr, val, W)
+        for ts in range(branch[p], T):
+            qt, qn = bel + ts * S, bel + (ts + 1) * S
+            transition_rows(n0, W, md, tb, p, ts, t, qt, qn)
+            step_value_rows(n0, W, md, tb, p, ts, t, qt, qn)
+            a0, a1, v = t[acc + ts], t[acc + ts + 1], t[val]
             for l in range(W):
                 a1[l] = a0[l] + v[l]
-        src, dst = lane(w, wr, acc + T, W), lane(w, wr, g0 + p, W)
+        src, dst = t[acc + T], t[g0 + p]
         for l in range(W):
             dst[l] = src[l]
 
 
 @device_jit(fastmath=LANE_FASTMATH)
-def policy_rows(n0, W, md, tb, w, wr):
+def policy_rows(n0, W, md, tb, t):
     """Rows TILE_PI.. (P) <- softmax(gamma * G + log E) per agent."""
     tile, E = tb.tile, md.E
     g0, pi, red = tile[TILE_G], tile[TILE_PI], tile[TILE_RED]
-    gam = lane(w, wr, red + 3, W)
+    gam = t[red + 3]
     for l in range(W):
         gam[l] = md.gamma[n0 + l]
     P = tb.policies.shape[0]
     for p in range(P):
-        gv, pv = lane(w, wr, g0 + p, W), lane(w, wr, pi + p, W)
+        gv, pv = t[g0 + p], t[pi + p]
         if E.shape[0] == 1:
             le = vlog_stable(E[0, p])
             for l in range(W):
@@ -348,28 +370,30 @@ def policy_rows(n0, W, md, tb, w, wr):
         else:
             for l in range(W):
                 pv[l] = gam[l] * gv[l] + vlog_stable(E[n0 + l, p])
-    softmax_rows(w, wr, pi, pi + P, red, W)
+    softmax_rows(t, pi, pi + P, red)
 
 
 # -- the whole step --------------------------------------------------------------------------
 @device_jit(inline=True)
 def tile_step(n0, W, st, md, tb, seed, w, wr):
-    """The whole step of agents n0..n0+nl-1 (nl <= LANES): state inference, neg EFE and policy
-    posterior across the tile's lanes, written back for the nl agents; then each agent's
+    """The whole step of agents n0..n0+W-1 (W <= LANES): state inference, neg EFE and policy
+    posterior across the tile's W lanes (the tile: the first ``TILE_ROWS * W`` elements of
+    scratch row ``w[wr]``, seen as ``(TILE_ROWS, W)``), written back; then each agent's
     ``agent_tail`` (learning, action, empirical prior) with scratch past the tile."""
     tile = tb.tile
+    t = w[wr, 0:tile[TILE_ROWS] * W].reshape((tile[TILE_ROWS], W))
     S, P = tb.S_off[tb.S_off.shape[0] - 1], tb.policies.shape[0]
-    infer_rows(n0, W, st, md, tb, w, wr)
-    neg_efe_rows(n0, W, md, tb, w, wr)
-    policy_rows(n0, W, md, tb, w, wr)
+    infer_rows(n0, W, st, md, tb, t)
+    neg_efe_rows(n0, W, md, tb, t)
+    policy_rows(n0, W, md, tb, t)
     bel, g0, pi = tile[TILE_BEL], tile[TILE_G], tile[TILE_PI]
     for l in range(W):
         n = n0 + l
         for s in range(S):
-            st.qs[n, s] = w[wr, (bel + s) * W + l]
+            st.qs[n, s] = t[bel + s, l]
         for p in range(P):
-            st.neg_efe[n, p] = w[wr, (g0 + p) * W + l]
-            st.q_pi[n, p] = w[wr, (pi + p) * W + l]
+            st.neg_efe[n, p] = t[g0 + p, l]
+            st.q_pi[n, p] = t[pi + p, l]
     tail = tile[TILE_ROWS] * W
     for l in range(W):
         agent_tail(n0 + l, st, md, tb, seed, w, wr, tail)
