@@ -104,8 +104,11 @@ def pymdp_tmaze(policy_len: int = 2) -> fa_gpu.GenerativeModel:
     if not _PYMDP_TMAZE:
         _PYMDP_TMAZE.update(_pymdp_tmaze_arrays())
     t = _PYMDP_TMAZE
+    # pymdp builds them in float32 (JAX default): columns sum to 1 within 1e-7; we check in float64
+    norm = lambda xs: [x / x.sum(axis=0, keepdims=True) for x in xs]
     C = [np.zeros(t["A"][0].shape[0]), np.array([0.0, 3.0, -3.0]), np.zeros(t["A"][2].shape[0])]
-    return fa_gpu.GenerativeModel(A=t["A"], B=t["B"], C=C, D=t["D"], A_dependencies=t["A_dependencies"],
+    return fa_gpu.GenerativeModel(A=norm(t["A"]), B=norm(t["B"]), C=C, D=norm(t["D"]),
+                                  A_dependencies=t["A_dependencies"],
                                   B_dependencies=t["B_dependencies"], policy_len=policy_len)
 
 
