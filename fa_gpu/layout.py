@@ -34,31 +34,37 @@ class Layout:
     B_next: np.ndarray  # next-state index of one-hot B columns, (U_f, J_f) per one-hot factor
     policies: np.ndarray  # (P, T, F)
     branch: np.ndarray  # (P,) first time step where policy p differs from policy p-1
-    tile: np.ndarray  # (TILE_COLS,) row offsets of the lanes kernel's tile (kernels.columns.TILE_*)
     sizes: dict  # buffer widths: "A", "H", "C", "B", "S", "E"; "LL": summed log-likelihoods
+
+    @property
+    def maxima(self) -> tuple[int, int, int]:
+        """(O_max, U_max, J_max): the largest outcome count, action count and joint-state count
+        (over A and B dependencies)."""
+        return (int(self.A_meta[:, A_O].max()), int(self.B_meta[:, B_U].max()),
+                int(max(self.A_meta[:, A_J].max(), self.B_meta[:, B_J].max())))
 
     @property
     def scratch_size(self) -> int:
         """Per-thread scratch a fused step needs (elements)."""
         S, T = self.sizes["S"], self.policies.shape[1]
-        O_max = int(self.A_meta[:, A_O].max())
-        U_max = int(self.B_meta[:, B_U].max())
-        J_max = int(max(self.A_meta[:, A_J].max(), self.B_meta[:, B_J].max()))
+        O_max, U_max, J_max = self.maxima
         return (T + 1) * S + (T + 1) + max(3 * S + self.sizes["LL"], O_max + 1 + J_max, U_max)
+
+    @property
+    def tile(self) -> np.ndarray:
+        """(TILE_COLS,) int64 row offsets of the agent-lanes kernel's tile, in
+        ``kernels.columns.TILE_*`` order (a layout table the kernels read)."""
+        S, T, P = self.sizes["S"], self.policies.shape[1], self.policies.shape[0]
+        O_max, _, J_max = self.maxima
+        rows = ((T + 1) * S, T + 1, O_max + 1, J_max, 1, S, S, S, self.sizes["LL"], P, P, 4)
+        return np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
 
     @property
     def lane_scratch_size(self) -> int:
         """Per-thread scratch of the agent-lanes CPU kernel (elements): its tile (``TILE_ROWS``
         rows of ``LANES``), then the per-agent tail's scratch (joint weights or action marginals)."""
-        U_max = int(self.B_meta[:, B_U].max())
-        J_max = int(max(self.A_meta[:, A_J].max(), self.B_meta[:, B_J].max()))
+        _, U_max, J_max = self.maxima
         return int(self.tile[TILE_ROWS]) * LANES + max(J_max, U_max)
-
-
-def _tile(S, T, P, O_max, J_max, LL) -> np.ndarray:
-    """Row offsets of the lanes kernel's tile, in ``kernels.columns.TILE_*`` order."""
-    sizes = ((T + 1) * S, T + 1, O_max + 1, J_max, 1, S, S, S, LL, P, P, 4)
-    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
 def _dep_table(deps_list, num_states):
@@ -111,6 +117,4 @@ def build_layout(model, B_onehot_ok: bool = True) -> Layout:
         S_off=S_off, A_meta=A_meta, A_deps=A_deps, B_meta=B_meta, B_deps=B_deps,
         B_next=np.concatenate(nexts).astype(np.int64) if nexts else np.zeros(1, dtype=np.int64),
         policies=pol, branch=branch,
-        tile=_tile(int(S_off[-1]), pol.shape[1], len(pol), int(A_meta[:, A_O].max()),
-                   int(max(A_meta[:, A_J].max(), B_meta[:, B_J].max())), ll_off),
         sizes=dict(A=a_off, H=h_off, C=c_off, B=b_off, S=int(S_off[-1]), E=len(pol), LL=ll_off))

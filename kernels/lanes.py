@@ -161,6 +161,21 @@ def log_prior_rows(prior, n0, t, out, S):
             dst[l] = vlog_stable(prior[n0 + l, s])
 
 
+@device_jit(inline=True)
+def gather_ll(obs, logA, A_meta, m, n0, t, dst, add):
+    """Rows dst..dst+J_m-1 <- (or += when ``add``) log A[m] at each lane's agent's observation:
+    the column block ``log A[m][o_n, ...]``, a gather per lane (row n of a per-agent log A)."""
+    J, aoff = A_meta[m, A_J], A_meta[m, A_OFF]
+    for l in range(t.shape[1]):
+        a = n0 + l
+        base, r = aoff + obs[a, m] * J, a if logA.shape[0] > 1 else 0
+        for j in range(J):
+            if add:
+                t[dst + j, l] += logA[r, base + j]
+            else:
+                t[dst + j, l] = logA[r, base + j]
+
+
 @device_jit(fastmath=LANE_FASTMATH)
 def infer_rows(n0, W, st, md, tb, t):
     """Tile rows TILE_BEL.. (S) <- each agent's fixed-point posterior given its observation and
@@ -173,26 +188,12 @@ def infer_rows(n0, W, st, md, tb, t):
     if F == 1:  # exact single pass
         log_prior_rows(st.prior, n0, t, q0, S)
         for m in range(M):
-            J, aoff = A_meta[m, A_J], A_meta[m, A_OFF]
-            for l in range(W):
-                a = n0 + l
-                base, r = aoff + st.obs[a, m] * J, a if logA.shape[0] > 1 else 0
-                for s in range(S):
-                    t[q0 + s, l] += logA[r, base + s]
+            gather_ll(st.obs, logA, A_meta, m, n0, t, q0, True)
         softmax_rows(t, q0, q0 + S, red)
         return
     lp, lq, q, lls = tile[TILE_LP], tile[TILE_LQ], tile[TILE_Q], tile[TILE_LLS]
     for m in range(M):
-        J, aoff = A_meta[m, A_J], A_meta[m, A_OFF]
-        dst0, lead = lls + A_meta[m, A_LL], A_meta[m, A_LEAD] == m
-        for l in range(W):
-            a = n0 + l
-            base, r = aoff + st.obs[a, m] * J, a if logA.shape[0] > 1 else 0
-            for j in range(J):
-                if lead:
-                    t[dst0 + j, l] = logA[r, base + j]
-                else:
-                    t[dst0 + j, l] += logA[r, base + j]
+        gather_ll(st.obs, logA, A_meta, m, n0, t, lls + A_meta[m, A_LL], A_meta[m, A_LEAD] != m)
     log_prior_rows(st.prior, n0, t, lp, S)
     for s in range(S):
         dst = t[lq + s]
@@ -271,6 +272,21 @@ def transition_rows(n0, W, md, tb, p, ts, t, qt, qn):
             matvec_rows(B, n0, B_meta[f, B_OFF] + u * Sf * J, Sf, J, t, wb, o0)
 
 
+@device_jit(inline=True)
+def param_info_rows(Wt, n0, base, R, J, t, wb, q, g):
+    """g[l] -= sum_r t[q + r, l] * sum_j Wt[., base + r*J + j] * t[wb + j, l], lane by lane: the
+    parameter information gain of one modality (wA, R = O) or factor (wB, R = S_f), as in
+    ``agent.step_value``. Learning runs only, so per agent: Wt's row is the lane's agent's when
+    per-agent, row 0 when shared."""
+    for l in range(t.shape[1]):
+        row = n0 + l if Wt.shape[0] > 1 else 0
+        for r in range(R):
+            acc = 0.0
+            for j in range(J):
+                acc += Wt[row, base + r * J + j] * t[wb + j, l]
+            g[l] -= t[q + r, l] * acc
+
+
 @device_jit(fastmath=LANE_FASTMATH)
 def step_value_rows(n0, W, md, tb, p, ts, t, qt, qn):
     """Row TILE_VAL <- one step's negative-EFE term (info gain + utility - parameter info gain)
@@ -305,27 +321,15 @@ def step_value_rows(n0, W, md, tb, p, ts, t, qt, qn):
                 else:
                     for l in range(W):
                         g[l] += qv[l] * C[n0 + l, coff + o]
-        if opts[OPT_WA]:  # learning runs only: per agent
-            for l in range(W):
-                r = n0 + l if wA.shape[0] > 1 else 0
-                for o in range(O):
-                    acc = 0.0
-                    for j in range(J):
-                        acc += wA[r, aoff + o * J + j] * t[wb + j, l]
-                    g[l] -= t[qo + o, l] * acc
+        if opts[OPT_WA]:
+            param_info_rows(wA, n0, aoff, O, J, t, wb, qo, g)
     if opts[OPT_WB]:
         F = B_meta.shape[0]
         for f in range(F):
             Sf, J = B_meta[f, B_S], B_meta[f, B_J]
             weights_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
             base = B_meta[f, B_OFF] + tb.policies[p, ts * F + f] * Sf * J
-            for l in range(W):
-                r = n0 + l if wB.shape[0] > 1 else 0
-                for s in range(Sf):
-                    acc = 0.0
-                    for j in range(J):
-                        acc += wB[r, base + s * J + j] * t[wb + j, l]
-                    g[l] -= t[qn + S_off[f] + s, l] * acc
+            param_info_rows(wB, n0, base, Sf, J, t, wb, qn + S_off[f], g)
 
 
 @device_jit(fastmath=LANE_FASTMATH)
