@@ -190,17 +190,32 @@ def options(cfg) -> np.ndarray:
     return o
 
 
+def agent_rows(name: str, per_agent: dict) -> bool:
+    """Whether buffer ``name`` has one row per agent (its leading axis is the agent), given the
+    sharing of the model groups (``per_agent``: key A..E -> bool)."""
+    rows = BY_NAME[name].rows
+    return rows == "agents" or bool(per_agent.get(rows, False))
+
+
 def allocate(be, spec: Spec, cfg, lay) -> dict:
     """``{name: backend array}``: zeros, tables filled in; ``work`` uninitialized (the backend's
-    own memory order, see ``backend.empty_work``)."""
+    own memory order, see ``backend.empty_work``).
+
+    A backend with ``agent_innermost`` set (cuda) gets its per-agent ``(N, L)`` buffers in
+    column-major (Fortran) order: agent ``n``'s element ``k`` sits next to agent ``n + 1``'s, so
+    the 32 threads of a warp (consecutive agents) read and write one contiguous segment, and the
+    kernel, typed with Fortran-layout arrays, knows that stride at compile time. Shapes, views,
+    cohort slices and checkpoints are those of the row-major buffers; only the strides differ."""
     xp, out = be.xp, {}
-    for name, (shape, dt, _) in spec.entries.items():
+    innermost = be.agent_innermost
+    for name, (shape, dt, ok) in spec.entries.items():
         if BY_NAME[name].rows == "table":
             out[name] = be.asarray(_table(lay, cfg, name), dtype=np.int64)
         elif name == "work":
             out[name] = be.empty_work(shape, dt)
         else:
-            out[name] = xp.zeros(shape, dtype=dt)
+            order = "F" if innermost and ok and len(shape) == 2 and agent_rows(name, spec.per_agent) else "C"
+            out[name] = xp.zeros(shape, dtype=dt, order=order)
     return out
 
 
@@ -277,8 +292,7 @@ class Bound:
 
     def rows_of(self, name: str) -> bool:
         """Whether buffer ``name`` has one row per agent (its leading axis is the agent)."""
-        rows = BY_NAME[name].rows
-        return rows == "agents" or (rows in self.per_agent and self.per_agent[rows])
+        return agent_rows(name, self.per_agent)
 
     def cohort(self, lo: int, hi: int) -> "Bound":
         """Views of agents ``lo..hi-1``: per-agent buffers sliced (writes land in the engine's

@@ -1,5 +1,6 @@
-"""CUDA backend: every buffer on the device (CuPy arrays, agent-major), all work on the engine's
-own stream. Two step paths (``cuda_path``):
+"""CUDA backend: every buffer on the device (CuPy arrays; per-agent buffers and scratch
+column-major, the agent innermost, so a warp's accesses coalesce), all work on the engine's own
+stream. Two step paths (``cuda_path``):
 
 - ``"fused"``: one Numba-CUDA kernel launch per step (``kernels.cuda``), one thread per agent; a
   shared model that fits is read from each block's shared memory.
@@ -148,6 +149,8 @@ class CudaBackend(NumpyBackend):
 
     #: scratch is column-major (a warp's threads side by side): no row padding against false sharing
     pads_work = False
+    #: per-agent buffers column-major too (``schema.allocate``): a warp's loads coalesce
+    agent_innermost = True
 
     def empty_work(self, shape, dtype):
         """Scratch ``(threads, scratch_size)`` in column-major order: thread i's element k sits

@@ -62,6 +62,8 @@ class NumpyBackend:
 
     #: pad each scratch row past a cache line (rows belong to different threads)
     pads_work = True
+    #: per-agent buffers row-major (one agent's values together; ``schema.allocate``)
+    agent_innermost = False
 
     def scratch_size(self, layout) -> int:
         """Elements of one scratch row: the one-agent-per-thread kernel's."""

@@ -1,5 +1,8 @@
 """Compile the fused CUDA step kernel to PTX for one compute capability (argv: major minor),
-without a GPU, for float32 and float64 engines. Prints 'PTX OK sm_XY <bytes>' per dtype."""
+without a GPU, for float32 and float64 engines, with the arguments laid out as the cuda backend
+allocates them (``schema.allocate`` with the backend's ``agent_innermost``: per-agent buffers
+column-major, so the kernel is typed with Fortran-layout arrays whose agent stride is one element,
+known at compile time). Prints 'PTX OK sm_XY <dtype> <global|shared> <bytes>'."""
 import os
 import sys
 from types import SimpleNamespace
@@ -18,18 +21,28 @@ _disp.get_current_device = lambda: SimpleNamespace(compute_capability=cc)
 from randmodels import CASES, build  # noqa: E402
 
 from fa_gpu import schema  # noqa: E402
+from fa_gpu.backends.cuda import CudaBackend  # noqa: E402
 from fa_gpu.kernels import cuda as kcuda  # noqa: E402
+
+# the cuda backend's allocation on host arrays (no device here): its layout flags, NumPy arrays
+host_cuda = SimpleNamespace(xp=np, agent_innermost=CudaBackend.agent_innermost,
+                            asarray=lambda x, dtype=None: np.array(x, dtype=dtype),
+                            empty_work=CudaBackend.empty_work.__get__(SimpleNamespace(xp=np)))
 
 # the learning model (per-agent parameters, global memory) and a shared model (shared memory)
 for dtype in ("float32", "float64"):
     for case, shared in ((CASES[33], False), (CASES[21], True)):
-        _, eng = build(case, 4, 0, backend="numpy", dtype=dtype)
-        b = eng._buffers
-        # the cuda backend's scratch: column-major, unpadded rows
-        work = np.empty((2, schema.widths(eng.config, eng.layout, pad_work=False)["scratch"]),
-                        dtype=dtype, order="F")
+        _, eng = build(case, 40, 0, backend="numpy", dtype=dtype)
+        cfg, lay = eng.config, eng.layout
+        spec = schema.shapes(cfg, lay, eng._spec.per_agent, work_rows=64, pad_work=False)
+        b = schema.Bound(schema.allocate(host_cuda, spec, cfg, lay), spec, cfg, lay)
         bundles = (b.bundle("state"), b.bundle("model"), b.bundle("tables"))
-        sig = tuple(numba.typeof(x) for x in bundles) + (types.uint64, numba.typeof(work), types.int64, types.int64)
+        for name, arr in b.packed.items():  # every per-agent matrix: agent stride one element
+            if arr.ndim == 2 and b.rows_of(name) and spec.entries[name][2]:
+                assert numba.typeof(arr).layout == "F" and arr.strides[0] == arr.itemsize, name
+        assert numba.typeof(b.packed["work"]).layout == "F"
+        sig = tuple(numba.typeof(x) for x in bundles) + (types.uint64, numba.typeof(b.packed["work"]),
+                                                         types.int64, types.int64)
         sizes = kcuda.shared_model_sizes(bundles[1])
         assert (sizes is not None) == shared
         ptx, _ = cuda.compile_ptx(kcuda.step_kernel_py(sizes, np.dtype(dtype), schema.ModelBundle), sig, cc=cc)

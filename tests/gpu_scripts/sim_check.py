@@ -29,6 +29,9 @@ for idx in idxs:
         _, sim = build(case, 4, 600 + idx, backend="cuda", dtype=dtype, action_selection=sel,
                        cuda_path=path)
         assert sim.backend == "cuda" and sim.step_path == path
+        sb = sim._buffers  # per-agent matrices agent-innermost (coalesced), as on a GPU
+        assert all(a.strides[0] == a.itemsize for k, a in sb.packed.items()
+                   if a.ndim == 2 and sb.rows_of(k) and sb.spec.entries[k][2]), case.name
         if path == "fused":
             paths.add("shared" if sim._backend.shared_model_sizes(sim._buffers) else "global")
         for t, o in enumerate(random_obs(case, 4, 3, 600 + idx)):
