@@ -120,6 +120,33 @@ class Engine:
     ``q_pi``, ``neg_efe`` ``(N, P)``, ``actions`` ``(N, F)`` int64, ``t`` ``(N,)`` int64.
     """
 
+    @classmethod
+    def from_pymdp(cls, agent, n_agents: int | None = None, backend: str = "auto", dtype=None,
+                   **overrides) -> "Engine":
+        """An engine with a pymdp 1.0 ``Agent``'s model and options, so it gives that agent's
+        numbers.
+
+        Carried over: the arrays (:meth:`GenerativeModel.from_pymdp`: arrays equal across pymdp's
+        batch are shared, others per-agent), ``gamma``, ``alpha`` (per-agent when they differ),
+        ``num_iter``, ``inference_algo``, ``use_utility``, ``use_states_info_gain``,
+        ``use_param_info_gain``, ``action_selection``, ``sampling_mode``, ``learn_A``, ``learn_B``;
+        ``n_agents`` defaults to ``agent.batch_size`` and ``dtype`` to the agent's float dtype.
+        ``overrides`` are any other :class:`Engine` arguments (``seed``, ``lr_pA``, ``lr_pB``:
+        pymdp takes learning rates per ``infer_parameters`` call, default 1.0) and win over the
+        agent's. Options fa_gpu cannot honour (``categorical_obs``, ``use_inductive``,
+        ``learn_C``, ``learn_D``, ``learn_E``, ``learning_mode`` other than ``"online"``,
+        ``B_action_dependencies``, ``preprocess_fn``, an ``inference_algo`` other than fpi) raise
+        ``ValueError`` naming each (see :mod:`fa_gpu.interop`).
+        """
+        from . import interop
+
+        opts = interop.engine_options(agent, n_agents)
+        if dtype is not None:
+            opts["dtype"] = dtype
+        opts.update(overrides)
+        n = opts.pop("n_agents")
+        return cls(GenerativeModel.from_pymdp(agent), n, backend=backend, **opts)
+
     def __init__(self, model: GenerativeModel, n_agents: int, backend: str = "numpy",
                  dtype="float32", seed: int = 0, gamma=1.0, alpha=1.0, inference_algo: str = "fpi",
                  num_iter: int = 16, use_utility: bool = True, use_states_info_gain: bool = True,
@@ -462,6 +489,8 @@ class Engine:
     neg_efe = property(lambda self: self._host(self._buffers.neg_efe), doc="Negative EFE (N, P).")
     actions = property(lambda self: self._host(self._buffers.actions), doc="Last actions (N, F) int64.")
     t = property(lambda self: self._host(self._buffers.t), doc="Steps since each agent's reset, (N,) int64.")
+    gamma = property(lambda self: self._host(self._buffers.gamma), doc="Policy precision per agent, (N,).")
+    alpha = property(lambda self: self._host(self._buffers.alpha), doc="Action precision per agent, (N,).")
     A = property(lambda self: [self._host(x) for x in self._buffers.A], doc="Current A (shared or per-agent).")
     B = property(lambda self: [self._host(x) for x in self._buffers.B], doc="Current B (shared or per-agent).")
     D = property(lambda self: [self._host(x) for x in self._buffers.D], doc="Current D (shared or per-agent).")

@@ -112,6 +112,7 @@ CASES = [
          kw=dict(use_param_info_gain=True, learn_A=True, learn_B=True), counts=("pA", "pB")),
     Case("3f_len2_learn_marg", [2, 2, 3], [2, 3], [2, 1, 2], policy_len=2, A_deps=[[0, 1], [2]],
          kw=dict(learn_A=True, learn_B=True, sampling_mode="marginal"), counts=("pA", "pB"), E=True),
+    Case("2f_numiter3", [3, 3], [3, 4], [2, 3], A_deps=[[0, 1], [0, 1]], kw=dict(num_iter=3)),
 ]
 
 

@@ -26,7 +26,8 @@ N, T = 5, 8
 
 @functools.lru_cache(maxsize=None)
 def pymdp_trajectory(idx: int):
-    """Run pymdp on CASES[idx]; returns per-step dicts of numpy arrays."""
+    """Run pymdp on CASES[idx]; returns (observations, per-step dicts of numpy arrays, the agent
+    as built, before any step)."""
     case, seed = CASES[idx], 100 + idx
     arrs = make_model_arrays(case, seed)
     kw = engine_kwargs(case, N, seed)
@@ -43,7 +44,8 @@ def pymdp_trajectory(idx: int):
         use_states_info_gain=kw.get("use_states_info_gain", True),
         use_param_info_gain=kw.get("use_param_info_gain", False),
         sampling_mode=kw.get("sampling_mode", "full"), action_selection="deterministic",
-        learn_A=learn_A, learn_B=learn_B)
+        num_iter=kw.get("num_iter", 16), learn_A=learn_A, learn_B=learn_B)
+    agent0 = agent
     obs_all = random_obs(case, N, T, seed)
 
     @eqx.filter_jit
@@ -82,14 +84,21 @@ def pymdp_trajectory(idx: int):
             pA=None if not learn_A else [np.asarray(x) for x in agent.pA],
             pB=None if not learn_B else [np.asarray(x) for x in agent.pB]))
         qs_prev, action_prev = qs, action
-    return obs_all, out
+    return obs_all, out, agent0
 
 
-def run_ours(idx: int, dtype: str, backend: str = "numpy"):
-    """Our engine on the same case, fed pymdp's actions; yields (ours, theirs) per step."""
+def run_ours(idx: int, dtype: str, backend: str = "numpy", from_agent: bool = False):
+    """Our engine on the same case, fed pymdp's actions; yields (ours, theirs) per step.
+    ``from_agent``: the engine is ``Engine.from_pymdp(agent)`` of pymdp's own agent (only the
+    learning rates, which pymdp takes per call, passed on) instead of built from the case."""
     case, seed = CASES[idx], 100 + idx
-    obs_all, theirs = pymdp_trajectory(idx)
-    _, eng = build(case, N, seed, backend=backend, dtype=dtype)
+    obs_all, theirs, agent = pymdp_trajectory(idx)
+    if from_agent:
+        import fa_gpu
+        lr = {k: v for k, v in case.kw.items() if k.startswith("lr_")}
+        eng = fa_gpu.Engine.from_pymdp(agent, backend=backend, dtype=dtype, seed=seed, **lr)
+    else:
+        _, eng = build(case, N, seed, backend=backend, dtype=dtype)
     for t in range(T):
         eng.infer_states(obs_all[t])
         eng.infer_policies()
@@ -104,10 +113,26 @@ def _close(name, t, a, b, tol):
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"{name} differs at step {t}")
 
 
+#: cases whose agents use non-default pymdp options (per-agent gamma and alpha, no utility, no
+#: state info gain, marginal sampling, learning with learning rates, parameter info gain,
+#: num_iter, policy_len)
+OPTION_CASES = [i for i, c in enumerate(CASES) if c.kw or c.per_agent_gamma or c.policy_len > 1]
+
+
 @pytest.mark.parametrize("idx", range(len(CASES)), ids=[c.name for c in CASES])
 def test_float64_matches_pymdp(idx):
+    _check_float64(idx, from_agent=False)
+
+
+@pytest.mark.parametrize("idx", OPTION_CASES, ids=[CASES[i].name for i in OPTION_CASES])
+def test_engine_from_pymdp_agent_matches_pymdp(idx):
+    """``Engine.from_pymdp(agent)`` alone carries the agent's options: pymdp's numbers."""
+    _check_float64(idx, from_agent=True)
+
+
+def _check_float64(idx, from_agent):
     learn = CASES[idx].kw
-    for t, ours, theirs in run_ours(idx, "float64"):
+    for t, ours, theirs in run_ours(idx, "float64", from_agent=from_agent):
         for f, (a, b) in enumerate(zip(ours["qs"], theirs["qs"])):
             _close(f"qs[{f}]", t, a, b, 1e-8)
         _close("q_pi", t, ours["q_pi"], theirs["q_pi"], 1e-8)
@@ -143,3 +168,39 @@ def test_from_pymdp_agent_roundtrip():
         np.testing.assert_array_equal(ours, theirs)
     assert m.A_dependencies == arrs["A_dependencies"] and m.B_dependencies == arrs["B_dependencies"]
     np.testing.assert_array_equal(m.policies, np.asarray(agent.policies.policy_arr))
+
+
+@pytest.mark.parametrize("option, value", [
+    ("categorical_obs", True), ("learn_C", True), ("learn_D", True), ("learn_E", True),
+    ("learning_mode", "offline"), ("inference_algo", "mmp"), ("inference_algo", "vmp")])
+def test_engine_from_pymdp_refuses_what_it_cannot_honour(option, value):
+    """An option fa_gpu would silently not run is a ValueError that names it and the way out."""
+    import fa_gpu
+    case, seed = CASES[9], 109
+    arrs = make_model_arrays(case, seed)
+    J = lambda xs: [jnp.asarray(x) for x in xs]
+    agent = pymdp_agent.Agent(A=J(arrs["A"]), B=J(arrs["B"]), C=J(arrs["C"]), D=J(arrs["D"]),
+                              batch_size=2, **{option: value})
+    with pytest.raises(ValueError, match=rf"{option}={value!r}: .*build the agent with|{option}={value!r}: .*pass"):
+        fa_gpu.Engine.from_pymdp(agent, backend="numpy")
+
+
+def test_engine_from_pymdp_defaults_from_the_agent():
+    """N from batch_size, dtype from the agent's arrays, per-agent gamma kept per agent; an
+    override wins."""
+    import fa_gpu
+    case, seed = CASES[9], 109
+    arrs = make_model_arrays(case, seed)
+    gamma = np.array([0.5, 2.0, 3.0])
+    agent = pymdp_agent.Agent(A=[jnp.asarray(a, jnp.float32) for a in arrs["A"]],
+                              B=[jnp.asarray(b, jnp.float32) for b in arrs["B"]], batch_size=3,
+                              gamma=jnp.asarray(gamma), alpha=2.5, num_iter=5)
+    eng = fa_gpu.Engine.from_pymdp(agent, backend="numpy")
+    assert eng.n_agents == 3 and eng.config.dtype == np.float32 and eng.config.num_iter == 5
+    np.testing.assert_array_equal(eng.gamma, gamma.astype(np.float32))
+    np.testing.assert_array_equal(eng.alpha, np.full(3, 2.5, np.float32))
+    eng = fa_gpu.Engine.from_pymdp(agent, backend="numpy", dtype="float64", num_iter=2, gamma=1.5)
+    assert eng.config.dtype == np.float64 and eng.config.num_iter == 2
+    np.testing.assert_array_equal(eng.gamma, np.full(3, 1.5))
+    with pytest.raises(ValueError, match="agent.gamma has 3 values but the engine has 4 agents"):
+        fa_gpu.Engine.from_pymdp(agent, n_agents=4, backend="numpy")
