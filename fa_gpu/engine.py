@@ -115,6 +115,10 @@ class Engine:
         contractions as matrix products (cuBLAS) for large models. ``auto`` picks ``batched``
         for a shared model (A and B without an agent axis) with a factor of 128+ states.
         :attr:`step_path` tells which runs.
+    agent_offset : int
+        Global index of this engine's agent 0 when it holds a slice of a larger population (a
+        shard): random draws are keyed by (seed, agent_offset + n, step, draw), so the slices of
+        a population draw what one engine of all its agents would.
 
     Per-agent state is readable as host copies: ``qs``, ``prior`` (lists of ``(N, S_f)``),
     ``q_pi``, ``neg_efe`` ``(N, P)``, ``actions`` ``(N, F)`` int64, ``t`` ``(N,)`` int64.
@@ -154,7 +158,7 @@ class Engine:
                  sampling_mode: str = "full", learn_A: bool = False, learn_B: bool = False,
                  learn_D: bool = False, lr_pA=1.0, lr_pB=1.0, lr_pD=1.0, *,
                  num_threads: int | None = None, device: int | None = None,
-                 cuda_path: str = "auto"):
+                 cuda_path: str = "auto", agent_offset: int = 0):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a fa_gpu.GenerativeModel, got {type(model).__name__}")
         if isinstance(n_agents, bool) or not isinstance(n_agents, (int, np.integer)) or n_agents < 1:
@@ -166,6 +170,9 @@ class Engine:
         dt = float_dtype(dtype)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        if (isinstance(agent_offset, bool) or not isinstance(agent_offset, (int, np.integer))
+                or not 0 <= agent_offset <= 2**62 - n):
+            raise ValueError(f"agent_offset must be an integer in [0, 2**62 - n_agents], got {agent_offset!r}")
         _choice(inference_algo, "inference_algo", _ALGOS)
         _choice(action_selection, "action_selection", _SELECTIONS)
         _choice(sampling_mode, "sampling_mode", _MODES)
@@ -189,7 +196,7 @@ class Engine:
             use_param_info_gain=bool(use_param_info_gain), action_selection=action_selection,
             sampling_mode=sampling_mode, learn_A=bool(learn_A), learn_B=bool(learn_B),
             learn_D=bool(learn_D), has_pA=model.pA is not None, has_pB=model.pB is not None,
-            has_pD=model.pD is not None)
+            has_pD=model.pD is not None, agent0=int(agent_offset))
         rates = {k: _per_agent_scalar(v, k, n, dt) for k, v in
                  (("gamma", gamma), ("alpha", alpha), ("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD))}
         self._backend, self.backend_skipped = backends.resolve(backend, num_threads=num_threads,

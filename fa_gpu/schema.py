@@ -187,6 +187,7 @@ def options(cfg) -> np.ndarray:
     o[col.OPT_STOCHASTIC] = cfg.action_selection == "stochastic"
     o[col.OPT_MARGINAL] = cfg.sampling_mode == "marginal"
     o[col.OPT_LEARN_A], o[col.OPT_LEARN_B], o[col.OPT_LEARN_D] = cfg.learn_A, cfg.learn_B, cfg.learn_D
+    o[col.OPT_AGENT_OFFSET] = cfg.agent0
     return o
 
 

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, B_DHI, B_DLO, B_J, B_NEXT, B_OFF, B_S, B_U,
-                      C_OFF, H_OFF, OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D, OPT_MARGINAL,
+                      C_OFF, H_OFF, OPT_AGENT_OFFSET, OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D, OPT_MARGINAL,
                       OPT_NUM_ITER, OPT_STATE_INFO, OPT_STOCHASTIC, OPT_UTILITY, OPT_WA, OPT_WB)
 from .jit import MINVAL, device_jit, minval_like, tie_rtol_like
 from .rng import uniform
@@ -411,13 +411,14 @@ def first_max(x, r, lo, hi):
 
 
 @device_jit
-def select_action(n, q_pi, actions, pol, alpha, stochastic, marginal, seed, t, B_meta, w, wr, woff):
-    """actions[n] <- first actions of the selected policy (full) or per-factor marginal choices."""
+def select_action(n, key, q_pi, actions, pol, alpha, stochastic, marginal, seed, t, B_meta, w, wr, woff):
+    """actions[n] <- first actions of the selected policy (full) or per-factor marginal choices;
+    draws keyed by (seed, key: the agent's global index, t, draw)."""
     P = pol.shape[0]
     F = B_meta.shape[0]
     if not marginal:
         if stochastic:
-            k = categorical(q_pi, n, 0, P, np.float64(alpha), uniform(seed, n, t, 0))
+            k = categorical(q_pi, n, 0, P, np.float64(alpha), uniform(seed, key, t, 0))
         else:
             k = first_max(q_pi, n, 0, P)
         for f in range(F):
@@ -430,7 +431,7 @@ def select_action(n, q_pi, actions, pol, alpha, stochastic, marginal, seed, t, B
         for p in range(P):
             w[wr, woff + pol[p, f]] += q_pi[n, p]
         if stochastic:
-            actions[n, f] = categorical(w, wr, woff, woff + U, np.float64(alpha), uniform(seed, n, t, f))
+            actions[n, f] = categorical(w, wr, woff, woff + U, np.float64(alpha), uniform(seed, key, t, f))
         else:
             actions[n, f] = first_max(w, wr, woff, woff + U)
 
@@ -451,7 +452,7 @@ def agent_tail(n, st, md, tb, seed, w, wr, woff):
                 B_deps, S_off, w, wr, woff)
     if opts[OPT_LEARN_D] and st.t[n] == 0:
         learn_D(qs, n, md.lr[n, 2], md.pD, md.D, S_off)
-    select_action(n, st.q_pi, st.actions, tb.policies, md.alpha[n], opts[OPT_STOCHASTIC],
+    select_action(n, n + opts[OPT_AGENT_OFFSET], st.q_pi, st.actions, tb.policies, md.alpha[n], opts[OPT_STOCHASTIC],
                   opts[OPT_MARGINAL], seed, st.t[n], B_meta, w, wr, woff)
     transition(qs, n, 0, st.prior, n, 0, B, row_of(B, n), B_meta, B_deps, tb.B_next, S_off, st.actions,
                n, 0, w, wr, woff)

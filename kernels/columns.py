@@ -9,10 +9,11 @@ A_COLS = 9
 # Layout.B_meta columns, one row per factor; B_NEXT = offset in B_next, -1 unless B is one-hot
 B_S, B_U, B_OFF, B_DLO, B_DHI, B_J, B_NEXT = range(7)
 B_COLS = 7
-# opts vector passed to a fused step
+# opts vector passed to a fused step; OPT_AGENT_OFFSET: global index of the engine's agent 0 (a
+# shard of a larger population), added to the agent key of the random draws
 (OPT_NUM_ITER, OPT_UTILITY, OPT_STATE_INFO, OPT_WA, OPT_WB, OPT_STOCHASTIC, OPT_MARGINAL,
- OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D) = range(10)
-N_OPTS = 10
+ OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D, OPT_AGENT_OFFSET) = range(11)
+N_OPTS = 11
 # Layout.tile: row offsets inside the agent-lanes kernel's tile (kernels.lanes), each row LANES
 # values of one quantity, one per agent: beliefs of the policy roll-out ((T+1) x S; the first S are
 # the posterior), partial sums (T+1), predicted outcomes (O_max + 1), joint weights (J_max), one

@@ -56,6 +56,12 @@ for o in random_obs(case, 6, 3, 9):
     np.testing.assert_array_equal(got, expect)
     np.testing.assert_allclose(split.q_pi, whole.q_pi, rtol=1e-10, atol=1e-10)
 print("cohorts ok")
+# a shard (agent_offset) draws the whole population's numbers for its agents
+_, whole = build(case, 6, 9, backend="numpy", action_selection="stochastic", alpha=0.5)
+_, shard = build(case, 4, 9, backend="cuda", action_selection="stochastic", alpha=0.5, agent_offset=2)
+for o in random_obs(case, 6, 3, 9):
+    np.testing.assert_array_equal(shard.step(o[2:]), whole.step(o)[2:])
+print("agent offset ok")
 # ties: the symmetric grid world (tied policies summed in different orders) gives the
 # reference's deterministic actions, full and marginal, both precisions
 for dtype in ("float64", "float32"):
