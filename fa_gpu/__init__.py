@@ -20,5 +20,6 @@ def __getattr__(name):
     # zarr takes about a second to import: loaded on first use of these, never by `import fa_gpu`
     if name in ("Recorder", "read_store"):
         from .runtime import recorder
-        return getattr(recorder, name)
+        value = globals()[name] = getattr(recorder, name)  # found directly from now on
+        return value
     raise AttributeError(f"module 'fa_gpu' has no attribute {name!r}")
