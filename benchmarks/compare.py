@@ -5,8 +5,9 @@ options. For every model, policy horizon and N it times one full agent step (sta
 policy inference, action selection, empirical prior) on each backend with observations from the
 model's own generative process, and prints agent-steps per second, milliseconds per step, peak
 bytes per agent and the ratio to pymdp. Then it prints numba's thread scaling, compile/warm-up
-times, a one-agent latency line, the per-agent memory at N = 1,000,000 and the project's targets
-(met / not met, with the measured number).
+times, a one-agent latency line, the per-agent memory at N = 1,000,000 and a summary of fa_gpu's
+speed relative to pymdp; ``--targets`` adds the project's own targets (met / not met, with the
+measured number). ``fa-gpu bench`` runs the same from a source checkout.
 
 Order of work: every fa_gpu timing runs first, and JAX/pymdp is imported only afterwards. On a
 small VM, JAX's idle XLA CPU threads (and OpenBLAS's) can keep a core busy; running the two
@@ -396,7 +397,7 @@ def memory_at(n_big: int, backend: str):
 # ---------------------------------------------------------------------------------------------
 def pymdp_available():
     if importlib.util.find_spec("pymdp") is None or importlib.util.find_spec("equinox") is None:
-        return False, "pymdp/equinox not importable"
+        return False, "pymdp/equinox not importable; pip install 'fa_gpu[crossval]'"
     try:
         ver = importlib.metadata.version("inferactively-pymdp")
     except importlib.metadata.PackageNotFoundError:
@@ -501,8 +502,9 @@ def _int_list(text, name):
     return vals
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n")[0])
+def build_parser(prog: str = "python -m benchmarks.compare"):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--models", default=",".join(MODELS),
                    help=f"comma-separated, from {', '.join(MODELS)} (default: all)")
     p.add_argument("--n", default="1,1000,10000", type=lambda t: _int_list(t, "--n"),
@@ -526,11 +528,13 @@ def build_parser():
     p.add_argument("--mem-n", type=int, default=1_000_000,
                    help="N of the per-agent memory check (engine constructed, not stepped)")
     p.add_argument("--json", default=None, help="also write every result as JSON to this path")
+    p.add_argument("--targets", action="store_true",
+                   help="also print the project's own performance targets, met or not")
     return p
 
 
-def _parse(argv):
-    parser = build_parser()
+def _parse(argv, prog=None):
+    parser = build_parser() if prog is None else build_parser(prog)
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in models if m not in MODELS]
@@ -675,10 +679,24 @@ def evaluate_targets(rows, one, mem, scaling):
     return out
 
 
-def main(argv=None):
+def format_ratios(rows) -> list[str]:
+    """One line per (model, policy_len, N) that pymdp ran: each fa_gpu backend's speed as a
+    multiple of pymdp's (agent-steps/s ratio; above 1: faster than pymdp)."""
+    lines, seen = [], {}
+    for r in rows:
+        if r["backend"] != "pymdp" and r.get("ratio_vs_pymdp") is not None:
+            key = (r["model"], r["policy_len"], r["N"])
+            seen.setdefault(key, []).append(f"{r['backend']} {r['ratio_vs_pymdp']:.1f}x")
+    for (model, pl, n), parts in seen.items():
+        lines.append(f"  {model:<11} policy_len={pl} N={n:>7,}: " + ", ".join(parts))
+    return lines
+
+
+def main(argv=None, prog=None):
     """Run the benchmark (``argv``: command-line arguments, default ``sys.argv[1:]``), print the
-    report and return every result as a dict (the same content as ``--json``)."""
-    args = _parse(argv)
+    report and return every result as a dict (the same content as ``--json``). ``prog``: the
+    command named in ``--help`` and errors (``fa-gpu bench`` passes its own)."""
+    args = _parse(argv, prog)
     forced = os.environ.pop("FA_GPU_BACKEND", None)  # each row names its backend explicitly
     try:
         if forced:
@@ -877,10 +895,18 @@ def _run(args, argv):
               f"N={mem['N_check']:,}, analytic {mem['analytic_bytes_per_agent']} B/agent; shared "
               f"model {mem['shared_model_bytes']:,} B once")
     print()
-    print("targets:")
-    for t in targets:
-        verdict = "n/a (not measured)" if t["met"] is None else ("met" if t["met"] else "NOT MET")
-        print(f"  [{verdict}] {t['target']}: {t['detail']}")
+    ratios = format_ratios(rows)
+    if ratios:
+        print("fa_gpu vs pymdp (agent-steps/s of fa_gpu / of pymdp, same model, policy_len and N):")
+        print("\n".join(ratios))
+    else:
+        print(f"fa_gpu vs pymdp: no ratios (pymdp {'not asked for' if 'pymdp' not in args.backends else 'not run: ' + pymdp_note})")
+    if args.targets:
+        print()
+        print("targets (the project's own goals for this machine class):")
+        for t in targets:
+            verdict = "n/a (not measured)" if t["met"] is None else ("met" if t["met"] else "NOT MET")
+            print(f"  [{verdict}] {t['target']}: {t['detail']}")
     print()
     print(f"total wall time {wall:.1f} s")
 

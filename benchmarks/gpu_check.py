@@ -179,6 +179,12 @@ def main(argv=None) -> int:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
         os.execv(sys.executable, [sys.executable, __file__] + (argv if argv is not None else sys.argv[1:]))
     sys.path.insert(0, str(ROOT))
+    from fa_gpu.backends.cuda import unavailable_reason
+
+    why = unavailable_reason()  # under the simulator: only numba-cuda is needed
+    if why:
+        print(f"gpu_check: the cuda backend cannot run here: {why}", file=sys.stderr)
+        return 2
     ns = [2] if args.dry_run else [int(float(x)) for x in args.n.split(",")]
     cross_ns = [2] if args.dry_run else [int(float(x)) for x in args.crossover_n.split(",")]
     started = time.strftime("%Y-%m-%d %H:%M:%S")

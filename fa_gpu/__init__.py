@@ -1,19 +1,25 @@
 """fa_gpu: thousands to millions of discrete-state active-inference agents on contiguous arrays.
 
-Same numbers and argument names as pymdp 1.0.4; see README.md.
+Same numbers and argument names as pymdp 1.0.4; see README.md. The public names are those of
+``__all__``: :class:`Engine` (the agents), :class:`GenerativeModel` and
+:func:`construct_policies` (their model), :class:`Recorder` and :func:`read_store` (trajectory
+stores), the modules :mod:`fa_gpu.envs` and :mod:`fa_gpu.models` (ready-made worlds and their
+models) and :func:`info` (what this machine offers).
 """
 from .devices import info
 from .engine import Engine
 from .model import GenerativeModel, construct_policies
 from . import envs, models
 
-__all__ = ["Engine", "GenerativeModel", "Recorder", "construct_policies", "envs", "models", "info"]
+__all__ = ["Engine", "GenerativeModel", "Recorder", "construct_policies", "envs", "info", "models",
+           "read_store"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # Recorder needs zarr (the runtime extra): imported on first use, never by `import fa_gpu`
-    if name == "Recorder":
-        from .runtime.recorder import Recorder
-        return Recorder
+    # zarr takes about a second to import: loaded on first use of these, never by `import fa_gpu`
+    if name in ("Recorder", "read_store"):
+        from .runtime import recorder
+        value = globals()[name] = getattr(recorder, name)  # found directly from now on
+        return value
     raise AttributeError(f"module 'fa_gpu' has no attribute {name!r}")

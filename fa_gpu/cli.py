@@ -4,10 +4,12 @@
   the backend (and why others were skipped) and the throughput, records actions and
   observations to a Zarr store.
 - ``info``: backends and why not, NVIDIA driver and devices, CPU topology, host pool sizes.
-- ``bench``: ``benchmarks/compare.py`` of a source checkout, with the remaining arguments.
+- ``bench``: fa_gpu's speed against pymdp 1.0.4 (agent-steps/s, ratio), by
+  ``benchmarks/compare.py`` of a source checkout, with the remaining arguments.
 - ``plot RUN``: PNG summary of a ``simulate`` store.
 
-``main(argv)`` returns the exit status: 0 success, 1 missing prerequisite, 2 usage error.
+``main(argv)`` returns the exit status: 0 success, 2 a usage or environment error, reported as one
+line ``fa-gpu: ...`` on stderr (no traceback).
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
+
+import numpy as np
 
 import fa_gpu
 
@@ -37,8 +41,64 @@ def _int_at_least(low: int):
     return parse
 
 
-def _err(msg: str) -> None:
+def _err(msg: str) -> int:
+    """Report a usage or environment error as one line; returns the exit status, 2."""
     print(f"fa-gpu: {msg}", file=sys.stderr)
+    return 2
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``fa-gpu: ...``, exit status 2 from :func:`main`) instead of
+    the usage block, and every option's default in its help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        raise _UsageError(f"{self.prog[len('fa-gpu '):] + ': ' if ' ' in self.prog else ''}"
+                          f"{message} (see {self.prog} --help)")
+
+
+class _TrueStates:
+    """The world of ``simulate``, writing its true hidden states to the store as array
+    ``true_state`` (steps, N, F) int64: row t holds the states after step t's actions, so its
+    last row is what ``simulate`` reports (the recorder's ``obs`` row t is what the agents saw
+    *before* step t). Written in blocks of ``chunk_steps`` rows on the calling thread."""
+
+    def __init__(self, env, path, n: int, chunk_steps: int = 64):
+        import zarr
+
+        self.env = env
+        width = len(env.num_states)
+        agents = max(1, min(n, (4 << 20) // (chunk_steps * width * 8)))
+        group = zarr.open_group(path, mode="r+", zarr_format=3)
+        self._array = group.create_array("true_state", shape=(0, n, width), dtype=np.int64,
+                                         chunks=(chunk_steps, agents, width),
+                                         dimension_names=("step", "agent", "factor"))
+        self._buf = np.empty((chunk_steps, n, width), dtype=np.int64)
+        self._rows = 0
+
+    def reset(self, n, seed=None):
+        return self.env.reset(n, seed)
+
+    def step(self, actions):
+        obs = self.env.step(actions)
+        self._buf[self._rows] = self.env.state
+        self._rows += 1
+        if self._rows == len(self._buf):
+            self.flush()
+        return obs
+
+    def flush(self) -> None:
+        t = self._array.shape[0]
+        self._array.resize((t + self._rows,) + self._array.shape[1:])
+        self._array[t:] = self._buf[:self._rows]
+        self._rows = 0
 
 
 def _simulate(args) -> int:
@@ -46,13 +106,7 @@ def _simulate(args) -> int:
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
-        _err(f"{out} already exists; pass --overwrite to replace it")
-        return 2
-    try:
-        recorder_cls = fa_gpu.Recorder
-    except ImportError as exc:
-        _err(f"simulate records with zarr, which is missing ({exc}); pip install 'fa_gpu[runtime]'")
-        return 1
+        return _err(f"{out} already exists; pass --overwrite to replace it")
     if args.env == "grid":
         env = GridWorldEnv(args.side, noise=_NOISE, seed=args.seed)
         model = fa_gpu.models.grid_world(args.side, noise=_NOISE, goal=env.goal,
@@ -64,17 +118,26 @@ def _simulate(args) -> int:
         model = fa_gpu.models.tmaze(policy_len=args.policy_len)
         attrs = dict(side=None, goal=None)
         what = "T-maze"
-    engine = fa_gpu.Engine(model, args.agents, backend=args.backend, dtype=args.dtype,
-                           seed=args.seed, action_selection="stochastic", alpha=_ALPHA)
+    try:
+        engine = fa_gpu.Engine(model, args.agents, backend=args.backend, dtype=args.dtype,
+                               seed=args.seed, action_selection="stochastic", alpha=_ALPHA)
+    except (RuntimeError, ValueError, MemoryError) as exc:  # backend cannot run, FA_GPU_BACKEND, size
+        return _err(str(exc))
     print(f"backend: {engine.backend}")
     for name, why in engine.backend_skipped.items():
         print(f"  skipped {name}: {why}")
     print(f"{what}, policy_len {args.policy_len}, {args.agents:,} agents, {args.steps} steps, "
           f"seed {args.seed}, {args.dtype}", flush=True)
-    attrs.update(env=args.env, backend=engine.backend, seed=args.seed, policy_len=args.policy_len)
-    with recorder_cls(out, args.agents, num_modalities=model.num_modalities,
-                      num_factors=model.num_factors, overwrite=args.overwrite, attrs=attrs) as rec:
-        result = engine.run(env, args.steps, recorder=rec, progress=not args.no_progress)
+    attrs.update(env=args.env, backend=engine.backend, seed=args.seed, policy_len=args.policy_len,
+                 true_state="row t: the world's hidden states after step t's actions")
+    try:
+        rec = engine.recorder(out, overwrite=args.overwrite, attrs=attrs)
+        world = _TrueStates(env, out, args.agents)
+    except OSError as exc:
+        return _err(f"cannot write the store {out}: {exc}")
+    with rec:
+        result = engine.run(world, args.steps, recorder=rec, progress=not args.no_progress)
+        world.flush()
     print(f"{result.steps} steps x {args.agents:,} agents in {result.seconds:.2f} s: "
           f"{result.agent_steps_per_s:,.0f} agent-steps/s")
     if result.steps > 1:
@@ -104,7 +167,7 @@ def _info(args) -> int:
             print(f"  GPU {d['nvml_index']}: {d['name']}, {d['memory_free'] / 2**30:.1f} of "
                   f"{d['memory_total'] / 2**30:.1f} GiB free, bus {d['pci_bus_id']}")
     else:
-        print(f"NVIDIA devices: none (no NVIDIA driver or GPU: {info['devices_reason']})")
+        print(f"NVIDIA devices: none ({info['devices_reason']})")
     print(f"CPU: {info['cpu']}")
     pools = info["pools"]
     print(f"host pools: {pools['compute_threads']} compute threads, {pools['io_threads']} I/O threads")
@@ -112,13 +175,14 @@ def _info(args) -> int:
 
 
 def _import_compare():
-    """``benchmarks.compare``, or None when this is not a source checkout."""
+    """``benchmarks.compare``, or None when this is not a source checkout. Raises
+    ``ModuleNotFoundError`` when it is there but needs a package that is missing."""
     for attempt in range(2):
         try:
             return importlib.import_module("benchmarks.compare")
         except ModuleNotFoundError as exc:
             if exc.name not in ("benchmarks", "benchmarks.compare"):
-                raise  # the benchmark exists but needs something missing: say so
+                raise
             if attempt or not (_REPO_ROOT / "benchmarks").is_dir():
                 return None
             sys.path.insert(0, str(_REPO_ROOT))  # benchmarks/ is not installed with the package
@@ -126,13 +190,20 @@ def _import_compare():
 
 
 def _bench(args, extra) -> int:
-    compare = _import_compare()
+    # The comparison stays in benchmarks/ (a source checkout's script, also run on its own as
+    # `python -m benchmarks.compare`): it is a measurement harness, not part of the library.
+    try:
+        compare = _import_compare()
+    except ModuleNotFoundError as exc:
+        return _err(f"bench needs {exc.name!r}, which is missing: {exc}")
     if compare is None:
-        _err(f"the benchmarks are not installed with fa_gpu; run `fa-gpu bench` from a source "
-             f"checkout (benchmarks/compare.py next to the fa_gpu package; looked in {_REPO_ROOT})")
-        return 1
-    rc = compare.main(extra)
-    return rc if isinstance(rc, int) else 0
+        return _err(f"bench is available only in a source checkout of fa_gpu (benchmarks/compare.py "
+                    f"is not installed with the package; looked in {_REPO_ROOT})")
+    try:
+        compare.main(extra, prog="fa-gpu bench")
+    except SystemExit as exc:  # its own argparse: --help (0) or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else 2
+    return 0
 
 
 def _plot(args) -> int:
@@ -140,48 +211,58 @@ def _plot(args) -> int:
 
     try:
         out = plot_run(args.run, args.out)
-    except (ValueError, FileNotFoundError) as exc:
-        _err(str(exc))
-        return 2
+    except (ValueError, OSError) as exc:  # not a simulate store, missing, unreadable, unwritable
+        return _err(str(exc))
     print(f"wrote {out}")
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fa-gpu", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="fa-gpu", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("simulate", help="run agents in a built-in world, record, report throughput")
-    s.add_argument("--env", choices=("grid", "tmaze"), default="grid")
-    s.add_argument("--side", type=_int_at_least(2), default=5, help="grid side (default 5)")
-    s.add_argument("--agents", type=_int_at_least(1), default=10_000, help="number of agents (default 10000)")
-    s.add_argument("--steps", type=_int_at_least(0), default=100, help="steps (default 100)")
-    s.add_argument("--policy-len", type=_int_at_least(1), default=2, help="planning horizon (default 2)")
-    s.add_argument("--backend", default="auto", choices=("auto", "cuda", "numba", "numpy"))
-    s.add_argument("--seed", type=_int_at_least(0), default=0)
-    s.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    s.add_argument("--output", default="fa_gpu_run.zarr", help="Zarr store (default fa_gpu_run.zarr)")
+    s.add_argument("--env", choices=("grid", "tmaze"), default="grid",
+                   help="world: grid (a side x side grid, goal in the far corner, noisy position "
+                        "readings) or tmaze (the classic T-maze with a cue)")
+    s.add_argument("--side", type=_int_at_least(2), default=5, help="grid side")
+    s.add_argument("--agents", type=_int_at_least(1), default=10_000, help="number of agents")
+    s.add_argument("--steps", type=_int_at_least(0), default=100, help="steps")
+    s.add_argument("--policy-len", type=_int_at_least(1), default=2, help="planning horizon")
+    s.add_argument("--backend", default="auto", choices=("auto", "cuda", "numba", "numpy"),
+                   help="where the step runs; auto takes the first usable of cuda > numba > numpy")
+    s.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="seed of the agents' action draws and of the world")
+    s.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                   help="float type of beliefs and parameters")
+    s.add_argument("--output", default="fa_gpu_run.zarr", help="Zarr store to write")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_simulate)
 
     sub.add_parser("info", help="backends, devices, CPU topology, pools").set_defaults(func=_info)
-    sub.add_parser("bench", help="benchmarks/compare.py of a source checkout (extra args passed on)",
-                   add_help=False).set_defaults(func=_bench)
+    sub.add_parser("bench", add_help=False,
+                   help="time fa_gpu against pymdp 1.0.4 (agent-steps/s and ratio); source "
+                        "checkout only; `fa-gpu bench --help` lists its options, --targets adds "
+                        "the project's targets").set_defaults(func=_bench)
 
     pl = sub.add_parser("plot", help="PNG of a `simulate` store")
     pl.add_argument("run", help="store written by `fa-gpu simulate`")
-    pl.add_argument("--out", help="PNG path (default RUN.png)")
+    pl.add_argument("--out", help="PNG path (default: RUN.png)")
     pl.set_defaults(func=_plot)
     return p
 
 
 def main(argv=None) -> int:
-    """Run the ``fa-gpu`` command with ``argv`` (default ``sys.argv[1:]``); returns the status."""
+    """Run the ``fa-gpu`` command with ``argv`` (default ``sys.argv[1:]``); returns the status:
+    0, or 2 after a one-line ``fa-gpu: ...`` error on stderr. ``--help`` exits (SystemExit 0)."""
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if args.func is not _bench and extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except _UsageError as exc:
+        return _err(str(exc))
     if args.func is _bench:
         return _bench(args, extra)
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)

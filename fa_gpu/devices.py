@@ -5,10 +5,43 @@ NVML numbers devices physically and ignores ``CUDA_VISIBLE_DEVICES``; CUDA (and 
 visible devices. The two are matched by PCI bus id before any NVML figure is paired with a CUDA
 device. Every function here works without a driver: NVML errors (``pynvml.NVMLError``, e.g.
 ``NVMLError_LibraryNotFound``) and a missing ``pynvml`` become an empty device list and a reason.
+A reason names the missing driver or GPU first (:func:`driver_reason`): no Python package can
+make up for that, so package advice comes only when there is a GPU to use.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
+import sys
+
+#: the CUDA driver library, as the driver installs it
+_DRIVER_LIBS = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")
+GPU_EXTRA = "pip install 'fa_gpu[gpu]'"
+
+
+@functools.lru_cache(maxsize=1)
+def driver_reason() -> str:
+    """'' when the NVIDIA driver answers and sees a GPU, else ``"no NVIDIA driver/GPU found
+    (...)"``. Asks the driver library itself through ctypes (``cuInit``, ``cuDeviceGetCount``,
+    which respects ``CUDA_VISIBLE_DEVICES``), so the answer does not depend on which GPU packages
+    are installed. Probed once per process."""
+    lib = None
+    for name in _DRIVER_LIBS:
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    if lib is None:
+        return f"no NVIDIA driver/GPU found ({_DRIVER_LIBS[0]} cannot be loaded)"
+    err = lib.cuInit(0)
+    if err:
+        return f"no NVIDIA driver/GPU found (cuInit failed with CUDA error {err})"
+    count = ctypes.c_int(0)
+    err = lib.cuDeviceGetCount(ctypes.byref(count))
+    if err or count.value < 1:
+        return "no NVIDIA driver/GPU found (the driver sees no CUDA device)"
+    return ""
 
 
 def _norm_bus_id(bus_id) -> str:
@@ -23,10 +56,13 @@ def nvml_devices() -> tuple[list[dict], str]:
     """(one dict per physical GPU, reason when NVML is unusable). Dict keys: nvml_index, name,
     uuid, pci_bus_id, memory_total, memory_free, memory_used (bytes), utilization_gpu,
     utilization_memory (percent, None when not reported), driver_version."""
+    no_driver = driver_reason()
+    if no_driver:
+        return [], no_driver
     try:
         import pynvml
     except ImportError:
-        return [], "nvidia-ml-py (pynvml) is not installed"
+        return [], f"nvidia-ml-py (pynvml) is not installed; {GPU_EXTRA}"
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:

@@ -84,8 +84,11 @@ class Engine:
         Shared by all agents (arrays without an agent axis are stored once).
     n_agents : int
         N, the number of agents.
-    backend : {"numpy", "numba", "cuda", "auto"}
-        Where the arrays live and the step runs. ``FA_GPU_BACKEND`` overrides it.
+    backend : {"auto", "numpy", "numba", "cuda"}
+        Where the arrays live and the step runs. ``"auto"`` (the default) takes the first that
+        can run of cuda > numba > numpy; :attr:`backend` names the one chosen and
+        ``backend_skipped`` (dict) says why each one before it was passed over.
+        ``FA_GPU_BACKEND`` overrides it. ``"numpy"`` is the readable reference.
     dtype : {"float32", "float64"}
         Floating type of beliefs and parameters.
     seed : int
@@ -151,7 +154,7 @@ class Engine:
         n = opts.pop("n_agents")
         return cls(GenerativeModel.from_pymdp(agent), n, backend=backend, **opts)
 
-    def __init__(self, model: GenerativeModel, n_agents: int, backend: str = "numpy",
+    def __init__(self, model: GenerativeModel, n_agents: int, backend: str = "auto",
                  dtype="float32", seed: int = 0, gamma=1.0, alpha=1.0, inference_algo: str = "fpi",
                  num_iter: int = 16, use_utility: bool = True, use_states_info_gain: bool = True,
                  use_param_info_gain: bool = False, action_selection: str = "deterministic",
@@ -514,3 +517,15 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"Engine(n_agents={self.n_agents}, backend={self.backend!r}, dtype={self.config.dtype}, {self.model!r})"
+
+    def recorder(self, path, beliefs: bool = False, **options):
+        """A :class:`fa_gpu.Recorder` at ``path`` sized for this engine: N agents, its
+        modalities, factors and state counts, beliefs ``qs`` in its dtype when ``beliefs``.
+        ``options`` go to the Recorder (``chunk_steps``, ``max_pending``, ``io_threads``,
+        ``overwrite``, ``attrs``). Pass it to :meth:`run` as ``recorder=`` and close it (or use
+        it as a context manager)."""
+        from .runtime.recorder import Recorder
+        cfg = self.config
+        return Recorder(path, cfg.n_agents, num_modalities=cfg.num_modalities,
+                        num_factors=cfg.num_factors, num_states=list(cfg.num_states),
+                        record_beliefs=beliefs, dtype=cfg.dtype, **options)

@@ -22,7 +22,9 @@ def test_compare_tiny_run(tmp_path, capsys):
         for n in ("1", "50"):
             assert any(cols[:2] == ["grid5", backend] and cols[3] == n and cols[4] == "1"
                        for cols in table if len(cols) > 4), f"no table row for {backend} N={n}"
-    assert "targets:" in text and "compile / warm-up seconds:" in text
+    assert "targets" not in text  # only with --targets
+    assert "fa_gpu vs pymdp: no ratios (pymdp not asked for)" in text
+    assert "compile / warm-up seconds:" in text
     assert "n/a" in text  # no pymdp in this run: ratio column says so
 
     data = json.loads(out.read_text())
@@ -51,3 +53,12 @@ def test_compare_rejects_unknown_names(argv, word, capsys):
     assert exc.value.code != 0
     err = capsys.readouterr().err
     assert word in err and "choose from" in err
+
+
+def test_targets_only_when_asked_and_ratios_for_users(capsys):
+    rows = [dict(model="grid5", policy_len=1, N=10, backend=b, ratio_vs_pymdp=r)
+            for b, r in (("numpy", 2.0), ("numba", 31.25), ("pymdp", 1.0))]
+    assert compare.format_ratios(rows) == ["  grid5       policy_len=1 N=     10: numpy 2.0x, numba 31.2x"]
+    compare.main(["--models", "grid5", "--n", "3", "--policy-len", "1", "--repeats", "1",
+                  "--min-time", "0", "--backends", "numpy", "--mem-n", "10", "--targets"])
+    assert "targets (the project's own goals" in capsys.readouterr().out

@@ -83,11 +83,69 @@ def test_kernel_compiles_to_ptx():
 # -- fallbacks -------------------------------------------------------------------------------
 @pytest.fixture
 def fresh_probe(monkeypatch):
-    """Clear the cached probe before and after, and keep FA_GPU_BACKEND out of the way."""
+    """Clear the cached probe before and after, keep FA_GPU_BACKEND out of the way, and let the
+    driver probe answer "a GPU is there" so that the package checks behind it are reached."""
     monkeypatch.delenv("FA_GPU_BACKEND", raising=False)
+    monkeypatch.setattr(devices, "driver_reason", lambda: "")
     bcuda.unavailable_reason.cache_clear()
     yield monkeypatch
     bcuda.unavailable_reason.cache_clear()
+
+
+class _FakeDriver:
+    """Stands in for libcuda: ``cuInit`` returns ``init``, ``cuDeviceGetCount`` reports ``count``."""
+
+    def __init__(self, init=0, count=1):
+        self.init, self.count = init, count
+
+    def cuInit(self, flags):
+        return self.init
+
+    def cuDeviceGetCount(self, ptr):
+        ptr._obj.value = self.count
+        return 0
+
+
+@pytest.mark.parametrize("lib, want", [
+    (None, "no NVIDIA driver/GPU found (libcuda.so.1 cannot be loaded)"),
+    (_FakeDriver(init=100), "no NVIDIA driver/GPU found (cuInit failed with CUDA error 100)"),
+    (_FakeDriver(count=0), "no NVIDIA driver/GPU found (the driver sees no CUDA device)"),
+    (_FakeDriver(count=2), ""),
+])
+def test_driver_reason(monkeypatch, lib, want):
+    if sys.platform == "win32":
+        pytest.skip("the driver library has another name there")
+
+    def cdll(name):
+        if lib is None:
+            raise OSError(f"{name}: cannot open shared object file")
+        return lib
+
+    monkeypatch.setattr(devices.ctypes, "CDLL", cdll)
+    devices.driver_reason.cache_clear()
+    try:
+        assert devices.driver_reason() == want
+    finally:
+        devices.driver_reason.cache_clear()
+
+
+def test_no_driver_is_the_reason_before_any_package(monkeypatch):
+    """Without a driver, the reason is the driver, even with every GPU package missing: installing
+    packages cannot help there."""
+    monkeypatch.delenv("FA_GPU_BACKEND", raising=False)
+    monkeypatch.setattr(devices, "driver_reason", lambda: "no NVIDIA driver/GPU found (test)")
+    for name in ("cupy", "numba.cuda", "pynvml"):
+        monkeypatch.setitem(sys.modules, name, None)
+    bcuda.unavailable_reason.cache_clear()
+    try:
+        assert bcuda.unavailable_reason() == "no NVIDIA driver/GPU found (test)"
+        eng = fa_gpu.Engine(fa_gpu.models.grid_world(side=3), 2, backend="auto")
+        assert eng.backend_skipped["cuda"] == "no NVIDIA driver/GPU found (test)"
+        with pytest.raises(RuntimeError, match=r"backend 'cuda' cannot run: no NVIDIA driver/GPU"):
+            fa_gpu.Engine(fa_gpu.models.grid_world(side=3), 2, backend="cuda")
+        assert devices.nvml_devices() == ([], "no NVIDIA driver/GPU found (test)")
+    finally:
+        bcuda.unavailable_reason.cache_clear()
 
 
 def test_no_cupy_falls_back_with_reason(fresh_probe):
@@ -118,7 +176,8 @@ def test_cupy_without_driver_falls_back(fresh_probe):
 
 
 def test_real_cupy_on_this_machine_reports_why(fresh_probe):
-    """With the real CuPy installed and no GPU (this machine, CI), the probe names the error."""
+    """With the real CuPy installed and no driver let past the probe (as on a machine whose
+    driver answers but cannot serve CuPy), CuPy's own error is the reason."""
     cupy = pytest.importorskip("cupy")
     pytest.importorskip("numba_cuda")
     try:
@@ -153,7 +212,9 @@ def test_import_never_fails_when_gpu_packages_are_broken():
     env = {k: v for k, v in os.environ.items() if k not in ("FA_GPU_BACKEND", "NUMBA_ENABLE_CUDASIM")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["numba ['cuda']", "nvidia-ml-py (pynvml) is not installed"]
+    no_driver = devices.driver_reason()
+    assert out.stdout.splitlines() == ["numba ['cuda']", no_driver or
+                                       "nvidia-ml-py (pynvml) is not installed; pip install 'fa_gpu[gpu]'"]
 
 
 def test_forced_backend_env(fresh_probe):
@@ -204,6 +265,7 @@ def _fake_pynvml(fail_init=False):
 
 
 def test_nvml_library_missing(monkeypatch):
+    monkeypatch.setattr(devices, "driver_reason", lambda: "")
     monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(fail_init=True))
     assert devices.nvml_devices() == ([], "NVML unavailable: NVML Shared Library Not Found")
 
@@ -213,12 +275,14 @@ def test_real_pynvml_without_driver():
     devs, why = devices.nvml_devices()
     if devs:
         pytest.skip("NVML sees a GPU here")
-    assert why.startswith("NVML unavailable"), why
+    assert why == (devices.driver_reason() or why) and why.startswith(
+        ("no NVIDIA driver/GPU found", "NVML unavailable")), why
     assert isinstance(pynvml.NVMLError_LibraryNotFound("x"), pynvml.NVMLError)
 
 
 def test_nvml_figures_matched_to_cuda_numbering_by_bus_id(monkeypatch):
     """CUDA_VISIBLE_DEVICES=1: CUDA device 0 is NVML device 1; its figures must follow it."""
+    monkeypatch.setattr(devices, "driver_reason", lambda: "")
     monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml())
 
     class Dev:

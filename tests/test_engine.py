@@ -101,7 +101,7 @@ def test_learn_D_on_first_step_only():
     arrs["pD"] = [np.array([1.0, 2.0, 0.5]), np.array([0.3, 0.9])]
     model = fa_gpu.GenerativeModel(**arrs)
     n, lr = 3, np.array([0.5, 1.0, 2.0])
-    eng = fa_gpu.Engine(model, n, dtype="float64", learn_D=True, lr_pD=lr)
+    eng = fa_gpu.Engine(model, n, backend="numpy", dtype="float64", learn_D=True, lr_pD=lr)
     obs = random_obs(case, n, 3, 4)
     eng.step(obs[0])
     qs0 = eng.qs
@@ -157,13 +157,13 @@ def test_per_agent_model_equals_separate_engines():
     per = [make_model_arrays(case, 50 + i) for i in range(n)]
     arrs = dict(per[0])
     arrs["A"] = [np.stack([p["A"][m] for p in per]) for m in range(len(case.num_obs))]
-    batched = fa_gpu.Engine(fa_gpu.GenerativeModel(**arrs), n, dtype="float64")
+    batched = fa_gpu.Engine(fa_gpu.GenerativeModel(**arrs), n, backend="numpy", dtype="float64")
     obs = random_obs(case, n, 4, 9)
     singles = []
     for i in range(n):
         a = dict(per[0])
         a["A"] = per[i]["A"]
-        singles.append(fa_gpu.Engine(fa_gpu.GenerativeModel(**a), 1, dtype="float64"))
+        singles.append(fa_gpu.Engine(fa_gpu.GenerativeModel(**a), 1, backend="numpy", dtype="float64"))
     for o in obs:
         acts = batched.step(o)
         for i, s in enumerate(singles):

@@ -273,7 +273,7 @@ def test_model_errors(call, err, match):
 # -- end to end with the engine ----------------------------------------------------------------
 def _run_grid(model, n, steps, seed, **engine_kw):
     """Engine and GridWorldEnv(side=4, start 0) in the loop; returns the env after ``steps``."""
-    engine = fa_gpu.Engine(model, n, dtype="float64", seed=seed, **engine_kw)
+    engine = fa_gpu.Engine(model, n, backend="numpy", dtype="float64", seed=seed, **engine_kw)
     env = envs.GridWorldEnv(4, start=0, seed=seed)
     obs = env.reset(n)
     for _ in range(steps):
@@ -310,7 +310,7 @@ def test_end_to_end_grid_exhaustive_policies():
 def test_end_to_end_tmaze():
     n = 256
     model = models.tmaze(policy_len=2)
-    engine = fa_gpu.Engine(model, n, dtype="float64")
+    engine = fa_gpu.Engine(model, n, backend="numpy", dtype="float64")
     env = envs.TMazeEnv(seed=0)
     obs = env.reset(n)
     visited = np.zeros(n, bool)

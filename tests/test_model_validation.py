@@ -191,7 +191,7 @@ def test_engine_argument_rules():
 
 def test_obs_and_action_rules():
     m = fa_gpu.GenerativeModel(**base())
-    e = fa_gpu.Engine(m, 4)
+    e = fa_gpu.Engine(m, 4, backend="numpy")
     with pytest.raises(ValueError, match=r"obs for agent 2, modality 1 is 2, outside \[0, 2\)"):
         e.infer_states(np.array([[0, 0], [1, 1], [2, 2], [0, 1]]))
     with pytest.raises(ValueError, match=r"obs for agent 0, modality 0 is -1, outside \[0, 3\)"):
@@ -212,5 +212,5 @@ def test_obs_and_action_rules():
         e.reset(np.array([True, False]))
     # a list of per-modality arrays is accepted and equals the (N, M) form
     o = np.array([[0, 1], [2, 0], [1, 1], [0, 0]])
-    e2 = fa_gpu.Engine(m, 4)
+    e2 = fa_gpu.Engine(m, 4, backend="numpy")
     np.testing.assert_array_equal(e.step(o), e2.step([o[:, 0], o[:, 1]]))

@@ -4,12 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    tomllib = pytest.importorskip("tomli")
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +37,8 @@ def _conda_env():
 def test_environment_matches_pyproject():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = meta["optional-dependencies"]
-    want = dict(_norm(r) for r in meta["dependencies"] + extras["test"] + extras["crossval"])
+    want = dict(_norm(r) for r in meta["dependencies"] + extras["test"]
+                + extras["crossval"] + extras["docs"])
     conda, pip = _conda_env()
     got = {**conda, **pip}
     assert got == want, f"environment.yml {got} != pyproject.toml {want}"

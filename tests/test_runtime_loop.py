@@ -18,6 +18,7 @@ N = 200
 
 def _engine(n=N, **kw):
     kw.setdefault("action_selection", "stochastic")
+    kw.setdefault("backend", "numpy")
     return fa_gpu.Engine(fa_gpu.models.grid_world(5), n, seed=3, alpha=4.0, **kw)
 
 

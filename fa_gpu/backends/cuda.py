@@ -48,27 +48,36 @@ def simulated() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def unavailable_reason() -> str:
-    """'' when the cuda backend can run here, else why not. Probed once (a real allocation:
-    CuPy imports without a driver and fails only at the first call) and cached."""
+    """'' when the cuda backend can run here, else why not: the missing driver or GPU first
+    (:func:`fa_gpu.devices.driver_reason`), then a missing package with the extra to install.
+    Probed once (a real allocation: CuPy imports without a driver and fails only at the first
+    call) and cached."""
+    from .. import devices
+
+    sim = simulated()
+    if not sim:  # the simulator needs no driver
+        no_driver = devices.driver_reason()
+        if no_driver:
+            return no_driver
     # numba still ships a deprecated built-in CUDA target under the same name, numba.cuda; our
     # kernels need the numba-cuda package, which replaces it when installed.
     if importlib.util.find_spec("numba_cuda") is None:
-        return "numba-cuda is not importable (package numba-cuda not installed); pip install 'fa_gpu[gpu]'"
+        return f"numba-cuda is not importable (package numba-cuda not installed); {devices.GPU_EXTRA}"
     try:
         import numba.cuda  # noqa: F401  (recent numba-cuda needs cuda-bindings even to import)
     except ImportError as exc:
-        return f"numba-cuda is not importable ({exc}); pip install 'fa_gpu[gpu]'"
-    if simulated():
+        return f"numba-cuda is not importable ({exc}); {devices.GPU_EXTRA}"
+    if sim:
         return ""
     try:
         import cupy
     except ImportError as exc:
-        return f"CuPy is not installed ({exc}); pip install 'fa_gpu[gpu]'"
+        return f"CuPy is not installed ({exc}); {devices.GPU_EXTRA}"
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return "no CUDA device is visible"
         cupy.zeros(1).sum().item()
-    except Exception as exc:  # CUDARuntimeError (no driver), driver/toolkit mismatch, ...
+    except Exception as exc:  # CUDARuntimeError (driver/toolkit mismatch, ...)
         return f"CuPy cannot use a GPU: {type(exc).__name__}: {exc}"
     return ""
 
