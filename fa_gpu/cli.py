@@ -88,7 +88,7 @@ class _TrueStates:
 
     def step(self, actions):
         obs = self.env.step(actions)
-        self._buf[self._rows] = self.env.state
+        self._buf[self._rows] = self.env.true_state
         self._rows += 1
         if self._rows == len(self._buf):
             self.flush()

@@ -83,17 +83,17 @@ def test_grid_env_dynamics_every_element():
     env = envs.GridWorldEnv(side, start="uniform", seed=5)
     env.reset(n)
     rng = np.random.default_rng(1)
-    assert len(np.unique(env.state[:, 0])) == side * side  # random positions, walls included
+    assert len(np.unique(env.true_state[:, 0])) == side * side  # random positions, walls included
     for _ in range(5):
-        before = env.state[:, 0].copy()
+        before = env.true_state[:, 0].copy()
         act = rng.integers(5, size=(n, 1))
         env.step(act)
         expect = [_independent_move(s, a, side) for s, a in zip(before, act[:, 0])]
-        np.testing.assert_array_equal(env.state[:, 0], expect)
+        np.testing.assert_array_equal(env.true_state[:, 0], expect)
     rc = env.positions
     assert rc.shape == (n, 2) and rc.dtype == np.int64
-    np.testing.assert_array_equal(rc[:, 0] * side + rc[:, 1], env.state[:, 0])
-    np.testing.assert_array_equal(env.at_goal, env.state[:, 0] == side * side - 1)
+    np.testing.assert_array_equal(rc[:, 0] * side + rc[:, 1], env.true_state[:, 0])
+    np.testing.assert_array_equal(env.at_goal, env.true_state[:, 0] == side * side - 1)
 
 
 def test_grid_env_observation_noise_statistics():
@@ -147,7 +147,7 @@ def test_tmaze_model_arrays():
 def test_tmaze_env_moves_to_every_location():
     env = envs.TMazeEnv(seed=1)
     obs = env.reset(300)
-    assert obs.shape == (300, 3) and env.state.shape == (300, 2)
+    assert obs.shape == (300, 3) and env.true_state.shape == (300, 2)
     np.testing.assert_array_equal(env.location, 0)
     assert abs(env.condition.mean() - 0.5) < 0.15
     cond = env.condition.copy()
@@ -195,10 +195,10 @@ def test_process_samples_a_random_model_with_zeros():
     n = 200_000
     proc = envs.GenerativeProcess(model, seed=3)
     obs = proc.reset(n)[:, 0]
-    np.testing.assert_array_equal(proc.state[:, 0], 2)
-    assert abs(proc.state[:, 1].mean() - 0.75) < _binom_tol(0.75, n)
+    np.testing.assert_array_equal(proc.true_state[:, 0], 2)
+    assert abs(proc.true_state[:, 1].mean() - 0.75) < _binom_tol(0.75, n)
     for s1 in range(2):
-        o = obs[proc.state[:, 1] == s1]
+        o = obs[proc.true_state[:, 1] == s1]
         freq = np.bincount(o, minlength=5) / len(o)
         col = A[:, 2, s1]
         assert np.all(freq[col == 0] == 0)  # impossible outcomes never drawn
@@ -215,7 +215,7 @@ def test_same_seed_same_trajectory(make):
         acts = np.random.default_rng(9).integers(0, np.array(env.num_controls), size=(6, n, len(env.num_controls)))
         for a in acts:
             out.append(env.step(a))
-            out.append(env.state)
+            out.append(env.true_state)
         return np.concatenate(out, axis=1)
 
     a, b, c = run(make(7)), run(make(7)), run(make(8))
@@ -232,7 +232,7 @@ def test_env_errors():
     with pytest.raises(RuntimeError, match=r"reset\(n\) before step"):
         env.step(np.zeros((2, 1), int))
     with pytest.raises(RuntimeError, match="reset"):
-        env.state
+        env.true_state
     with pytest.raises(ValueError, match="n must be a positive integer"):
         env.reset(0)
     env.reset(4)
@@ -324,3 +324,67 @@ def test_end_to_end_tmaze():
     print(f"T-maze policy_len=2: visited cue/arm {visited.mean():.3f}, at rewarding arm {share:.3f}")
     assert visited.mean() > 0.9
     assert share > 0.8
+
+
+# -- counter-based draws: slices, state() / set_state() -----------------------------------------
+@pytest.mark.parametrize("make", [lambda: envs.GridWorldEnv(4, start="uniform", noise=0.3, seed=5),
+                                  lambda: envs.TMazeEnv(cue_validity=0.8, seed=5)])
+def test_slices_of_worlds_equal_one_process(make):
+    """The worlds of agents lo..hi-1 (reset with agent_offset=lo) see what they see inside one
+    process of all agents: draws are keyed by the agent's global index."""
+    n, cuts = 57, (0, 20, 21, 57)
+    whole, parts = make(), [make() for _ in cuts[1:]]
+    obs = whole.reset(n, seed=11)
+    got = [p.reset(hi - lo, seed=11, agent_offset=lo) for p, lo, hi in zip(parts, cuts, cuts[1:])]
+    np.testing.assert_array_equal(np.concatenate(got), obs)
+    acts = np.random.default_rng(2).integers(0, np.array(whole.num_controls), size=(5, n, len(whole.num_controls)))
+    for a in acts:
+        obs = whole.step(a)
+        got = [p.step(a[lo:hi]) for p, lo, hi in zip(parts, cuts, cuts[1:])]
+        np.testing.assert_array_equal(np.concatenate(got), obs)
+        np.testing.assert_array_equal(np.concatenate([p.true_state for p in parts]), whole.true_state)
+
+
+def test_state_and_set_state_continue_a_process():
+    env = envs.GridWorldEnv(5, start="uniform", noise=0.4, seed=2)
+    env.reset(300)
+    acts = np.random.default_rng(4).integers(0, 5, size=(6, 300, 1))
+    for a in acts[:3]:
+        env.step(a)
+    saved = env.state()
+    rest = [env.step(a) for a in acts[3:]]
+    other = envs.GridWorldEnv(5, start="uniform", noise=0.4, seed=99)  # the seed comes from the state
+    other.set_state(saved)
+    np.testing.assert_array_equal(np.stack([other.step(a) for a in acts[3:]]), np.stack(rest))
+    np.testing.assert_array_equal(other.true_state, env.true_state)
+    saved["true_state"][:] = -7  # state() handed out copies
+    assert env.true_state.min() >= 0
+
+
+def test_set_state_is_checked_and_changes_nothing_on_error():
+    env = envs.TMazeEnv(seed=1)
+    env.reset(10)
+    good = env.state()
+    before = env.state()
+    bad = [("keys", {k: v for k, v in good.items() if k != "clock"}, "keys"),
+           ("type", [1, 2], "dict"),
+           ("float states", dict(good, true_state=good["true_state"].astype(float)), "integer array"),
+           ("shape", dict(good, true_state=good["true_state"][:, :1]), r"shape \(n, 2\)"),
+           ("range", dict(good, true_state=good["true_state"] + 4), r"true_state\[:, 0\] must lie in \[0, 4\)"),
+           ("negative clock", dict(good, clock=np.int64(-1)), "clock must be an integer"),
+           ("float seed", dict(good, seed=1.5), "seed must be an integer")]
+    for what, state, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            env.set_state(state)
+        after = env.state()
+        for k in before:
+            np.testing.assert_array_equal(after[k], before[k], err_msg=what)
+
+
+def test_env_and_engine_draws_are_independent_for_one_seed():
+    """Same seed for the world and the engine: the world's draws use other draw indices."""
+    from fa_gpu import rng
+    n = 100_000
+    u_env = rng.uniform(0, np.arange(n), 0, envs.ENV_DRAW)
+    u_engine = rng.uniform(0, np.arange(n), 0, 0)
+    assert not np.any(u_env == u_engine) and abs(np.corrcoef(u_env, u_engine)[0, 1]) < 0.02

@@ -8,15 +8,33 @@ samples from a :class:`fa_gpu.GenerativeModel`'s own arrays: ``s_0 ~ D``, ``s' ~
     for _ in range(T):
         obs = env.step(engine.step(obs))
 
-Randomness comes from one ``numpy.random.Generator`` per process; ``reset(n, seed)`` re-seeds it.
+Randomness is counter-based, like the engine's action draws (:mod:`fa_gpu.rng`): every draw is
+keyed by (seed, the agent's global index, the process's step counter, a draw index), so a world's
+trajectory does not depend on how many worlds are stepped together: the worlds of agents
+``lo..hi-1`` (``reset(n, seed, agent_offset=lo)``) see exactly what they see inside one process of
+all agents. The process's whole randomness state is its seed and step counter, which
+:meth:`GenerativeProcess.state` returns with the true hidden states (for checkpoints and resumed
+runs).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import rng
 from ..model import GenerativeModel, check_actions
 
-__all__ = ["GenerativeProcess", "GridWorldEnv", "TMazeEnv"]
+__all__ = ["GenerativeProcess", "GridWorldEnv", "TMazeEnv", "ENV_DRAW"]
+
+
+#: first draw index of a process's draws: the engine's action draws, with the same kind of key,
+#: use draw indices 0..F-1, so an environment and an engine given the same seed stay independent
+ENV_DRAW = 1 << 32
+
+
+def _seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return int(seed)
 
 
 class _Sampler:
@@ -53,8 +71,8 @@ class GenerativeProcess:
     ----------
     model : GenerativeModel
         Shared arrays only (no per-agent axis). Its ``A``, ``B``, ``D`` drive the process.
-    seed : int
-        Seed of the ``numpy.random.Generator``.
+    seed : int in [0, 2**64)
+        Key of the counter-based draws (``reset(n, seed)`` replaces it).
 
     Attributes
     ----------
@@ -77,7 +95,9 @@ class GenerativeProcess:
         self._A = [_Sampler(a) for a in model.A]
         self._B = [_Sampler(b) for b in model.B]
         self._D = [_Sampler(d) for d in model.D]
-        self._rng = np.random.default_rng(seed)
+        self._seed = _seed(seed)
+        self._offset = 0
+        self._clock = 0  # steps drawn so far (reset included): the counter of the draws
         self._state: np.ndarray | None = None
 
     @property
@@ -85,20 +105,26 @@ class GenerativeProcess:
         return None if self._state is None else self._state.shape[0]
 
     @property
-    def state(self) -> np.ndarray:
+    def true_state(self) -> np.ndarray:
         """True hidden states, int64 ``(n, F)`` (a read-only view)."""
         s = self._require().view()
         s.flags.writeable = False
         return s
 
-    def reset(self, n: int, seed=None) -> np.ndarray:
-        """Start n worlds from ``D``; ``seed`` (if given) re-seeds the generator first, otherwise
-        the stream continues. Returns the first observations, int64 ``(n, M)``."""
+    def reset(self, n: int, seed=None, agent_offset: int = 0) -> np.ndarray:
+        """Start n worlds from ``D``; ``seed`` (if given) replaces the key of the draws and
+        restarts their counter, otherwise the draws go on from where they are. ``agent_offset``:
+        global index of world 0 (these are the worlds of agents ``agent_offset..+n-1`` of a larger
+        population). Returns the first observations, int64 ``(n, M)``."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
+        if (isinstance(agent_offset, bool) or not isinstance(agent_offset, (int, np.integer))
+                or not 0 <= agent_offset <= 2**62):
+            raise ValueError(f"agent_offset must be an integer in [0, 2**62], got {agent_offset!r}")
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
-        u = self._rng.random((int(n), len(self._D)))
+            self._seed, self._clock = _seed(seed), 0
+        self._offset = int(agent_offset)
+        u = self._uniforms(int(n), len(self._D))
         self._state = np.stack([d.sample((), u[:, f]) for f, d in enumerate(self._D)], axis=1)
         return self._observe()
 
@@ -107,16 +133,56 @@ class GenerativeProcess:
         take action 0) to every world. Returns the new observations, int64 ``(n, M)``."""
         s = self._require()
         act = check_actions(actions, self.num_controls, s.shape[0], "n")
-        u = self._rng.random(s.shape)
+        u = self._uniforms(s.shape[0], s.shape[1])
         # all factors move from the same old state (a synchronous update, as B_dependencies assume)
         self._state = np.stack(
             [b.sample(tuple(s[:, d] for d in self.model.B_dependencies[f]) + (act[:, f],), u[:, f])
              for f, b in enumerate(self._B)], axis=1)
         return self._observe()
 
+    def state(self) -> dict:
+        """Everything needed to continue this process (copies): ``true_state`` int64 ``(n, F)``,
+        ``seed``, ``clock`` (draws counter), ``agent_offset``. :meth:`set_state` takes it back."""
+        return {"true_state": self._require().copy(), "seed": np.uint64(self._seed),
+                "clock": np.int64(self._clock), "agent_offset": np.int64(self._offset)}
+
+    def set_state(self, state: dict) -> None:
+        """Continue from :meth:`state`'s dict (e.g. read back from a checkpoint). Checked like
+        user input: the keys, an integer ``(n, F)`` ``true_state`` within ``num_states``, a seed in
+        [0, 2**64), a non-negative clock and offset; on error nothing changes."""
+        if not isinstance(state, dict) or set(state) != {"true_state", "seed", "clock", "agent_offset"}:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError("set_state needs a dict with keys agent_offset, clock, seed, true_state "
+                             f"(from state()); got {got}")
+        ts = np.asarray(state["true_state"])
+        F = len(self.num_states)
+        if ts.dtype.kind not in "iu" or ts.ndim != 2 or ts.shape[1] != F or ts.shape[0] < 1:
+            raise ValueError(f"true_state must be an integer array of shape (n, {F}); got "
+                             f"{ts.dtype} {ts.shape}")
+        for f, S in enumerate(self.num_states):
+            if ts[:, f].min() < 0 or ts[:, f].max() >= S:
+                raise ValueError(f"true_state[:, {f}] must lie in [0, {S}); got values in "
+                                 f"[{ts[:, f].min()}, {ts[:, f].max()}]")
+        scalars = {}
+        for k, hi in (("seed", 2**64), ("clock", 2**62), ("agent_offset", 2**62)):
+            v = np.asarray(state[k])
+            if v.shape != () or v.dtype.kind not in "iu" or not 0 <= int(v) < hi:
+                raise ValueError(f"{k} must be an integer in [0, {hi}); got {state[k]!r}")
+            scalars[k] = int(v)
+        self._state = ts.astype(np.int64)
+        self._seed, self._clock, self._offset = scalars["seed"], scalars["clock"], scalars["agent_offset"]
+
+    def _uniforms(self, n: int, k: int) -> np.ndarray:
+        """float64 ``(n, k)``: the next draw of k uniforms for each of the n worlds (keyed by the
+        seed, the world's global index, the clock and ``ENV_DRAW + j``); the clock moves on."""
+        agents = np.arange(self._offset, self._offset + n, dtype=np.uint64)[:, None]
+        u = rng.uniform(self._seed, agents, self._clock, ENV_DRAW + np.arange(k, dtype=np.uint64)[None, :])
+        self._clock += 1
+        return u
+
     def _observe(self) -> np.ndarray:
         s = self._state
-        u = self._rng.random((s.shape[0], len(self._A)))
+        u = self._uniforms(s.shape[0], len(self._A))
         return np.stack([a.sample(tuple(s[:, d] for d in self.model.A_dependencies[m]), u[:, m])
                          for m, a in enumerate(self._A)], axis=1)
 

@@ -23,10 +23,10 @@ class GridWorldEnv(GenerativeProcess):
     start : int, ``(row, col)`` or ``"uniform"``
         Start cell of every agent, or a uniformly random cell per agent.
     seed : int
-        Seed of the generator (``reset(n, seed)`` re-seeds); also draws a ``"random"`` goal.
+        Key of the counter-based draws (``reset(n, seed)`` replaces it); also draws a ``"random"`` goal.
 
     ``reset(n) -> obs`` and ``step(actions) -> obs`` use int64 ``(n, 1)`` observations and int
-    ``(n, 1)`` actions; ``state`` is int64 ``(n, 1)``.
+    ``(n, 1)`` actions; ``true_state`` is int64 ``(n, 1)``.
     """
 
     def __init__(self, side: int = 5, *, noise: float = 0.1, goal=None, start=0, seed: int = 0):
@@ -37,10 +37,10 @@ class GridWorldEnv(GenerativeProcess):
     @property
     def positions(self) -> np.ndarray:
         """``(row, col)`` of every agent, int64 ``(n, 2)``."""
-        s = self.state[:, 0]
+        s = self.true_state[:, 0]
         return np.stack([s // self.side, s % self.side], axis=1)
 
     @property
     def at_goal(self) -> np.ndarray:
         """Whether each agent is on the goal cell, bool ``(n,)``; ``at_goal.mean()`` is the share."""
-        return self.state[:, 0] == self.goal
+        return self.true_state[:, 0] == self.goal

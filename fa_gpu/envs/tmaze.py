@@ -18,7 +18,7 @@ class TMazeEnv(GenerativeProcess):
     See :func:`fa_gpu.models.tmaze` for the probabilities.
 
     ``reset(n) -> obs`` int64 ``(n, 3)``; ``step(actions)`` takes int ``(n, 2)`` (as from
-    ``Engine.step``) and returns int64 ``(n, 3)``; ``state`` is int64 ``(n, 2)``.
+    ``Engine.step``) and returns int64 ``(n, 3)``; ``true_state`` is int64 ``(n, 2)``.
     """
 
     def __init__(self, *, cue_validity: float = 0.95, reward_prob: float = 0.98, seed: int = 0):
@@ -27,12 +27,12 @@ class TMazeEnv(GenerativeProcess):
     @property
     def location(self) -> np.ndarray:
         """Location of every agent, int64 ``(n,)`` (index into ``models.TMAZE_LOCATIONS``)."""
-        return self.state[:, 0]
+        return self.true_state[:, 0]
 
     @property
     def condition(self) -> np.ndarray:
         """Reward condition of every maze, int64 ``(n,)``; its rewarding arm is ``condition + 1``."""
-        return self.state[:, 1]
+        return self.true_state[:, 1]
 
     @property
     def at_rewarding_arm(self) -> np.ndarray:
