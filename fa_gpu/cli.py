@@ -41,18 +41,10 @@ def _err(msg: str) -> None:
     print(f"fa-gpu: {msg}", file=sys.stderr)
 
 
-def _simulate(args) -> int:
+def _build(args):
+    """(env, model, store attrs, description, engine) of a ``simulate`` command."""
     from .envs import GridWorldEnv, TMazeEnv
 
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        _err(f"{out} already exists; pass --overwrite to replace it")
-        return 2
-    try:
-        recorder_cls = fa_gpu.Recorder
-    except ImportError as exc:
-        _err(f"simulate records with zarr, which is missing ({exc}); pip install 'fa_gpu[runtime]'")
-        return 1
     if args.env == "grid":
         env = GridWorldEnv(args.side, noise=_NOISE, seed=args.seed)
         model = fa_gpu.models.grid_world(args.side, noise=_NOISE, goal=env.goal,
@@ -66,6 +58,24 @@ def _simulate(args) -> int:
         what = "T-maze"
     engine = fa_gpu.Engine(model, args.agents, backend=args.backend, dtype=args.dtype,
                            seed=args.seed, action_selection="stochastic", alpha=_ALPHA)
+    return env, model, attrs, what, engine
+
+
+def _simulate(args) -> int:
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        _err(f"{out} already exists; pass --overwrite to replace it")
+        return 2
+    try:
+        recorder_cls = fa_gpu.Recorder
+    except ImportError as exc:
+        _err(f"simulate records with zarr, which is missing ({exc}); pip install 'fa_gpu[runtime]'")
+        return 1
+    try:  # too many agents, policies or cells: an error before anything big is allocated
+        env, model, attrs, what, engine = _build(args)
+    except (ValueError, MemoryError) as exc:
+        _err(f"{type(exc).__name__}: {exc}")
+        return 2
     print(f"backend: {engine.backend}")
     for name, why in engine.backend_skipped.items():
         print(f"  skipped {name}: {why}")

@@ -402,9 +402,38 @@ class Engine:
         return take_snapshot(self)
 
     def run(self, env, steps: int, **kwargs):
-        """The simulation loop: see :func:`fa_gpu.runtime.loop.run` for the options."""
+        """The simulation loop: see :func:`fa_gpu.runtime.loop.run` for the options.
+
+        Before the first step, an ``env`` that declares ``num_obs`` (M outcome counts) and
+        ``num_controls`` (F action counts), as every :mod:`fa_gpu.envs` world does, must declare
+        the model's; a ``recorder`` must be made for this engine's ``n_agents``,
+        ``num_modalities`` and ``num_factors``, without ``record_beliefs`` (the loop records
+        actions and obs). A mismatch is a ValueError naming both sides."""
+        self._check_run(env, kwargs.get("recorder"))
         from .runtime.loop import run
         return run(self, env, steps, **kwargs)
+
+    def _check_run(self, env, recorder) -> None:
+        cfg = self.config
+        for attr in ("num_obs", "num_controls"):
+            theirs = getattr(env, attr, None)
+            if theirs is not None and [int(x) for x in theirs] != list(getattr(cfg, attr)):
+                raise ValueError(f"{type(env).__name__} has {attr} {[int(x) for x in theirs]}, the "
+                                 f"engine's model has {attr} {list(getattr(cfg, attr))}: this "
+                                 "environment is not the world this model describes")
+        made = getattr(recorder, "made_for", None)
+        if made is None:
+            return
+        for key, mine in (("n_agents", cfg.n_agents), ("num_modalities", cfg.num_modalities),
+                          ("num_factors", cfg.num_factors)):
+            if made[key] != mine:
+                raise ValueError(f"the recorder was made for {key}={made[key]}, this engine has "
+                                 f"{key}={mine}")
+        if made["record_beliefs"]:
+            raise ValueError("Engine.run records actions and obs only, and this recorder was made "
+                             "with record_beliefs=True (it needs qs every step): make it with "
+                             "record_beliefs=False, or step the engine yourself and call "
+                             "recorder.record(t, actions, obs, qs=engine.qs)")
 
     def save(self, path) -> None:
         """Write the whole engine (model, counts, beliefs, RNG keys, step) atomically to ``path``."""

@@ -9,6 +9,12 @@ samples from a :class:`fa_gpu.GenerativeModel`'s own arrays: ``s_0 ~ D``, ``s' ~
         obs = env.step(engine.step(obs))
 
 Randomness comes from one ``numpy.random.Generator`` per process; ``reset(n, seed)`` re-seeds it.
+
+The interface an environment offers ``Engine.run``: ``reset(n) -> obs`` and ``step(actions) ->
+obs`` (int ``(n, M)``), and, declared so a model of another world is refused before the first
+step, ``num_obs`` (M outcome counts) and ``num_controls`` (F action counts): ``Engine.run``
+raises a ValueError naming both when they differ from the model's. An environment of your own
+that leaves them out is not checked.
 """
 from __future__ import annotations
 
