@@ -101,12 +101,10 @@ class _TrueStates:
         self._rows = 0
 
 
-def _simulate(args) -> int:
+def _build(args):
+    """(env, model, store attrs, description, engine) of a ``simulate`` command."""
     from .envs import GridWorldEnv, TMazeEnv
 
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        return _err(f"{out} already exists; pass --overwrite to replace it")
     if args.env == "grid":
         env = GridWorldEnv(args.side, noise=_NOISE, seed=args.seed)
         model = fa_gpu.models.grid_world(args.side, noise=_NOISE, goal=env.goal,
@@ -118,11 +116,19 @@ def _simulate(args) -> int:
         model = fa_gpu.models.tmaze(policy_len=args.policy_len)
         attrs = dict(side=None, goal=None)
         what = "T-maze"
-    try:
-        engine = fa_gpu.Engine(model, args.agents, backend=args.backend, dtype=args.dtype,
-                               seed=args.seed, action_selection="stochastic", alpha=_ALPHA)
-    except (RuntimeError, ValueError, MemoryError) as exc:  # backend cannot run, FA_GPU_BACKEND, size
-        return _err(str(exc))
+    engine = fa_gpu.Engine(model, args.agents, backend=args.backend, dtype=args.dtype,
+                           seed=args.seed, action_selection="stochastic", alpha=_ALPHA)
+    return env, model, attrs, what, engine
+
+
+def _simulate(args) -> int:
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        return _err(f"{out} already exists; pass --overwrite to replace it")
+    try:  # backend cannot run, FA_GPU_BACKEND, too many agents, policies or cells: an error
+        env, model, attrs, what, engine = _build(args)  # before anything big is allocated
+    except (RuntimeError, ValueError, MemoryError) as exc:
+        return _err(f"{type(exc).__name__}: {exc}" if isinstance(exc, MemoryError) else str(exc))
     print(f"backend: {engine.backend}")
     for name, why in engine.backend_skipped.items():
         print(f"  skipped {name}: {why}")

@@ -53,20 +53,28 @@ class PendingStep:
 
 
 def _per_agent_scalar(value, name: str, n: int, dtype) -> np.ndarray:
-    """A scalar or an ``(n,)`` array -> finite 0-d or ``(n,)`` array of ``dtype`` (a scalar stays
-    0-d: it is broadcast into the engine's buffer, never materialized N times here)."""
+    """A scalar or an ``(n,)`` array -> 0-d or ``(n,)`` array of ``dtype``, finite and >= 0 in
+    ``dtype`` (a precision, an action precision or a learning rate below 0 turns the model's
+    meaning around; 1e39 is inf in float32). A scalar stays 0-d: it is broadcast into the
+    engine's buffer, never materialized N times here."""
+    if isinstance(value, (bool, np.bool_)) or getattr(value, "dtype", None) == bool:
+        raise TypeError(f"{name} must be a number or an array of {n} numbers, got {value!r}")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number or an array of {n} numbers, got {value!r}") from None
     if arr.shape not in ((), (n,)):
         raise ValueError(f"{name} must be a scalar or have shape ({n},) (one per agent); got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        flat = arr.reshape(-1)
-        bad = int(np.argmin(np.isfinite(flat)))
-        raise ValueError(f"{name} must be finite; " + (f"agent {bad} has " if arr.ndim else "got ")
-                         + f"{flat[bad]}")
-    return arr.astype(dtype)
+    with np.errstate(over="ignore"):  # an overflow is reported below, naming the agent
+        out = arr.astype(dtype)
+    for bad, rule in ((~np.isfinite(out), "be finite"), (out < 0, "be >= 0")):
+        if bad.any():
+            i = int(np.argmax(bad.reshape(-1)))
+            got = arr.reshape(-1)[i]
+            why = f" (it overflows to inf in {np.dtype(dtype)})" if np.isfinite(got) and rule == "be finite" else ""
+            raise ValueError(f"{name} must {rule}; " + (f"agent {i} has " if arr.ndim else "got ")
+                             + f"{got}{why}")
+    return out
 
 
 def _choice(value, name, options):
@@ -171,6 +179,7 @@ class Engine:
             raise ValueError(f"the model has per-agent arrays for {model.batch_size} agents, "
                              f"but n_agents={n}")
         dt = float_dtype(dtype)
+        model.validate(dt)  # the rules again in the precision the buffers will hold
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         if (isinstance(agent_offset, bool) or not isinstance(agent_offset, (int, np.integer))
@@ -268,16 +277,20 @@ class Engine:
             arr = obs  # the common case, kept to a few microseconds for small N
         elif isinstance(obs, (list, tuple)):
             cols = [np.asarray(o) for o in obs]
+            layouts = (f"obs must be an ({n}, {M}) integer array (n_agents, num_modalities) or a "
+                       f"list of {M} integer arrays of shape ({n},) (one per modality)")
             if len(cols) != M:
-                raise ValueError(f"obs must hold one array per modality ({M}), got {len(cols)}")
+                raise ValueError(f"{layouts}; got a list of {len(cols)} entries")
             for m, c in enumerate(cols):
                 if c.shape != (n,):
-                    raise ValueError(f"obs[{m}] must have shape ({n},) (one outcome per agent); got {c.shape}")
+                    raise ValueError(f"obs[{m}] must have shape ({n},) (one outcome per agent); got "
+                                     f"{c.shape}. {layouts}")
             arr = np.stack(cols, axis=1) if cols else np.zeros((n, 0), dtype=np.int64)
         else:
             arr = np.asarray(obs)
             if arr.shape != (n, M):
-                raise ValueError(f"obs must have shape (n_agents, num_modalities) = ({n}, {M}); got {arr.shape}")
+                raise ValueError(f"obs must have shape (n_agents, num_modalities) = ({n}, {M}); got "
+                                 f"{arr.shape} (or pass a list of {M} arrays of shape ({n},))")
         if arr.dtype.kind not in "iu":
             raise TypeError(f"obs must be integer outcome indices, got dtype {arr.dtype}")
         if not self._obs_in_range(arr):
@@ -426,9 +439,38 @@ class Engine:
         return take_snapshot(self)
 
     def run(self, env, steps: int, **kwargs):
-        """The simulation loop: see :func:`fa_gpu.runtime.loop.run` for the options."""
+        """The simulation loop: see :func:`fa_gpu.runtime.loop.run` for the options.
+
+        Before the first step, an ``env`` that declares ``num_obs`` (M outcome counts) and
+        ``num_controls`` (F action counts), as every :mod:`fa_gpu.envs` world does, must declare
+        the model's; a ``recorder`` must be made for this engine's ``n_agents``,
+        ``num_modalities`` and ``num_factors``, without ``record_beliefs`` (the loop records
+        actions and obs). A mismatch is a ValueError naming both sides."""
+        self._check_run(env, kwargs.get("recorder"))
         from .runtime.loop import run
         return run(self, env, steps, **kwargs)
+
+    def _check_run(self, env, recorder) -> None:
+        cfg = self.config
+        for attr in ("num_obs", "num_controls"):
+            theirs = getattr(env, attr, None)
+            if theirs is not None and [int(x) for x in theirs] != list(getattr(cfg, attr)):
+                raise ValueError(f"{type(env).__name__} has {attr} {[int(x) for x in theirs]}, the "
+                                 f"engine's model has {attr} {list(getattr(cfg, attr))}: this "
+                                 "environment is not the world this model describes")
+        made = getattr(recorder, "made_for", None)
+        if made is None:
+            return
+        for key, mine in (("n_agents", cfg.n_agents), ("num_modalities", cfg.num_modalities),
+                          ("num_factors", cfg.num_factors)):
+            if made[key] != mine:
+                raise ValueError(f"the recorder was made for {key}={made[key]}, this engine has "
+                                 f"{key}={mine}")
+        if made["record_beliefs"]:
+            raise ValueError("Engine.run records actions and obs only, and this recorder was made "
+                             "with record_beliefs=True (it needs qs every step): make it with "
+                             "record_beliefs=False, or step the engine yourself and call "
+                             "recorder.record(t, actions, obs, qs=engine.qs)")
 
     def save(self, path) -> None:
         """Write the whole engine (model, counts, beliefs, RNG keys, step) atomically to ``path``."""
@@ -444,13 +486,16 @@ class Engine:
 
     def reset(self, agents=None) -> None:
         """Back to the initial prior D (and ``t = 0``, no previous action) for all agents, or for
-        ``agents`` (int indices or a boolean mask of length N). Learned parameters are kept."""
+        ``agents`` (int indices or a boolean mask of length N; an empty list resets no one and
+        changes nothing). Learned parameters are kept."""
         self.wait()
         cfg, b = self.config, self._buffers
         if agents is None:
             idx = slice(None)
         else:
             a = np.asarray(agents)
+            if a.size == 0 and a.ndim == 1 and a.dtype != bool:  # [] is float64 to NumPy
+                return
             if a.dtype == bool:
                 if a.shape != (cfg.n_agents,):
                     raise ValueError(f"a boolean agents mask must have shape ({cfg.n_agents},); got {a.shape}")

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["GenerativeModel", "construct_policies"]
+__all__ = ["GenerativeModel", "construct_policies", "check_values", "index_list", "RULES"]
 
 
 #: default bound on the number of policies a model may enumerate (``max_policies=``)
@@ -42,13 +42,22 @@ def construct_policies(num_controls: Sequence[int], policy_len: int = 1,
     Raises ValueError naming P, before enumerating anything, when P exceeds ``max_policies``
     (None: no bound).
     """
-    digits = [int(u) for u in num_controls] * int(policy_len)
-    count = math.prod(digits)
+    policy_len = positive_int(policy_len, "policy_len")
+    if max_policies is not None:
+        max_policies = positive_int(max_policies, "max_policies")
+    per_step = math.prod(positive_int(u, f"num_controls[{f}]") for f, u in enumerate(num_controls))
+    what = f"{' x '.join(map(str, num_controls))} actions over policy_len={policy_len}"
+    if (per_step.bit_length() - 1) * policy_len > 256:  # not worth writing out: no memory holds it
+        raise ValueError(f"{what} make more than 2**256 policies; shorten the horizon or pass an "
+                         "explicit policies= array")
+    count = per_step ** policy_len
     if max_policies is not None and count > max_policies:
         raise ValueError(
-            f"{' x '.join(map(str, num_controls))} actions over policy_len={policy_len} make "
-            f"{count:,} policies, above max_policies={max_policies:,}; shorten the horizon, pass "
-            "an explicit policies= array, or raise max_policies")
+            f"{what} make {count:,} policies, above max_policies={max_policies:,}; shorten the "
+            "horizon, pass an explicit policies= array, or raise max_policies")
+    digits = [int(u) for u in num_controls] * policy_len
+    # the table, and the two (P,) temporaries of one column's digits
+    check_host_memory(count * (len(digits) + 2) * 8, f"enumerating {count:,} policies")
     # mixed-radix counting, last (time, factor) digit fastest: itertools.product's order
     pols = np.empty((count, len(digits)), dtype=np.int64)
     stride = count
@@ -56,6 +65,33 @@ def construct_policies(num_controls: Sequence[int], policy_len: int = 1,
         stride //= u
         pols[:, k] = (np.arange(count, dtype=np.int64) // stride) % u
     return pols.reshape(count, int(policy_len), len(num_controls))
+
+
+def positive_int(value, name: str) -> int:
+    """``value`` as an int >= 1, else a ValueError naming ``name`` (bools and integral floats
+    such as 2.0 are not integers here)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+#: host allocations below this many bytes are not checked against the free memory
+_CHECK_ABOVE = 64 << 20
+
+
+def check_host_memory(needed: int, what: str) -> None:
+    """MemoryError naming both figures when ``needed`` bytes (for ``what``) exceed the host
+    memory this process can still allocate; called before a large host allocation, so a huge
+    request is an error instead of the process being killed."""
+    if needed < _CHECK_ABOVE:
+        return
+    from .runtime.topology import host_memory_available  # stdlib only; /proc and /sys reads
+
+    free, source = host_memory_available()
+    if free is not None and needed > free:
+        gib = 2.0 ** 30
+        raise MemoryError(f"{what} needs {needed / gib:.2f} GiB of host memory, {free / gib:.2f} GiB "
+                          f"are available ({source})")
 
 
 def float_dtype(dtype) -> np.dtype:
@@ -88,13 +124,17 @@ def check_actions(actions, num_controls, n: int, n_name: str = "n_agents") -> np
 
 
 def _tol(dtype: np.dtype) -> float:
-    """Normalization tolerance for a dtype: loose enough for values rounded to that dtype."""
-    return 1e-4 if np.dtype(dtype).itemsize <= 4 else 1e-8
+    """Normalization tolerance for values rounded to ``dtype``: about ten float16 ulps of 1, and
+    1e-4 / 1e-8 for float32 / float64 (room for columns normalized in that precision)."""
+    size = np.dtype(dtype).itemsize
+    return 1e-2 if size <= 2 else 1e-4 if size <= 4 else 1e-8
 
 
 def _as_array(x, name: str) -> np.ndarray:
+    """A new float array holding ``x`` (integers and bools become float64): never the caller's
+    own memory, so editing it afterwards cannot reach the model."""
     try:
-        arr = np.asarray(x)
+        arr = np.array(x)  # always a copy
     except Exception as exc:  # e.g. ragged nested lists
         raise TypeError(f"{name} must be an array of numbers ({exc})") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
@@ -104,6 +144,91 @@ def _as_array(x, name: str) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float64)
     return arr
+
+
+def _first(mask: np.ndarray) -> tuple:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+#: the value rule of each model array, by its name without the index
+RULES = {"A": "distribution", "B": "distribution", "D": "distribution", "E": "distribution",
+         "C": "preferences", "pA": "counts", "pB": "counts", "pD": "counts"}
+
+
+def check_values(arr, name: str, core: int, rule: str, dtype=None) -> np.ndarray:
+    """Check one model array under its value rule, in the precision ``dtype`` it will be used in.
+
+    ``arr``: real array ``(..., *core_axes)``: its last ``core`` axes are one array (leading axes,
+    such as an agent axis, are batches of it); the first core axis is the distribution's.
+    ``name``: how messages name it (``"A[1]"``). ``rule`` (see :data:`RULES`):
+
+    - ``"distribution"`` (A, B, D, E): finite, non-negative, summing to 1 over the first core
+      axis within the tolerance of the coarser of ``arr``'s dtype and ``dtype`` (1e-2 float16,
+      1e-4 float32, 1e-8 float64; sums taken in float64);
+    - ``"preferences"`` (C): finite;
+    - ``"counts"`` (pA, pB, pD): finite, non-negative, no positive entry that underflows to 0 in
+      ``dtype``, a positive total in every column.
+
+    ``dtype``: the float dtype the values are cast to first (default: ``arr``'s own), so a value
+    that overflows to inf there is an error naming it. Returns the values in ``dtype`` (a new
+    array when ``arr`` is not already of ``dtype``). Raises ValueError (TypeError for non-numeric
+    input) naming ``name``, the entry or column and the rule.
+    """
+    if rule not in RULES.values():
+        raise ValueError(f"rule must be one of {sorted(set(RULES.values()))}; got {rule!r}")
+    src = arr if isinstance(arr, np.ndarray) and arr.dtype.kind == "f" else _as_array(arr, name)
+    dt = src.dtype if dtype is None else np.dtype(dtype)
+    with np.errstate(over="ignore", under="ignore"):  # reported below as errors, naming the entry
+        vals = src.astype(dt, copy=False)
+    finite = np.isfinite(vals)
+    if not finite.all():
+        idx = _first(~finite)
+        if np.isfinite(src[idx]):
+            raise ValueError(f"{name} entry {idx} is {src[idx]:.6g}, which overflows to {vals[idx]} "
+                             f"in {dt}; every value must be finite in the engine's dtype")
+        raise ValueError(f"{name} must be finite; entry {idx} is {src[idx]}")
+    if rule == "preferences":
+        return vals
+    what = "Dirichlet counts " if rule == "counts" else ""
+    if np.any(vals < 0):
+        idx = _first(vals < 0)
+        raise ValueError(f"{what}{name} must be non-negative; entry {idx} is {vals[idx]}")
+    axis = vals.ndim - core
+    sums = vals.sum(axis=axis, dtype=np.float64)
+    if rule == "counts":
+        lost = (src > 0) & (vals == 0)
+        if lost.any():
+            idx = _first(lost)
+            raise ValueError(f"{what}{name} entry {idx} is {src[idx]:.6g}, which underflows to 0 in "
+                             f"{dt}; counts must be representable in the engine's dtype")
+        if np.any(sums <= 0):
+            raise ValueError(f"{what}{name} must be positive in every column; column "
+                             f"{_first(sums <= 0)} sums to 0")
+        return vals
+    bad = np.abs(sums - 1.0) > max(_tol(src.dtype), _tol(dt))
+    if bad.any():
+        col = _first(bad)
+        kind = "columns" if core > 1 else "entries"
+        raise ValueError(f"{name} {kind} must sum to 1; "
+                         f"{'column ' + str(col) if col else 'it'} sums to {float(sums[col]):.6g}")
+    return vals
+
+
+def index_list(values, name: str, hi: int, what: str = "factor") -> list:
+    """``values`` as a list of distinct ints in ``[0, hi)``, else a ValueError naming ``name``,
+    the entry and the rule (bools and non-integral numbers such as 0.7 are not indices)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, np.ndarray, range)):
+        raise ValueError(f"{name} must be a list of {what} indices, got {values!r}")
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name}[{i}] = {v!r} is not a {what} index (an integer in [0, {hi}))")
+        if not 0 <= v < hi:
+            raise ValueError(f"{name}[{i}] = {int(v)} is outside the {what} indices [0, {hi})")
+        if int(v) in out:
+            raise ValueError(f"{name} = {[int(x) for x in values]} repeats a {what} ({int(v)})")
+        out.append(int(v))
+    return out
 
 
 def _as_list(x, name: str) -> list:
@@ -168,6 +293,9 @@ class GenerativeModel:
         self.num_modalities, self.num_factors = len(A), len(B)
         F, M = self.num_factors, self.num_modalities
         self._batch: dict[str, int] = {}
+        self._checked: set = set()  # dtypes validate() has passed
+        if max_policies is not None:
+            max_policies = positive_int(max_policies, "max_policies")
 
         self.B_dependencies = self._deps(B_dependencies, "B_dependencies", F, [[f] for f in range(F)])
         self.A_dependencies = self._deps(A_dependencies, "A_dependencies", M, [list(range(F))] * M)
@@ -199,25 +327,21 @@ class GenerativeModel:
         self.num_obs = [int(a.shape[a.ndim - len(self.A_dependencies[m]) - 1]) for m, a in enumerate(A)]
 
         for m, a in enumerate(A):
-            self._check_distribution(a, f"A[{m}]", len(self.A_dependencies[m]) + 1)
+            check_values(a, f"A[{m}]", len(self.A_dependencies[m]) + 1, "distribution")
         for f, b in enumerate(B):
-            self._check_distribution(b, f"B[{f}]", len(self.B_dependencies[f]) + 2)
+            check_values(b, f"B[{f}]", len(self.B_dependencies[f]) + 2, "distribution")
 
         # control factors and policies
         if control_fac_idx is None:
             self.control_fac_idx = [f for f in range(F) if self.num_controls[f] > 1]
         else:
-            self.control_fac_idx = [int(i) for i in control_fac_idx]
+            self.control_fac_idx = index_list(control_fac_idx, "control_fac_idx", F)
             for i in self.control_fac_idx:
-                if not 0 <= i < F:
-                    raise ValueError(f"control_fac_idx entry {i} is not a factor index in [0, {F})")
                 if self.num_controls[i] < 2:
                     raise ValueError(f"control_fac_idx names factor {i}, but B[{i}] has "
                                      f"{self.num_controls[i]} action(s); a controllable factor needs >= 2")
         if policies is None:
-            if int(policy_len) != policy_len or policy_len < 1:
-                raise ValueError(f"policy_len must be a positive integer, got {policy_len}")
-            self.policies = construct_policies(self.num_controls, int(policy_len), max_policies)
+            self.policies = construct_policies(self.num_controls, policy_len, max_policies)
         else:
             pol = np.asarray(policies)
             if not np.issubdtype(pol.dtype, np.integer):
@@ -242,22 +366,25 @@ class GenerativeModel:
         self._check_len(C, "C", M, "modalities")
         for m, c in enumerate(C):
             self._check_vector(c, f"C[{m}]", self.num_obs[m])
-            self._check_finite(c, f"C[{m}]")
+            check_values(c, f"C[{m}]", 1, "preferences")
         D = ([np.full(s, 1.0 / s) for s in self.num_states] if D is None
              else [_as_array(d, f"D[{f}]") for f, d in enumerate(_as_list(D, "D"))])
         self._check_len(D, "D", F, "factors")
         for f, d in enumerate(D):
             self._check_vector(d, f"D[{f}]", self.num_states[f])
-            self._check_distribution(d, f"D[{f}]", 1)
+            check_values(d, f"D[{f}]", 1, "distribution")
         E = np.full(self.num_policies, 1.0 / self.num_policies) if E is None else _as_array(E, "E")
         self._check_vector(E, "E", self.num_policies)
-        self._check_distribution(E, "E", 1)
+        check_values(E, "E", 1, "distribution")
 
         # Dirichlet counts
         pA = self._counts(pA, "pA", A, M)
         pB = self._counts(pB, "pB", B, F)
         pD = self._counts(pD, "pD", D, F)
 
+        # private read-only copies (see _as_array): an engine built later sees what was checked
+        for arr in (*A, *B, *C, *D, E, *(pA or ()), *(pB or ()), *(pD or ()), self.policies):
+            arr.flags.writeable = False
         self.A, self.B, self.C, self.D, self.E = A, B, C, D, E
         self.pA, self.pB, self.pD = pA, pB, pD
         sizes = set(self._batch.values())
@@ -266,19 +393,18 @@ class GenerativeModel:
         self.batch_size = sizes.pop() if sizes else None
 
     # -- validation helpers ------------------------------------------------------------------
-    @staticmethod
-    def _deps(deps, name, n, default):
+    def _deps(self, deps, name, n, default):
         if deps is None:
             return [list(d) for d in default]
-        deps = [list(map(int, d)) for d in deps]
+        if isinstance(deps, (str, bytes)) or not isinstance(deps, (list, tuple, np.ndarray)):
+            raise ValueError(f"{name} must be a list of {n} lists of factor indices, got {deps!r}")
         if len(deps) != n:
             raise ValueError(f"{name} must have {n} entries, got {len(deps)}")
-        for i, d in enumerate(deps):
+        out = [index_list(d, f"{name}[{i}]", self.num_factors) for i, d in enumerate(deps)]
+        for i, d in enumerate(out):
             if not d:
                 raise ValueError(f"{name}[{i}] is empty; each entry needs at least one factor")
-            if len(set(d)) != len(d):
-                raise ValueError(f"{name}[{i}] = {d} repeats a factor")
-        return deps
+        return out
 
     def _check_ndim(self, arr, name, core):
         if arr.ndim == core + 1:
@@ -298,27 +424,6 @@ class GenerativeModel:
             one = {"modalities": "modality", "factors": "factor"}[what]
             raise ValueError(f"{name} must have one entry per {one} ({n} {what}), got {len(lst)}")
 
-    @staticmethod
-    def _check_finite(arr, name):
-        if not np.all(np.isfinite(arr)):
-            idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-            raise ValueError(f"{name} must be finite; entry {idx} is {arr[idx]}")
-
-    def _check_distribution(self, arr, name, core):
-        """Non-negative, finite, sums to 1 over the first core axis."""
-        self._check_finite(arr, name)
-        if np.any(arr < 0):
-            idx = tuple(int(i) for i in np.argwhere(arr < 0)[0])
-            raise ValueError(f"{name} must be non-negative; entry {idx} is {arr[idx]}")
-        axis = arr.ndim - core
-        sums = arr.sum(axis=axis)
-        bad = np.argwhere(np.abs(sums - 1.0) > _tol(arr.dtype))
-        if len(bad):
-            col = tuple(int(i) for i in bad[0])
-            what = "columns" if core > 1 else "entries"
-            raise ValueError(f"{name} {what} must sum to 1; "
-                             f"{'column ' + str(col) if col else 'it'} sums to {float(sums[tuple(bad[0])]):.6g}")
-
     def _counts(self, counts, name, like, n):
         if counts is None:
             return None
@@ -331,15 +436,7 @@ class GenerativeModel:
             if c.shape[c.ndim - core:] != ref.shape[ref.ndim - core:]:
                 raise ValueError(f"{nm} must have the shape of {name[1:]}[{i}], "
                                  f"{ref.shape[ref.ndim - core:]}; got {c.shape}")
-            self._check_finite(c, nm)
-            if np.any(c < 0):
-                idx = tuple(int(j) for j in np.argwhere(c < 0)[0])
-                raise ValueError(f"Dirichlet counts {nm} must be non-negative; entry {idx} is {c[idx]}")
-            tot = c.sum(axis=c.ndim - core)
-            if np.any(tot <= 0):
-                col = tuple(int(j) for j in np.argwhere(tot <= 0)[0])
-                raise ValueError(f"Dirichlet counts {nm} must be positive in every column; "
-                                 f"column {col} sums to 0")
+            check_values(c, nm, core, "counts")
         return counts
 
     # -- constructors ------------------------------------------------------------------------
@@ -370,6 +467,65 @@ class GenerativeModel:
     def is_shared(self, name: str) -> bool:
         """True when array ``name`` (e.g. ``"A[0]"``, ``"E"``) has no per-agent axis."""
         return name not in self._batch
+
+    # -- the rules, reusable on arrays from elsewhere (engine dtypes, checkpoints) -------------
+    def core_shape(self, name: str) -> tuple:
+        """Shape of array ``name`` without an agent axis: ``"A[m]"`` ``(O_m, *S_deps)``,
+        ``"B[f]"`` ``(S_f, *S_deps, U_f)``, ``"C[m]"`` ``(O_m,)``, ``"D[f]"`` ``(S_f,)``, ``"E"``
+        ``(P,)``, ``"pA[m]"``/``"pB[f]"``/``"pD[f]"`` as A, B, D. ValueError for another name."""
+        base, i = self._parse(name)
+        S = self.num_states
+        if base in ("A", "pA"):
+            return (self.num_obs[i], *[S[d] for d in self.A_dependencies[i]])
+        if base in ("B", "pB"):
+            return (S[i], *[S[d] for d in self.B_dependencies[i]], self.num_controls[i])
+        if base == "C":
+            return (self.num_obs[i],)
+        if base in ("D", "pD"):
+            return (S[i],)
+        return (self.num_policies,)
+
+    def check_array(self, name: str, arr, dtype=None, n_agents: int | None = None) -> np.ndarray:
+        """Check ``arr`` as this model's array ``name`` (``"A[0]"``, ``"pB[1]"``, ``"E"``...):
+        shape :meth:`core_shape` (or ``(n_agents, *core_shape)`` when ``n_agents`` is given: a
+        per-agent copy) and the value rule of :func:`check_values` in ``dtype`` (default: its
+        own). Returns the values as a new ``dtype`` array; ValueError/TypeError naming ``name``."""
+        base, _ = self._parse(name)
+        core = self.core_shape(name)
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
+            arr = _as_array(arr, name)
+        shapes = [core] if n_agents is None else [core, (n_agents, *core)]
+        if arr.shape not in shapes:
+            raise ValueError(f"{name} must have shape {' or '.join(map(str, shapes))}; got {arr.shape}")
+        vals = check_values(arr, name, len(core), RULES[base], dtype)
+        return vals.copy() if vals is arr else vals
+
+    def validate(self, dtype) -> None:
+        """Check every array again in ``dtype`` (float32 or float64), the precision an engine
+        stores it in: a value that overflows to inf there (``C = 1e39`` in float32), or a count
+        that underflows to 0 (1e-300), is a ValueError naming it. Done once per dtype."""
+        dt = float_dtype(dtype)
+        if dt in self._checked:
+            return
+        for base in ("A", "B", "C", "D", "pA", "pB", "pD"):
+            for i, arr in enumerate(getattr(self, base) or ()):
+                name = f"{base}[{i}]"
+                check_values(arr, name, len(self.core_shape(name)), RULES[base], dt)
+        check_values(self.E, "E", 1, "distribution", dt)
+        self._checked.add(dt)
+
+    def _parse(self, name: str) -> tuple[str, int]:
+        """``"pB[1]"`` -> ``("pB", 1)``, ``"E"`` -> ``("E", 0)``, checked against this model."""
+        base, _, rest = str(name).partition("[")
+        count = {"A": self.num_modalities, "pA": self.num_modalities, "C": self.num_modalities,
+                 "B": self.num_factors, "pB": self.num_factors, "D": self.num_factors,
+                 "pD": self.num_factors}.get(base)
+        if base == "E" and not rest:
+            return base, 0
+        if count is not None and rest.endswith("]") and rest[:-1].isdigit() and int(rest[:-1]) < count:
+            return base, int(rest[:-1])
+        raise ValueError(f"{name!r} is not an array of this model (A[0..{self.num_modalities - 1}], "
+                         f"B[0..{self.num_factors - 1}], C, D, E, pA, pB, pD)")
 
     def __repr__(self) -> str:
         return (f"GenerativeModel(num_obs={self.num_obs}, num_states={self.num_states}, "

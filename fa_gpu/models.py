@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from .model import GenerativeModel, float_dtype
+from .model import GenerativeModel, check_host_memory, float_dtype
 
 __all__ = ["grid_world", "tmaze", "GRID_ACTIONS", "TMAZE_LOCATIONS", "TMAZE_CONDITIONS",
            "TMAZE_REWARD_OUTCOMES", "TMAZE_CUES"]
@@ -113,6 +113,9 @@ def grid_world(side: int = 5, *, noise: float = 0.1, goal=None, start=None, rewa
     side, dt = int(side), float_dtype(dtype)
     noise, reward = _prob(noise, "noise"), _finite(reward, "reward")
     S = side * side
+    # A's construction holds three (S, S) float64 temporaries, then A and B (S, S, 5) are copied
+    # once more by GenerativeModel: check before numpy asks for memory the machine lacks
+    check_host_memory(S * S * 8 * (3 + 2 * (1 + len(GRID_ACTIONS))), f"grid_world(side={side})")
     rng = np.random.default_rng(seed)
     goal = _cell(goal, "goal", side, S - 1, rng)
     if isinstance(goal, str):

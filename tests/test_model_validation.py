@@ -123,7 +123,7 @@ def test_policy_and_control_rules():
     assert m.num_policies == 1 and m.policy_len == 2
     with pytest.raises(ValueError, match=r"policy_len must be a positive integer, got 0"):
         fa_gpu.GenerativeModel(**with_(kw, policy_len=0))
-    with pytest.raises(ValueError, match=r"control_fac_idx entry 5 is not a factor index in \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"control_fac_idx\[0\] = 5 is outside the factor indices \[0, 2\)"):
         fa_gpu.GenerativeModel(**with_(kw, control_fac_idx=[5]))
     kw13 = make_model_arrays(CASES[13], 3)  # factor 1 has one action
     with pytest.raises(ValueError, match=r"control_fac_idx names factor 1, but B\[1\] has 1 action"):
@@ -200,7 +200,7 @@ def test_obs_and_action_rules():
         e.step(np.zeros((4, 3), dtype=int))
     with pytest.raises(ValueError, match=r"obs\[1\] must have shape \(4,\) \(one outcome per agent\); got \(3,\)"):
         e.step([np.zeros(4, dtype=int), np.zeros(3, dtype=int)])
-    with pytest.raises(ValueError, match=r"obs must hold one array per modality \(2\), got 1"):
+    with pytest.raises(ValueError, match=r"obs must be an \(4, 2\) integer array \(n_agents, num_modalities\) or a list of 2 integer arrays of shape \(4,\) \(one per modality\); got a list of 1 entries"):
         e.step([np.zeros(4, dtype=int)])
     with pytest.raises(TypeError, match=r"obs must be integer outcome indices, got dtype float64"):
         e.step(np.zeros((4, 2)))

@@ -15,6 +15,12 @@ trajectory does not depend on how many worlds are stepped together: the worlds o
 all agents. The process's whole randomness state is its seed and step counter, which
 :meth:`GenerativeProcess.state` returns with the true hidden states (for checkpoints and resumed
 runs).
+
+The interface an environment offers ``Engine.run``: ``reset(n) -> obs`` and ``step(actions) ->
+obs`` (int ``(n, M)``), and, declared so a model of another world is refused before the first
+step, ``num_obs`` (M outcome counts) and ``num_controls`` (F action counts): ``Engine.run``
+raises a ValueError naming both when they differ from the model's. An environment of your own
+that leaves them out is not checked.
 """
 from __future__ import annotations
 

@@ -130,6 +130,15 @@ class Recorder:
         """Chunks handed to the writer threads and not yet finished (at most ``max_pending``)."""
         return self._pending
 
+    @property
+    def made_for(self) -> dict:
+        """The shapes this recorder takes: ``n_agents``, ``num_modalities``, ``num_factors``,
+        ``num_states`` (list or None) and ``record_beliefs`` (``Engine.run`` checks them
+        against the engine before its first step)."""
+        attrs = self._group.attrs
+        return {k: attrs[k] for k in ("n_agents", "num_modalities", "num_factors", "num_states",
+                                      "record_beliefs")}
+
     def record(self, step, actions, obs, qs=None) -> None:
         """Buffer one step; ``step`` must equal the number of steps recorded so far.
 
