@@ -128,7 +128,7 @@ def _simulate(args) -> int:
     try:  # backend cannot run, FA_GPU_BACKEND, too many agents, policies or cells: an error
         env, model, attrs, what, engine = _build(args)  # before anything big is allocated
     except (RuntimeError, ValueError, MemoryError) as exc:
-        return _err(f"{type(exc).__name__}: {exc}" if isinstance(exc, MemoryError) else str(exc))
+        return _err(str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}")
     print(f"backend: {engine.backend}")
     for name, why in engine.backend_skipped.items():
         print(f"  skipped {name}: {why}")
