@@ -9,6 +9,10 @@ samples from a :class:`fa_gpu.GenerativeModel`'s own arrays: ``s_0 ~ D``, ``s' ~
         obs = env.step(engine.step(obs))
 
 Randomness comes from one ``numpy.random.Generator`` per process; ``reset(n, seed)`` re-seeds it.
+
+Shared multi-agent worlds (every agent's observation may depend on the others'; several agent
+types in one world; NumPy or CuPy) follow :class:`World` (:mod:`fa_gpu.envs.worlds`):
+:class:`Foraging` and :class:`SocialNetwork`.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ import numpy as np
 
 from ..model import GenerativeModel, check_actions
 
-__all__ = ["GenerativeProcess", "GridWorldEnv", "TMazeEnv"]
+__all__ = ["GenerativeProcess", "GridWorldEnv", "TMazeEnv", "World", "Foraging", "SocialNetwork",
+           "watts_strogatz", "barabasi_albert", "consensus_polarization"]
 
 
 class _Sampler:
@@ -129,3 +134,6 @@ class GenerativeProcess:
 # The concrete environments subclass GenerativeProcess, so they are imported after it.
 from .grid_world import GridWorldEnv  # noqa: E402
 from .tmaze import TMazeEnv  # noqa: E402
+from .worlds import World  # noqa: E402
+from .foraging import Foraging  # noqa: E402
+from .social import SocialNetwork, barabasi_albert, consensus_polarization, watts_strogatz  # noqa: E402
