@@ -7,7 +7,7 @@ from .engine import Engine
 from .model import GenerativeModel, construct_policies
 from . import envs, models
 
-__all__ = ["Engine", "GenerativeModel", "Recorder", "construct_policies", "envs", "models", "info"]
+__all__ = ["Engine", "GenerativeModel", "Population", "Recorder", "construct_policies", "envs", "models", "info"]
 __version__ = "0.1.0"
 
 
@@ -16,4 +16,7 @@ def __getattr__(name):
     if name == "Recorder":
         from .runtime.recorder import Recorder
         return Recorder
+    if name == "Population":  # imports the runtime loop: on first use, keeping `import fa_gpu` light
+        from .population import Population
+        return Population
     raise AttributeError(f"module 'fa_gpu' has no attribute {name!r}")

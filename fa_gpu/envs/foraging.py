@@ -84,14 +84,14 @@ class Foraging(World):
             cells = np.random.default_rng(self.seed).choice(S, P, replace=False)
         else:
             cells = self._cells(patches)
-        rate = np.broadcast_to(np.asarray(regrowth, dtype=np.float64), cells.shape)
-        if rate.ndim != 1 or not np.all((rate >= 0) & (rate <= self.capacity)):
+        rate = np.asarray(regrowth, dtype=np.float64)
+        if rate.shape not in ((), cells.shape) or not np.all((rate >= 0) & (rate <= self.capacity)):
             raise ValueError(f"regrowth must be a number or {len(cells)} numbers in [0, capacity="
                              f"{self.capacity}], got {regrowth!r}")
         xp = self.xp
         self.num_obs = (3, 3, 2) + ((S,) if self.observe_position else ())
         self.patch_cells = xp.asarray(cells, dtype=xp.int64)
-        self.regrowth = xp.asarray(rate, dtype=xp.float64)
+        self.regrowth = xp.asarray(np.broadcast_to(rate, cells.shape), dtype=xp.float64)
         self._moves = xp.asarray(np.concatenate([grid_moves(self.side),
                                                  np.arange(S)[:, None]], axis=1))  # eat: stay
         self.positions = self.food = self.fed = None
