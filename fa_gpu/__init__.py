@@ -2,8 +2,8 @@
 
 Same numbers and argument names as pymdp 1.0.4; see README.md. The public names are those of
 ``__all__``: :class:`Engine` (the agents), :class:`GenerativeModel` and
-:func:`construct_policies` (their model), :class:`Recorder` and :func:`read_store` (trajectory
-stores), the modules :mod:`fa_gpu.envs` and :mod:`fa_gpu.models` (ready-made worlds and their
+:func:`construct_policies` (their model), :class:`Population` (several engines in one shared
+world), :class:`Recorder` and :func:`read_store` (trajectory stores), the modules :mod:`fa_gpu.envs` and :mod:`fa_gpu.models` (ready-made worlds and their
 models) and :func:`info` (what this machine offers).
 """
 from .devices import info
@@ -11,8 +11,8 @@ from .engine import Engine
 from .model import GenerativeModel, construct_policies
 from . import envs, models
 
-__all__ = ["Engine", "GenerativeModel", "Recorder", "construct_policies", "envs", "info", "models",
-           "read_store"]
+__all__ = ["Engine", "GenerativeModel", "Population", "Recorder", "construct_policies", "envs", "info",
+           "models", "read_store"]
 __version__ = "0.1.0"
 
 
@@ -22,4 +22,7 @@ def __getattr__(name):
         from .runtime import recorder
         value = globals()[name] = getattr(recorder, name)  # found directly from now on
         return value
+    if name == "Population":  # imports the runtime loop: on first use, keeping `import fa_gpu` light
+        from .population import Population
+        return Population
     raise AttributeError(f"module 'fa_gpu' has no attribute {name!r}")

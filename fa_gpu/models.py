@@ -1,6 +1,7 @@
-"""Ready-made generative models: a noisy grid world and the classic T-maze.
+"""Ready-made generative models: a noisy grid world, the classic T-maze, and the agents of the
+shared worlds (:func:`foraging`, :func:`social`).
 
-Both return a :class:`fa_gpu.GenerativeModel` in pymdp 1.0's layout (outcomes / next states on
+All return a :class:`fa_gpu.GenerativeModel` in pymdp 1.0's layout (outcomes / next states on
 axis 0). The matching generative processes live in :mod:`fa_gpu.envs`, built from these very
 arrays, so an agent's model of the world is exactly the world it acts in.
 """
@@ -12,8 +13,8 @@ import numpy as np
 
 from .model import GenerativeModel, check_host_memory, float_dtype
 
-__all__ = ["grid_world", "tmaze", "GRID_ACTIONS", "TMAZE_LOCATIONS", "TMAZE_CONDITIONS",
-           "TMAZE_REWARD_OUTCOMES", "TMAZE_CUES"]
+__all__ = ["grid_world", "tmaze", "foraging", "social", "GRID_ACTIONS", "TMAZE_LOCATIONS",
+           "TMAZE_CONDITIONS", "TMAZE_REWARD_OUTCOMES", "TMAZE_CUES", "FORAGING_ACTIONS"]
 
 #: Action names of the grid world, in index order. Moving into a wall stays put.
 GRID_ACTIONS = ("stay", "up", "down", "left", "right")
@@ -25,6 +26,10 @@ TMAZE_LOCATIONS = ("centre", "right arm", "left arm", "cue")
 TMAZE_CONDITIONS = ("reward on right", "reward on left")
 TMAZE_REWARD_OUTCOMES = ("none", "reward", "loss")
 TMAZE_CUES = ("cue right", "cue left")
+
+#: Actions of :class:`fa_gpu.envs.Foraging` and :func:`foraging`, in index order: the grid moves,
+#: then "eat" (which stays in the cell).
+FORAGING_ACTIONS = GRID_ACTIONS + ("eat",)
 
 
 def _prob(value, name: str) -> float:
@@ -181,3 +186,131 @@ def tmaze(*, cue_validity: float = 0.95, reward_prob: float = 0.98, reward: floa
     cast = lambda xs: [np.asarray(x, dtype=dt) for x in xs]
     return GenerativeModel(A=cast([A_loc, A_rew, A_cue]), B=cast([B_loc, B_cond]), C=cast(C), D=cast(D),
                            A_dependencies=[[0], [0, 1], [0, 1]], policy_len=policy_len)
+
+
+def _distribution(value, name: str, size: int) -> np.ndarray:
+    p = np.asarray(value, dtype=np.float64)
+    if p.shape != (size,) or not np.all(p >= 0) or abs(p.sum() - 1.0) > 1e-9:
+        raise ValueError(f"{name} must be {size} non-negative numbers summing to 1, got {value!r}")
+    return p
+
+
+def _probs(value, name: str, size: int) -> np.ndarray:
+    p = np.asarray(value, dtype=np.float64)
+    if p.shape != (size,) or not np.all((p >= 0) & (p <= 1)):
+        raise ValueError(f"{name} must be {size} probabilities in [0, 1], got {value!r}")
+    return p
+
+
+def foraging(*, food_pref: float = 3.0, crowd_cost: float = 1.0, share=(0.9, 0.6, 0.3),
+             deplete=(0.5, 0.2), neighbour_food=(0.6, 0.25, 0.15),
+             neighbour_crowd=(0.5, 0.3, 0.2), crowd_change: float = 0.2, obs_noise: float = 0.05,
+             position_outcomes: int | None = None, policy_len: int = 1,
+             dtype=np.float64) -> GenerativeModel:
+    """An egocentric forager for :class:`fa_gpu.envs.Foraging`: it models its own cell, not the grid.
+
+    One factor of ``S = 18`` joint states ``s = food * 6 + crowd * 2 + fed``: food level of the
+    own cell (none, low, high), crowding (0, 1, 2+ others nearby), fed (no, yes); 6 actions
+    (:data:`FORAGING_ACTIONS`). "Next door" is what a move leads to: a cell whose food and
+    crowding are drawn from ``neighbour_food`` and ``neighbour_crowd`` (the agent does not know
+    which way food lies, so the four moves are equivalent to it: use ``action_selection=
+    "stochastic"`` for a random walk between patches; the deterministic tie rule always picks
+    "up").
+
+    Transitions ``B[0]`` ``(18, 18, 6)`` (food', crowd' and fed' independent given s, a):
+
+    - stay: food kept; crowding kept with probability ``1 - crowd_change``, else drawn from
+      ``neighbour_crowd``; not fed;
+    - move: food' ~ ``neighbour_food``, crowd' ~ ``neighbour_crowd``; not fed;
+    - eat: crowding as for stay. With no food: nothing. With food level ``l`` (1 low, 2 high):
+      fed with probability ``share[crowd]`` (the lottery against other eaters) and the level
+      drops by one with probability ``deplete[l - 1]``.
+
+    Observations (``A``, each a function of the joint state): 0 food level and 1 crowding, the
+    true one with probability ``1 - obs_noise + obs_noise / 3``; 2 fed, exact; 3 (only with
+    ``position_outcomes``) an uninformative (uniform) position modality with that many
+    outcomes, to match ``Foraging(observe_position=True)``. Preferences ``C``: fed
+    ``[0, food_pref]``, crowding ``-crowd_cost * [0, 0.5, 1]``, 0 elsewhere. ``D``: food and
+    crowding uniform, not fed.
+    """
+    dt = float_dtype(dtype)
+    food_pref, crowd_cost = _finite(food_pref, "food_pref"), _finite(crowd_cost, "crowd_cost")
+    share, deplete = _probs(share, "share", 3), _probs(deplete, "deplete", 2)
+    nb_food = _distribution(neighbour_food, "neighbour_food", 3)
+    nb_crowd = _distribution(neighbour_crowd, "neighbour_crowd", 3)
+    change, noise = _prob(crowd_change, "crowd_change"), _prob(obs_noise, "obs_noise")
+    eye3 = np.eye(3)
+    B = np.zeros((3, 3, 2, 3, 3, 2, len(FORAGING_ACTIONS)))  # (food', crowd', fed', food, crowd, fed, a)
+    for food in range(3):
+        for crowd in range(3):
+            kept_crowd = (1 - change) * eye3[crowd] + change * nb_crowd
+            for a, name in enumerate(FORAGING_ACTIONS):
+                fed = np.array([1.0, 0.0])
+                if name == "stay":
+                    food_n, crowd_n = eye3[food], kept_crowd
+                elif name == "eat":
+                    crowd_n, food_n = kept_crowd, eye3[food]
+                    if food > 0:
+                        fed = np.array([1 - share[crowd], share[crowd]])
+                        d = deplete[food - 1]
+                        food_n = (1 - d) * eye3[food] + d * eye3[food - 1]
+                else:
+                    food_n, crowd_n = nb_food, nb_crowd
+                col = np.einsum("i,j,k->ijk", food_n, crowd_n, fed)
+                B[:, :, :, food, crowd, :, a] = col[..., None]  # the same for both fed values
+    B = B.reshape(18, 18, len(FORAGING_ACTIONS))
+    s = np.arange(18)
+    marg = lambda idx, k, noisy: ((1 - noisy) * np.eye(k)[:, idx] + noisy / k)
+    A = [marg(s // 6, 3, noise), marg((s // 2) % 3, 3, noise), marg(s % 2, 2, 0.0)]
+    C = [np.zeros(3), -crowd_cost * np.array([0.0, 0.5, 1.0]), np.array([0.0, food_pref])]
+    if position_outcomes is not None:
+        if isinstance(position_outcomes, bool) or not isinstance(position_outcomes, (int, np.integer)) \
+                or position_outcomes < 1:
+            raise ValueError(f"position_outcomes must be a positive integer, got {position_outcomes!r}")
+        A.append(np.full((int(position_outcomes), 18), 1.0 / position_outcomes))
+        C.append(np.zeros(int(position_outcomes)))
+    D = np.einsum("i,j,k->ijk", np.full(3, 1 / 3), np.full(3, 1 / 3), [1.0, 0.0]).reshape(18)
+    cast = lambda xs: [np.asarray(x, dtype=dt) for x in xs]
+    return GenerativeModel(A=cast(A), B=cast([B]), C=cast(C), D=cast([D]), policy_len=policy_len)
+
+
+def social(num_states: int = 2, *, cue_accuracy: float = 0.7, neighbour_reliability: float = 0.7,
+           volatility: float = 0.0, agree_pref: float = 1.0, none_prob: float = 0.01,
+           policy_len: int = 1, dtype=np.float64) -> GenerativeModel:
+    """An agent of :class:`fa_gpu.envs.SocialNetwork`: infers a hidden world state from a private
+    cue and a neighbour's post, and chooses what to post.
+
+    ``K = num_states``. Factors: 0 own post (K states, K actions "post k": ``B[0][k, :, k] = 1``),
+    1 world state (K states, one action; it changes with probability ``volatility`` per step to
+    a uniformly random other state). Modalities:
+
+    - 0 cue (K), deps ``[1]``: the true state with probability ``cue_accuracy``, any other with
+      ``(1 - cue_accuracy) / (K - 1)``;
+    - 1 neighbour's post (K + 1; outcome K: nothing posted), deps ``[1]``: "nothing" with
+      ``none_prob``, else the true state with ``neighbour_reliability``, any other state evenly;
+    - 2 agreement (agree, disagree, nothing), deps ``[0, 1]``: whether the neighbour posted what
+      this agent posted: agree with ``(1 - none_prob) * p(post | state)`` from modality 1.
+
+    ``C``: agreement ``[agree_pref, 0, 0]``, 0 elsewhere (social conformity: an agent likes to be
+    agreed with, so it posts the state it expects its neighbours to post). ``D`` uniform.
+    """
+    K = num_states
+    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 2:
+        raise ValueError(f"num_states must be an integer >= 2, got {num_states!r}")
+    K, dt = int(K), float_dtype(dtype)
+    acc, rel = _prob(cue_accuracy, "cue_accuracy"), _prob(neighbour_reliability, "neighbour_reliability")
+    vol, eps = _prob(volatility, "volatility"), _prob(none_prob, "none_prob")
+    agree_pref = _finite(agree_pref, "agree_pref")
+    other = lambda p: p * np.eye(K) + (1 - p) / (K - 1) * (1 - np.eye(K))
+    A_cue = other(acc)
+    A_post = np.concatenate([(1 - eps) * other(rel), np.full((1, K), eps)])
+    agree = (1 - eps) * other(rel)                                # (post, state): p(neighbour = post)
+    A_agree = np.stack([agree, (1 - eps) - agree, np.full((K, K), eps)])
+    B_post = np.zeros((K, K, K))
+    B_post[np.arange(K), :, np.arange(K)] = 1.0
+    B_world = other(1 - vol)[:, :, None]
+    C = [np.zeros(K), np.zeros(K + 1), np.array([agree_pref, 0.0, 0.0])]
+    D = [np.full(K, 1 / K), np.full(K, 1 / K)]
+    cast = lambda xs: [np.asarray(x, dtype=dt) for x in xs]
+    return GenerativeModel(A=cast([A_cue, A_post, A_agree]), B=cast([B_post, B_world]), C=cast(C),
+                           D=cast(D), A_dependencies=[[1], [1], [0, 1]], policy_len=policy_len)

@@ -21,6 +21,10 @@ obs`` (int ``(n, M)``), and, declared so a model of another world is refused bef
 step, ``num_obs`` (M outcome counts) and ``num_controls`` (F action counts): ``Engine.run``
 raises a ValueError naming both when they differ from the model's. An environment of your own
 that leaves them out is not checked.
+
+Shared multi-agent worlds (every agent's observation may depend on the others'; several agent
+types in one world; NumPy or CuPy) follow :class:`World` (:mod:`fa_gpu.envs.worlds`):
+:class:`Foraging` and :class:`SocialNetwork`.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ import numpy as np
 from .. import rng
 from ..model import GenerativeModel, check_actions
 
-__all__ = ["GenerativeProcess", "GridWorldEnv", "TMazeEnv", "ENV_DRAW"]
+__all__ = ["GenerativeProcess", "GridWorldEnv", "TMazeEnv", "ENV_DRAW", "World", "Foraging", "SocialNetwork",
+           "watts_strogatz", "barabasi_albert", "consensus_polarization"]
 
 
 #: first draw index of a process's draws: the engine's action draws, with the same kind of key,
@@ -201,3 +206,6 @@ class GenerativeProcess:
 # The concrete environments subclass GenerativeProcess, so they are imported after it.
 from .grid_world import GridWorldEnv  # noqa: E402
 from .tmaze import TMazeEnv  # noqa: E402
+from .worlds import World  # noqa: E402
+from .foraging import Foraging  # noqa: E402
+from .social import SocialNetwork, barabasi_albert, consensus_polarization, watts_strogatz  # noqa: E402

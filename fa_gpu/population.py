@@ -1,0 +1,275 @@
+"""`Population`: several engines (agent types: different models, sizes, backends) in one world.
+
+Agent types are numbered globally in the order of the ``engines`` dict (see
+:mod:`fa_gpu.envs.worlds`): the world keys every draw by that global index, and each engine keys
+its own action draws by its own agent index, so stepping the types together gives exactly the
+numbers of stepping each engine by hand against the same world.
+
+Checkpoint format (``checkpoint_path`` is a directory; see :meth:`Population.save`):
+
+- ``manifest.npz``: one uint8 array ``manifest``, UTF-8 JSON: ``format``
+  (``"fa_gpu-population-checkpoint"``), ``version``, ``steps`` (population steps since reset),
+  ``types`` (names, in global order), ``counts``, ``engines`` ({type: file}), ``world`` (file),
+  ``world_class`` (module and class name);
+- ``engine{i}.{token}.npz``: type i's engine, an ordinary :meth:`fa_gpu.Engine.save` file
+  (``Engine.load`` reads it);
+- ``world.{token}.npz``: :meth:`World.state`, one array per key.
+
+The data files of a checkpoint are written first (each atomically, under a fresh token), then the
+manifest replaces the old one atomically, then files no manifest names are deleted: after a crash
+the manifest names one complete checkpoint. Resuming reads the manifest, ``Engine.load`` for each
+engine and ``world.set_state`` (which validates the arrays) for the world.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import time
+import uuid
+
+import numpy as np
+
+from .engine import Engine
+from .envs.worlds import World
+from .runtime.checkpoint import capture, write_atomic
+from .runtime.loop import RunResult, _Host, _positive_int, _progress_bar, _recorded, _Sink
+
+__all__ = ["Population", "CHECKPOINT_FORMAT", "read_manifest"]
+
+CHECKPOINT_FORMAT = "fa_gpu-population-checkpoint"
+CHECKPOINT_VERSION = 1
+_NAME = re.compile(r"[A-Za-z0-9_-]+")  # type names become file and Zarr group names
+
+
+class Population:
+    """Engines of several agent types stepped together in one shared :class:`fa_gpu.envs.World`.
+
+    Parameters
+    ----------
+    engines : dict ``{type name: Engine}``
+        Names of letters, digits, ``_`` and ``-``; distinct engines. Each engine's
+        ``num_obs`` must equal the world's, and its factor 0 must have at most the world's
+        ``num_actions`` actions (the world reads column 0 of the actions).
+    world : World
+        Reset with ``{type: engine.n_agents}`` by :meth:`reset` / :meth:`run`.
+    """
+
+    def __init__(self, engines: dict, world: World):
+        if not isinstance(engines, dict) or not engines:
+            raise TypeError("engines must be a non-empty dict {type name: Engine}")
+        if not isinstance(world, World):
+            raise TypeError(f"world must be a fa_gpu.envs.World, got {type(world).__name__}")
+        for name, eng in engines.items():
+            if not isinstance(name, str) or not _NAME.fullmatch(name):
+                raise ValueError(f"type names must be letters, digits, '_' or '-'; got {name!r}")
+            if not isinstance(eng, Engine):
+                raise TypeError(f"engines[{name!r}] must be a fa_gpu.Engine, got {type(eng).__name__}")
+            if tuple(eng.config.num_obs) != tuple(world.num_obs):
+                raise ValueError(f"engines[{name!r}] expects num_obs {list(eng.config.num_obs)}, the "
+                                 f"world emits {list(world.num_obs)}")
+            if eng.config.num_controls[0] > world.num_actions:
+                raise ValueError(f"engines[{name!r}] factor 0 has {eng.config.num_controls[0]} actions, "
+                                 f"the world takes {world.num_actions}")
+        if len({id(e) for e in engines.values()}) != len(engines):
+            raise ValueError("engines must be distinct Engine objects (one per type)")
+        self.engines, self.world = dict(engines), world
+        self.t = 0          # population steps since reset
+        self._obs = None    # the next step's observations
+
+    @property
+    def counts(self) -> dict:
+        """``{type: N_k}`` in global order."""
+        return {k: e.n_agents for k, e in self.engines.items()}
+
+    @property
+    def n_agents(self) -> int:
+        return sum(self.counts.values())
+
+    def reset(self, seed=None) -> dict:
+        """Reset every engine and the world (``seed``: the world's, see ``World.reset``);
+        returns the first observations ``{type: int64 (N_k, M)}``."""
+        for eng in self.engines.values():
+            eng.reset()
+        self._obs = self.world.reset(self.counts, seed)
+        self.t = 0
+        return self._obs
+
+    def step(self, obs=None) -> tuple[dict, dict]:
+        """One step of every engine on ``obs`` (default: the last observations), then of the
+        world. Returns ``(actions, next_obs)``, dicts by type."""
+        obs = self._current(obs)
+        actions = self._act(obs)
+        self._obs = self.world.step(actions)
+        self.t += 1
+        return actions, self._obs
+
+    def _current(self, obs):
+        obs = self._obs if obs is None else obs
+        if obs is None:
+            raise RuntimeError("call reset() first, or pass obs")
+        if not isinstance(obs, dict) or set(obs) != set(self.engines):
+            raise ValueError(f"obs must be a dict with one array per type {list(self.engines)}")
+        return obs
+
+    def _act(self, obs) -> dict:
+        # started together: a cuda engine's kernel or a numba engine's worker runs while the
+        # next engine's step is launched
+        pending = {k: e.step_async(obs[k]) for k, e in self.engines.items()}
+        actions = {}
+        for k, p in pending.items():
+            a = p.result()
+            a.flags.writeable = False  # shared with host_fn, the world and the sink
+            actions[k] = a
+        return actions
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, steps: int, *, recorder=None, checkpoint_every=None, checkpoint_path=None,
+            host_fn=None, progress: bool = True, pipeline: int = 1, chunk_size=None,
+            reset: bool = True, obs=None) -> RunResult:
+        """Step every engine and the world ``steps`` times, like :meth:`fa_gpu.Engine.run`.
+
+        ``recorder``: ``{type: Recorder}`` (any subset of the types; see :meth:`recorders`),
+        each gets ``record(t, actions, obs)`` of its type. ``host_fn``: ``{type: fn}``, each as
+        ``Engine.run``'s (type-local agent ids; its obs override the world's). Checkpoints: see
+        :meth:`save`. ``reset=False`` continues from the last observations; ``obs`` (a dict)
+        overrides both. Returns a ``RunResult`` whose ``obs`` is ``{type: (N_k, M)}`` and whose
+        rate counts the agents of all types.
+        """
+        steps = _positive_int("steps", steps, allow_zero=True)
+        if pipeline not in (1, 2):
+            raise ValueError(f"pipeline must be 1 or 2, got {pipeline!r}")
+        if checkpoint_every is not None:
+            checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
+            if checkpoint_path is None:
+                raise ValueError("checkpoint_every needs checkpoint_path")
+        recorder, host_fn = self._by_type(recorder, "recorder"), self._by_type(host_fn, "host_fn")
+        hosts = {k: _Host(fn, self.engines[k].n_agents, self.engines[k].config.num_modalities, chunk_size)
+                 for k, fn in host_fn.items()}
+        if reset:
+            self.reset()
+        if obs is not None:
+            self._obs = obs
+        obs = self._current(None)
+        rec_start = {k: _recorded.get(r, 0) for k, r in recorder.items()}
+        sink, n = _Sink(pipeline), self.n_agents
+        bar = _progress_bar(steps * n, progress, "fa_gpu[population]")
+        t0 = time.perf_counter()
+        t_first = 0.0
+        try:
+            for i in range(steps):
+                actions = self._act(obs)
+                futures = {k: h.start(actions[k]) for k, h in hosts.items()}
+                world_obs = self.world.step(actions)  # overlaps the host_fn chunks
+                nxt = {k: hosts[k].finish(futures[k], o) if k in hosts else o for k, o in world_obs.items()}
+                self.t += 1
+                due = bool(checkpoint_every) and (i + 1) % checkpoint_every == 0
+                ckpt = self._capture() if due else None
+                if recorder or ckpt is not None:
+                    sink.submit(functools.partial(self._sink_job, recorder,
+                                                  {k: s + i for k, s in rec_start.items()},
+                                                  actions, obs, ckpt, checkpoint_path))
+                for k, r in recorder.items():
+                    _recorded[r] = rec_start[k] + i + 1
+                obs = self._obs = nxt
+                if i == 0:
+                    t_first = time.perf_counter() - t0
+                if bar is not None:
+                    bar.update(n)
+            sink.drain()
+        finally:
+            if bar is not None:
+                bar.close()
+            if sink.pending is not None:  # an error is propagating: never leave a writer behind
+                sink.pending.exception()
+        seconds = time.perf_counter() - t0
+        return RunResult(steps=steps, seconds=seconds, first_step_seconds=t_first,
+                         agent_steps_per_s=steps * n / seconds if seconds > 0 else float("inf"),
+                         obs=obs)
+
+    def _by_type(self, value, name: str) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not set(value) <= set(self.engines):
+            raise ValueError(f"{name} must be a dict keyed by type names {list(self.engines)}")
+        return dict(value)
+
+    @staticmethod
+    def _sink_job(recorders, steps, actions, obs, ckpt, path) -> None:
+        for k, rec in recorders.items():
+            rec.record(steps[k], actions[k], obs[k])
+        if ckpt is not None:
+            _write_checkpoint(ckpt, path)
+
+    # -- recording and checkpoints ---------------------------------------------------------------
+    def recorders(self, path, *, overwrite: bool = False, **options) -> dict:
+        """One :class:`fa_gpu.Recorder` per type, each a Zarr group ``path/<type>`` inside one
+        root group at ``path`` (attributes ``types`` and ``counts``). ``options`` go to every
+        Recorder (``chunk_steps``, ``attrs``, ...). Close them when done."""
+        import zarr
+
+        from .runtime.recorder import Recorder
+
+        try:
+            zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3,
+                            attributes={"types": list(self.engines), "counts": self.counts})
+        except FileExistsError as exc:
+            raise FileExistsError(f"{path} already holds data; pass overwrite=True to replace it") from exc
+        return {k: Recorder(os.path.join(os.fspath(path), k), e.n_agents,
+                            num_modalities=e.config.num_modalities, num_factors=e.config.num_factors,
+                            num_states=list(e.config.num_states), overwrite=True, **options)
+                for k, e in self.engines.items()}
+
+    def _capture(self) -> dict:
+        w = self.world
+        return {"engines": {k: capture(e) for k, e in self.engines.items()}, "world": w.state(),
+                "steps": self.t, "counts": self.counts,
+                "world_class": f"{type(w).__module__}.{type(w).__qualname__}"}
+
+    def save(self, path) -> None:
+        """Write a checkpoint of every engine and the world into the directory ``path``
+        (created if missing; format in the module docstring)."""
+        _write_checkpoint(self._capture(), path)
+
+
+def _write_checkpoint(ckpt: dict, path) -> None:
+    """Data files under a fresh token, then the manifest (atomic replace), then stale files."""
+    path = os.fspath(path)
+    os.makedirs(path, exist_ok=True)
+    token = uuid.uuid4().hex[:12]
+    files = {k: f"engine{i}.{token}.npz" for i, k in enumerate(ckpt["engines"])}
+    for k, arrays in ckpt["engines"].items():
+        write_atomic(arrays, os.path.join(path, files[k]))
+    world_file = f"world.{token}.npz"
+    write_atomic(ckpt["world"], os.path.join(path, world_file))
+    manifest = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "steps": ckpt["steps"],
+                "types": list(ckpt["engines"]), "counts": ckpt["counts"], "engines": files,
+                "world": world_file, "world_class": ckpt["world_class"]}
+    write_atomic({"manifest": np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)},
+                 os.path.join(path, "manifest.npz"))
+    keep = set(files.values()) | {world_file, "manifest.npz"}
+    for name in os.listdir(path):
+        if name not in keep and re.fullmatch(r"(engine\d+|world)\.[0-9a-f]{12}\.npz", name):
+            os.unlink(os.path.join(path, name))
+
+
+def read_manifest(path) -> dict:
+    """The manifest of the population checkpoint in directory ``path``, validated: ValueError
+    when it is not one (the files it names are checked to exist)."""
+    file = os.path.join(os.fspath(path), "manifest.npz")
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            manifest = json.loads(z["manifest"].tobytes().decode())
+    except (KeyError, ValueError, UnicodeDecodeError, EOFError) as exc:
+        raise ValueError(f"{file} is not a population checkpoint manifest ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{file} is not a population checkpoint manifest")
+    if manifest.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{file}: version {manifest.get('version')}, this fa_gpu reads {CHECKPOINT_VERSION}")
+    names = list(manifest.get("engines", {}).values()) + [manifest.get("world")]
+    for name in names:
+        if not isinstance(name, str) or not re.fullmatch(r"(engine\d+|world)\.[0-9a-f]{12}\.npz", name) \
+                or not os.path.isfile(os.path.join(os.fspath(path), name)):
+            raise ValueError(f"{file} names a missing or invalid file {name!r}")
+    return manifest
