@@ -258,7 +258,7 @@ def _build_social(args):
              "posts": (lambda w, e: w.history[-1][1:], (3,), np.float64, ("step", "stat")),
              "beliefs": (beliefs, (3,), np.float64, ("step", "stat"))}
     attrs = dict(graph=args.graph, degree=d, rewire=args.rewire if args.graph == "ws" else None,
-                 num_states=args.states, cue_accuracy=args.cue_accuracy, volatility=args.volatility,
+                 hidden_states=args.states, cue_accuracy=args.cue_accuracy, volatility=args.volatility,
                  stats=list(_STATS), truth="row t: the hidden state after step t",
                  posts="row t: consensus, polarization and accuracy (share posting the hidden state) "
                        "of the posts of step t",

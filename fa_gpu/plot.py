@@ -151,7 +151,7 @@ def _social(fig, read, attrs) -> str:
         _integer_steps(ax)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False, ncols=2)
     graph = "Watts-Strogatz" if attrs["graph"] == "ws" else "Barabasi-Albert"
-    return (f"social network ({graph}, degree {attrs['degree']}), {attrs['num_states']} states, "
+    return (f"social network ({graph}, degree {attrs['degree']}), {attrs['hidden_states']} states, "
             f"cue accuracy {attrs['cue_accuracy']:g}, volatility {attrs['volatility']:g}")
 
 
@@ -241,7 +241,8 @@ def plot_run(path, out=None) -> Path:
     attrs, read = _open(path)
     fig = _figure((12, 6.5) if attrs["env"] == "foraging" else (11, 4.5))
     what = _PLOTS[attrs["env"]](fig, read, attrs)
-    fig.suptitle(f"{what}: {read.n:,} agents, {read.steps} steps, backend "
+    sep = "\n" if len(what) > 60 else ": "  # a long world description gets its own line
+    fig.suptitle(f"{what}{sep}{read.n:,} agents, {read.steps} steps, backend "
                  f"{attrs.get('backend')}, seed {attrs.get('seed')}")
     out = Path(out) if out is not None else Path(str(path).rstrip("/\\") + ".png")
     fig.savefig(out, dpi=100)
