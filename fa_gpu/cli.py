@@ -1,12 +1,14 @@
 """The ``fa-gpu`` command (also ``python -m fa_gpu``): simulate, info, bench, plot.
 
-- ``simulate``: N agents in the grid world (or T-maze) for T steps on the best backend; prints
-  the backend (and why others were skipped) and the throughput, records actions and
-  observations to a Zarr store.
+- ``simulate``: N agents in the grid world (or T-maze, or the shared worlds foraging and
+  social) for T steps on the best backend; prints the backend (and why others were skipped), the
+  throughput and a one-line outcome, records actions and observations to a Zarr store with what
+  the plots need about the world (see :class:`_Traced`).
 - ``info``: backends and why not, NVIDIA driver and devices, CPU topology, host pool sizes.
 - ``bench``: fa_gpu's speed against pymdp 1.0.4 (agent-steps/s, ratio), by
   ``benchmarks/compare.py`` of a source checkout, with the remaining arguments.
-- ``plot RUN``: PNG summary of a ``simulate`` store.
+- ``plot RUN``: PNG summary of a ``simulate`` store; ``--animate OUT.gif``: a GIF of a
+  foraging run's grid.
 
 ``main(argv)`` returns the exit status: 0 success, 2 a usage or environment error, reported as one
 line ``fa-gpu: ...`` on stderr (no traceback).
@@ -41,6 +43,16 @@ def _int_at_least(low: int):
     return parse
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text}")
+    return value
+
+
+_probability.__name__ = "number"
+
+
 def _err(msg: str) -> int:
     """Report a usage or environment error as one line; returns the exit status, 2."""
     print(f"fa-gpu: {msg}", file=sys.stderr)
@@ -51,12 +63,19 @@ class _UsageError(Exception):
     pass
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help; an option whose default depends on another says so itself."""
+
+    def _get_help_string(self, action):
+        return action.help if "(default: " in (action.help or "") else super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``fa-gpu: ...``, exit status 2 from :func:`main`) instead of
     the usage block, and every option's default in its help."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _Help)
         super().__init__(*args, **kwargs)
 
     def error(self, message):
@@ -64,35 +83,29 @@ class _Parser(argparse.ArgumentParser):
                           f"{message} (see {self.prog} --help)")
 
 
-class _TrueStates:
-    """The world of ``simulate``, writing its true hidden states to the store as array
-    ``true_state`` (steps, N, F) int64: row t holds the states after step t's actions, so its
-    last row is what ``simulate`` reports (the recorder's ``obs`` row t is what the agents saw
-    *before* step t). Written in blocks of ``chunk_steps`` rows on the calling thread."""
+class _Series:
+    """One extra array of the ``simulate`` store, ``name`` ``(rows,) + shape`` of ``dtype``:
+    ``read(env)`` gives a row; rows are buffered and written in blocks of ``block`` rows on the
+    calling thread (chunks of at most ~4 MiB). ``every`` and ``at_reset`` say when a row is
+    taken: after every ``every``-th step, and (``at_reset``) once after the reset."""
 
-    def __init__(self, env, path, n: int, chunk_steps: int = 64):
-        import zarr
-
-        self.env = env
-        width = len(env.num_states)
-        agents = max(1, min(n, (4 << 20) // (chunk_steps * width * 8)))
-        group = zarr.open_group(path, mode="r+", zarr_format=3)
-        self._array = group.create_array("true_state", shape=(0, n, width), dtype=np.int64,
-                                         chunks=(chunk_steps, agents, width),
-                                         dimension_names=("step", "agent", "factor"))
-        self._buf = np.empty((chunk_steps, n, width), dtype=np.int64)
+    def __init__(self, group, name, read, shape, dtype, dims, every=1, at_reset=False, block=64):
+        self.read, self.every, self.at_reset = read, every, at_reset
+        shape, itemsize = tuple(shape), np.dtype(dtype).itemsize
+        inner = tuple(shape[1:])
+        lead = (max(1, min(shape[0], (4 << 20) // (block * int(np.prod(inner)) * itemsize)))
+                if shape else None)
+        self._array = group.create_array(name, shape=(0,) + shape, dtype=dtype,
+                                         chunks=(block,) + ((lead,) + inner if shape else ()),
+                                         dimension_names=dims)
+        self._buf = np.empty((block,) + shape, dtype=dtype)
         self._rows = 0
 
-    def reset(self, n, seed=None):
-        return self.env.reset(n, seed)
-
-    def step(self, actions):
-        obs = self.env.step(actions)
-        self._buf[self._rows] = self.env.true_state
+    def add(self, env, engine) -> None:
+        self._buf[self._rows] = self.read(env, engine)
         self._rows += 1
         if self._rows == len(self._buf):
             self.flush()
-        return obs
 
     def flush(self) -> None:
         t = self._array.shape[0]
@@ -101,24 +114,184 @@ class _TrueStates:
         self._rows = 0
 
 
-def _build(args):
-    """(env, model, store attrs, description, engine) of a ``simulate`` command."""
-    from .envs import GridWorldEnv, TMazeEnv
+class _Traced:
+    """The world of ``simulate``, writing into the store (beside the Recorder's actions and obs)
+    the :class:`_Series` the summary and ``fa-gpu plot`` need. A per-step series' row t is the
+    world after step t's actions (the recorder's ``obs`` row t is what the agents saw *before*
+    step t), so its last row is what ``simulate`` reports."""
 
-    if args.env == "grid":
-        env = GridWorldEnv(args.side, noise=_NOISE, seed=args.seed)
-        model = fa_gpu.models.grid_world(args.side, noise=_NOISE, goal=env.goal,
-                                         policy_len=args.policy_len)
-        attrs = dict(side=env.side, goal=env.goal, noise=_NOISE)
-        what = f"grid world {args.side}x{args.side} (goal cell {env.goal})"
-    else:
-        env = TMazeEnv(seed=args.seed)
-        model = fa_gpu.models.tmaze(policy_len=args.policy_len)
-        attrs = dict(side=None, goal=None)
-        what = "T-maze"
+    def __init__(self, env, engine, path, specs: dict):
+        """``specs``: ``{name: (read(env, engine) -> row, shape, dtype, dims[, every,
+        at_reset])}``."""
+        import zarr
+
+        self.env, self.engine, self._t = env, engine, 0
+        group = zarr.open_group(path, mode="r+", zarr_format=3)
+        self._series = [_Series(group, name, *spec) for name, spec in specs.items()]
+
+    def reset(self, n, seed=None):
+        obs = self.env.reset(n, seed)
+        self._t = 0
+        for s in self._series:
+            if s.at_reset:
+                s.add(self.env, self.engine)
+        return obs
+
+    def step(self, actions):
+        obs = self.env.step(actions)
+        self._t += 1
+        for s in self._series:
+            if self._t % s.every == 0:
+                s.add(self.env, self.engine)
+        return obs
+
+    def flush(self) -> None:
+        for s in self._series:
+            s.flush()
+
+
+# Foraging frames (food and agents per cell, int32) are kept every k steps, k the smallest that
+# keeps both grids of the whole run under this many bytes: a 64x64 grid fits ~3,000 frames.
+_FRAME_BYTES = 100_000_000
+_STATS = ("consensus", "polarization", "accuracy")  # columns of the social world's posts/beliefs
+
+
+def frame_every(side: int, steps: int) -> int:
+    """The step interval k of the foraging frames (after 0, k, 2k, ... steps): the smallest
+    k >= 1 with ``(steps // k + 1) * 2 * side**2 * 4 <= _FRAME_BYTES`` (at least one frame)."""
+    most = max(1, _FRAME_BYTES // (2 * side * side * 4))
+    return steps // most + 1
+
+
+def _regrowth(text: str) -> list:
+    try:
+        rates = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be numbers separated by commas, got {text!r}") from None
+    if not all(np.isfinite(rates)) or min(rates) < 0:
+        raise argparse.ArgumentTypeError(f"must be non-negative numbers, got {text!r}")
+    return rates
+
+
+def _build_grid(args):
+    from .envs import GridWorldEnv
+
+    env = GridWorldEnv(args.side, noise=_NOISE, seed=args.seed)
+    model = fa_gpu.models.grid_world(args.side, noise=_NOISE, goal=env.goal, policy_len=args.policy_len)
+    attrs = dict(side=env.side, goal=env.goal, noise=_NOISE, true_state=_TRUE_STATE)
+    return env, model, attrs, f"grid world {args.side}x{args.side} (goal cell {env.goal})", \
+        _true_state(args, env)
+
+
+def _build_tmaze(args):
+    from .envs import TMazeEnv
+
+    env = TMazeEnv(seed=args.seed)
+    return env, fa_gpu.models.tmaze(policy_len=args.policy_len), dict(side=None, goal=None, true_state=_TRUE_STATE), \
+        "T-maze", _true_state(args, env)
+
+
+_TRUE_STATE = "row t: the world's hidden states after step t's actions"
+
+
+def _true_state(args, env) -> dict:
+    """The series of the independent worlds: their true hidden states, int64 (N, F) a step."""
+    return {"true_state": (lambda w, e: w.true_state, (args.agents, len(env.num_states)), np.int64,
+                           ("step", "agent", "factor"))}
+
+
+def _build_foraging(args):
+    from .envs import Foraging
+
+    P = args.patches
+    rates = args.regrowth if args.regrowth is not None else [2 * (k + 1) / P for k in range(P)]
+    if len(rates) != P:
+        raise _UsageError(f"simulate: --regrowth has {len(rates)} rates for --patches {P}")
+    if max(rates) > args.capacity:
+        raise _UsageError(f"simulate: --regrowth rates must be at most --capacity {args.capacity}, "
+                          f"got {max(rates):g}")
+    if P > args.side ** 2:
+        raise _UsageError(f"simulate: --patches {P} exceeds the {args.side ** 2} cells of the grid")
+    env = Foraging(args.side, P, rates, args.capacity, seed=args.seed)
+    model = fa_gpu.models.foraging(policy_len=args.policy_len)
+    cells = env.patch_cells
+    k = frame_every(args.side, args.steps)
+    grid = (args.side, args.side)
+    specs = {
+        "patch_food": (lambda w, e: w.food[cells], (P,), np.int64, ("step", "patch")),
+        "patch_agents": (lambda w, e: w.occupancy()[cells], (P,), np.int64, ("step", "patch")),
+        "food_grid": (lambda w, e: w.food.reshape(grid), grid, np.int32, ("frame", "row", "col"),
+                      k, True),
+        "occupancy_grid": (lambda w, e: w.occupancy().reshape(grid), grid, np.int32,
+                           ("frame", "row", "col"), k, True),
+    }
+    attrs = dict(side=args.side, patch_cells=[int(c) for c in cells], regrowth=[float(r) for r in rates],
+                 capacity=args.capacity, frame_every=k,
+                 patch_food="row t: food units in each patch after step t",
+                 patch_agents="row t: agents on each patch cell after step t",
+                 frames=f"food_grid and occupancy_grid frame i: the grids after i * {k} steps "
+                        f"(frame 0: after the reset)")
+    what = (f"foraging {args.side}x{args.side}, {P} patches (regrowth "
+            f"{', '.join(f'{r:g}' for r in rates)}; capacity {args.capacity})")
+    return env, model, attrs, what, specs
+
+
+def _build_social(args):
+    from .envs import SocialNetwork, barabasi_albert, watts_strogatz
+    from .envs.social import consensus_polarization
+
+    d = args.degree
+    if d % 2 or d >= args.agents:
+        raise _UsageError(f"simulate: --degree must be even and below --agents {args.agents}, got {d}")
+    graph = (watts_strogatz(args.agents, d, args.rewire, seed=args.seed) if args.graph == "ws"
+             else barabasi_albert(args.agents, d // 2, seed=args.seed))
+    env = SocialNetwork(graph, num_states=args.states, cue_accuracy=args.cue_accuracy,
+                        volatility=args.volatility, seed=args.seed)
+    model = fa_gpu.models.social(args.states, cue_accuracy=args.cue_accuracy,
+                                 volatility=args.volatility, policy_len=args.policy_len)
+
+    def beliefs(world, engine):  # the beliefs about the world state that chose this step's posts
+        q = engine.qs[1]
+        return (*consensus_polarization(q), float((np.argmax(q, axis=1) == world.truth).mean()))
+
+    specs = {"truth": (lambda w, e: w.truth, (), np.int64, ("step",)),
+             "posts": (lambda w, e: w.history[-1][1:], (3,), np.float64, ("step", "stat")),
+             "beliefs": (beliefs, (3,), np.float64, ("step", "stat"))}
+    attrs = dict(graph=args.graph, degree=d, rewire=args.rewire if args.graph == "ws" else None,
+                 hidden_states=args.states, cue_accuracy=args.cue_accuracy, volatility=args.volatility,
+                 stats=list(_STATS), truth="row t: the hidden state after step t",
+                 posts="row t: consensus, polarization and accuracy (share posting the hidden state) "
+                       "of the posts of step t",
+                 beliefs="row t: the same of the agents' beliefs about the world state (factor 1) "
+                         "that chose the posts of step t; consensus of the beliefs' modes")
+    kind = (f"Watts-Strogatz (degree {d}, rewiring {args.rewire:g})" if args.graph == "ws"
+            else f"Barabasi-Albert ({d // 2} edges per node)")
+    what = (f"social network, {kind}, {args.states} states, cue accuracy {args.cue_accuracy:g}, "
+            f"volatility {args.volatility:g}")
+    return env, model, attrs, what, specs
+
+
+def _build(args):
+    """(env, store attrs, description, engine, extra store series) of a ``simulate`` command."""
+    if args.policy_len is None:
+        args.policy_len = 2 if args.env in ("grid", "tmaze") else 1
+    if args.side is None:
+        args.side = 16 if args.env == "foraging" else 5
+    env, model, attrs, what, specs = _BUILDERS[args.env](args)
     engine = fa_gpu.Engine(model, args.agents, backend=args.backend, dtype=args.dtype,
-                           seed=args.seed, action_selection="stochastic", alpha=_ALPHA)
-    return env, model, attrs, what, engine
+                           seed=args.seed, **_SELECTION[args.env])
+    return env, attrs, what, engine, specs
+
+
+_BUILDERS = {"grid": _build_grid, "tmaze": _build_tmaze, "foraging": _build_foraging,
+             "social": _build_social}
+# Foraging: the egocentric model sees the four moves as equal, so deterministic selection would
+# always move "up"; stochastic selection at the engine's default precision (alpha 1, as the
+# README's ideal-free-distribution run) makes a random walk between patches. Social: an agent
+# posts what it believes most likely (deterministic), so consensus can form.
+_SELECTION = {"grid": dict(action_selection="stochastic", alpha=_ALPHA),
+              "tmaze": dict(action_selection="stochastic", alpha=_ALPHA),
+              "foraging": dict(action_selection="stochastic"), "social": {}}
 
 
 def _simulate(args) -> int:
@@ -126,7 +299,9 @@ def _simulate(args) -> int:
     if out.exists() and not args.overwrite:
         return _err(f"{out} already exists; pass --overwrite to replace it")
     try:  # backend cannot run, FA_GPU_BACKEND, too many agents, policies or cells: an error
-        env, model, attrs, what, engine = _build(args)  # before anything big is allocated
+        env, attrs, what, engine, specs = _build(args)  # before anything big is allocated
+    except _UsageError as exc:
+        return _err(str(exc))
     except (RuntimeError, ValueError, MemoryError) as exc:
         return _err(str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}")
     print(f"backend: {engine.backend}")
@@ -134,11 +309,10 @@ def _simulate(args) -> int:
         print(f"  skipped {name}: {why}")
     print(f"{what}, policy_len {args.policy_len}, {args.agents:,} agents, {args.steps} steps, "
           f"seed {args.seed}, {args.dtype}", flush=True)
-    attrs.update(env=args.env, backend=engine.backend, seed=args.seed, policy_len=args.policy_len,
-                 true_state="row t: the world's hidden states after step t's actions")
+    attrs.update(env=args.env, backend=engine.backend, seed=args.seed, policy_len=args.policy_len)
     try:
         rec = engine.recorder(out, overwrite=args.overwrite, attrs=attrs)
-        world = _TrueStates(env, out, args.agents)
+        world = _Traced(env, engine, out, specs)
     except OSError as exc:
         return _err(f"cannot write the store {out}: {exc}")
     with rec:
@@ -151,12 +325,43 @@ def _simulate(args) -> int:
         print(f"  first step {result.first_step_seconds:.2f} s (includes one-time JIT compilation); "
               f"steps 2..{result.steps}: {(result.steps - 1) * args.agents / rest:,.0f} "
               f"agent-steps/s")
-    if args.env == "grid":
-        print(f"at the goal after the last step: {env.at_goal.mean():.1%} of agents")
-    else:
-        print(f"in the rewarding arm after the last step: {env.at_rewarding_arm.mean():.1%} of agents")
+    print(_SUMMARY[args.env](env, out))
     print(f"trajectory store: {out}  (fa-gpu plot {out})")
     return 0
+
+
+def _foraging_summary(env, out) -> str:
+    from .plot import foraging_shares
+
+    import zarr
+
+    on = float(env.occupancy()[env.patch_cells].sum()) / env.n
+    line = f"on patch cells after the last step: {on:.1%} of agents"
+    counts = zarr.open_group(out, mode="r")["patch_agents"][:]
+    if len(counts):
+        (lo, hi), shares = foraging_shares(counts)
+        rates = np.asarray(env.regrowth)
+        pairs = ", ".join(f"{a:.3f}/{r:.3f}" for a, r in zip(shares, rates / rates.sum()))
+        line += f"; per patch, share of agents on patches / share of regrowth (steps {lo}..{hi}): {pairs}"
+    return line
+
+
+def _social_summary(env, out) -> str:
+    import zarr
+
+    group = zarr.open_group(out, mode="r")
+    if group["posts"].shape[0] == 0:
+        return "no posts yet (0 steps)"
+    (pc, pp, pa), (bc, bp, _) = group["posts"][-1], group["beliefs"][-1]
+    return (f"after the last step: posts consensus {pc:.3f}, polarization {pp:.3f} (beliefs "
+            f"{bc:.3f}, {bp:.3f}); {pa:.1%} post the hidden state")
+
+
+_SUMMARY = {
+    "grid": lambda env, out: f"at the goal after the last step: {env.at_goal.mean():.1%} of agents",
+    "tmaze": lambda env, out: (f"in the rewarding arm after the last step: "
+                               f"{env.at_rewarding_arm.mean():.1%} of agents"),
+    "foraging": _foraging_summary, "social": _social_summary}
 
 
 def _info(args) -> int:
@@ -213,13 +418,16 @@ def _bench(args, extra) -> int:
 
 
 def _plot(args) -> int:
-    from .plot import plot_run
+    from .plot import animate_run, plot_run
 
     try:
         out = plot_run(args.run, args.out)
+        print(f"wrote {out}")
+        if args.animate:
+            gif, frames = animate_run(args.run, args.animate, args.max_frames, args.fps)
+            print(f"wrote {gif} ({frames} frames)")
     except (ValueError, OSError) as exc:  # not a simulate store, missing, unreadable, unwritable
         return _err(str(exc))
-    print(f"wrote {out}")
     return 0
 
 
@@ -228,13 +436,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("simulate", help="run agents in a built-in world, record, report throughput")
-    s.add_argument("--env", choices=("grid", "tmaze"), default="grid",
+    s.add_argument("--env", choices=("grid", "tmaze", "foraging", "social"), default="grid",
                    help="world: grid (a side x side grid, goal in the far corner, noisy position "
-                        "readings) or tmaze (the classic T-maze with a cue)")
-    s.add_argument("--side", type=_int_at_least(2), default=5, help="grid side")
+                        "readings), tmaze (the classic T-maze with a cue), foraging (all agents on "
+                        "one grid with food patches that deplete and regrow) or social (agents on a "
+                        "graph inferring a hidden state from cues and their neighbours' posts)")
+    s.add_argument("--side", type=_int_at_least(2), help="grid side (grid, foraging) "
+                   "(default: 5 for grid, 16 for foraging)")
     s.add_argument("--agents", type=_int_at_least(1), default=10_000, help="number of agents")
     s.add_argument("--steps", type=_int_at_least(0), default=100, help="steps")
-    s.add_argument("--policy-len", type=_int_at_least(1), default=2, help="planning horizon")
+    s.add_argument("--policy-len", type=_int_at_least(1), help="planning horizon "
+                   "(default: 2 for grid and tmaze, 1 for foraging and social)")
     s.add_argument("--backend", default="auto", choices=("auto", "cuda", "numba", "numpy"),
                    help="where the step runs; auto takes the first usable of cuda > numba > numpy")
     s.add_argument("--seed", type=_int_at_least(0), default=0,
@@ -244,6 +456,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--output", default="fa_gpu_run.zarr", help="Zarr store to write")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f = s.add_argument_group("foraging")
+    f.add_argument("--patches", type=_int_at_least(1), default=4,
+                   help="food patches, at distinct cells drawn with --seed")
+    f.add_argument("--regrowth", type=_regrowth, help="expected units each patch regrows a step, "
+                   "comma separated, one per patch (default: unequal rates 2k/P for patch "
+                   "k = 1..P, e.g. 0.5,1,1.5,2)")
+    f.add_argument("--capacity", type=_int_at_least(1), default=20, help="food units of a full patch")
+    g = s.add_argument_group("social")
+    g.add_argument("--graph", choices=("ws", "ba"), default="ws",
+                   help="ws: Watts-Strogatz small world; ba: Barabasi-Albert scale-free")
+    g.add_argument("--degree", type=_int_at_least(2), default=10,
+                   help="even; ws: links per node; ba: twice the edges each new node adds")
+    g.add_argument("--rewire", type=_probability, default=0.1, help="ws: rewiring probability")
+    g.add_argument("--states", type=_int_at_least(2), default=2,
+                   help="hidden states (and things to post)")
+    g.add_argument("--cue-accuracy", type=_probability, default=0.7,
+                   help="probability that an agent's private cue is the hidden state")
+    g.add_argument("--volatility", type=_probability, default=0.0,
+                   help="probability a step that the hidden state jumps")
     s.set_defaults(func=_simulate)
 
     sub.add_parser("info", help="backends, devices, CPU topology, pools").set_defaults(func=_info)
@@ -252,9 +483,14 @@ def _parser() -> argparse.ArgumentParser:
                         "checkout only; `fa-gpu bench --help` lists its options, --targets adds "
                         "the project's targets").set_defaults(func=_bench)
 
-    pl = sub.add_parser("plot", help="PNG of a `simulate` store")
+    pl = sub.add_parser("plot", help="PNG of a `simulate` store (and a GIF of a foraging run)")
     pl.add_argument("run", help="store written by `fa-gpu simulate`")
     pl.add_argument("--out", help="PNG path (default: RUN.png)")
+    pl.add_argument("--animate", metavar="OUT.gif",
+                    help="foraging runs: also write a GIF of food and agents per cell over time")
+    pl.add_argument("--max-frames", type=_int_at_least(1), default=100,
+                    help="--animate: at most this many frames (every m-th recorded grid)")
+    pl.add_argument("--fps", type=_int_at_least(1), default=8, help="--animate: frames a second")
     pl.set_defaults(func=_plot)
     return p
 
