@@ -419,12 +419,16 @@ def learn_A(pA, obs, qs, A_dependencies, lr, xp=np):
     """In place: ``pA[m] += lr * onehot(o_m) (x) qs[deps]``; returns the new A (list, per-agent),
     the Dirichlet mean of ``pA`` (pymdp re-derives A at every step, the first included).
 
-    pA : list of per-agent ``(N, O_m, *S_deps)``; obs ``(N, M)``; lr ``(N,)``.
+    pA : list of per-agent ``(N, O_m, *S_deps)``; obs : int ``(N, M)``, or a list of M
+    distributions ``(N, O_m)`` (categorical observations); lr ``(N,)``.
     """
-    n = obs.shape[0]
+    n = lr.shape[0]
     A = []
     for m, deps in enumerate(A_dependencies):
-        onehot = (obs[:, m][:, None] == xp.arange(pA[m].shape[1])[None, :]).astype(pA[m].dtype)
+        if isinstance(obs, (list, tuple)):
+            onehot = obs[m].astype(pA[m].dtype)
+        else:
+            onehot = (obs[:, m][:, None] == xp.arange(pA[m].shape[1])[None, :]).astype(pA[m].dtype)
         upd = outer([onehot] + [qs[d] for d in deps], xp)
         pA[m] += lr.reshape((n,) + (1,) * (upd.ndim - 1)).astype(pA[m].dtype) * upd
         A.append(dirichlet_mean(pA[m], 1, xp))

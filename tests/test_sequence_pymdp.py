@@ -103,9 +103,8 @@ def pymdp_run(name):
     seq = algo != "fpi"
 
     @eqx.filter_jit
-    def plan(agent, o, past):
-        qs, info = agent.infer_states(o, agent.D if seq else prior_box[0], past_actions=past,
-                                      return_info=True)
+    def plan(agent, o, past, prior):
+        qs, info = agent.infer_states(o, prior, past_actions=past, return_info=True)
         q_pi, G = agent.infer_policies(qs)
         return qs, info["vfe"], q_pi, G
 
@@ -129,7 +128,7 @@ def pymdp_run(name):
         else:
             o = [jnp.asarray(d[t]) if cat else jnp.asarray(obs[t, :, m]) for m, d in enumerate(dist)]
             past = None
-        qs, vfe, q_pi, G = plan(agent, o, past)
+        qs, vfe, q_pi, G = plan(agent, o, past, agent.D if seq else prior_box[0])
         last = [q[:, -1:] for q in qs]
         if learn_A or learn_B:
             cur = [jnp.asarray(d[t][:, None]) for d in dist] if cat else \
@@ -174,3 +173,38 @@ def test_reference_matches_pymdp(name, case, algo, horizon, steps, cat):
         for f, q in enumerate(qs):
             _close(f"qs[{f}]", t, q, theirs[t]["qs"][f])
         _close("vfe", t, ref.free_energy(qs, D, ll, Bs, Adeps, Bdeps), theirs[t]["vfe"])
+
+
+def engine_for(inp, backend="numpy", dtype="float64"):
+    case, arrs = inp["case"], inp["arrs"]
+    model = fa_gpu.GenerativeModel(**arrs)
+    return fa_gpu.Engine(model, N, backend=backend, dtype=dtype, inference_algo=inp["algo"],
+                         inference_horizon=inp["horizon"], categorical_obs=inp["cat"], **case.kw)
+
+
+def feed(inp, t):
+    """The engine's input at step t: index obs (N, M), or M distributions (N, O_m)."""
+    return [d[t] for d in inp["dist"]] if inp["cat"] else inp["obs"][t]
+
+
+@pytest.mark.parametrize("name,case,algo,horizon,steps,cat", ALL, ids=[c[0] for c in SEQ_CASES + SLOW_CASES])
+def test_engine_matches_pymdp(name, case, algo, horizon, steps, cat):
+    """The engine (numpy backend) method by method: qs window, qs, q_pi, neg_efe, vfe, actions."""
+    inp, theirs = pymdp_run(name)
+    eng = engine_for(inp)
+    learn = case.kw.get("learn_A") or case.kw.get("learn_B")
+    for t in range(steps):
+        eng.infer_states(feed(inp, t))
+        q_pi, G = eng.infer_policies()
+        if learn:
+            eng.infer_parameters()
+        ours_a = eng.sample_action()
+        T = theirs[t]["qs"][0].shape[1]
+        for f, (w, q) in enumerate(zip(eng.qs_window, eng.qs)):
+            _close(f"qs_window[{f}]", t, w[:, w.shape[1] - T:], theirs[t]["qs"][f])
+            _close(f"qs[{f}]", t, q, theirs[t]["qs"][f][:, -1])
+        _close("q_pi", t, q_pi, theirs[t]["q_pi"])
+        _close("neg_efe", t, G, theirs[t]["G"])
+        _close("vfe", t, eng.vfe, theirs[t]["vfe"])
+        np.testing.assert_array_equal(ours_a, theirs[t]["action"], err_msg=f"actions at step {t}")
+        eng.update_empirical_prior(theirs[t]["action"])
