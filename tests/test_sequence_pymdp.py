@@ -42,17 +42,10 @@ SEQ_CASES = [
     seq_case("mmp_1f_h3", [4], [3], [3], "mmp", 3, 6),
     seq_case("vmp_1f_h2", [4], [3, 2], [3], "vmp", 2, 5),
     seq_case("mmp_2f_Bdeps_h4", [3, 2], [3, 2], [2, 2], "mmp", 4, 6, B_deps=[[0], [0, 1]]),
-    seq_case("vmp_2f_Adeps_h3_len2", [3, 3], [3, 2], [2, 2], "vmp", 3, 5, A_deps=[[0], [0, 1]],
-             policy_len=2),
-    seq_case("mmp_3f_h5", [2, 3, 2], [3, 2], [2, 2, 1], "mmp", 5, 7, A_deps=[[0, 2], [1, 2]],
-             B_deps=[[0], [1], [2, 0]]),
     seq_case("mmp_h1_cat", [3, 2], [4], [2, 2], "mmp", 1, 3, categorical=True),
     seq_case("vmp_cat_learnAB", [3, 2], [3, 3], [3, 2], "vmp", 3, 5, A_deps=[[0], [0, 1]],
              kw=dict(learn_A=True, learn_B=True), counts=("pA", "pB"), categorical=True),
-    seq_case("mmp_learnA_iter4", [4], [3], [3], "mmp", 2, 5, kw=dict(learn_A=True, num_iter=4),
-             counts=("pA",)),
     seq_case("fpi_cat_vfe", [3, 3], [3, 4], [2, 3], "fpi", None, 4, categorical=True),
-    seq_case("fpi_vfe", [4], [3, 2], [3], "fpi", None, 3),
 ]
 SLOW_CASES = [
     seq_case("vmp_3f_Bdeps_h4_len2", [2, 3, 2], [2, 3, 2], [2, 3, 1], "vmp", 4, 8,
@@ -61,6 +54,13 @@ SLOW_CASES = [
              kw=dict(learn_B=True), counts=("pB",)),
     seq_case("mmp_cat_len2_h5", [3, 2], [3, 2], [3, 2], "mmp", 5, 8, policy_len=2, categorical=True),
     seq_case("vmp_h1", [4], [4], [3], "vmp", 1, 4),
+    seq_case("vmp_2f_Adeps_h3_len2", [3, 3], [3, 2], [2, 2], "vmp", 3, 5, A_deps=[[0], [0, 1]],
+             policy_len=2),
+    seq_case("mmp_3f_h5", [2, 3, 2], [3, 2], [2, 2, 1], "mmp", 5, 7, A_deps=[[0, 2], [1, 2]],
+             B_deps=[[0], [1], [2, 0]]),
+    seq_case("mmp_learnA_iter4", [4], [3], [3], "mmp", 2, 5, kw=dict(learn_A=True, num_iter=4),
+             counts=("pA",)),
+    seq_case("fpi_vfe", [4], [3, 2], [3], "fpi", None, 3),
 ]
 ALL = SEQ_CASES + [pytest.param(*c, marks=pytest.mark.slow) for c in SLOW_CASES]
 
