@@ -161,17 +161,19 @@ def _shared_param_bytes(eng) -> int:
 
 
 def per_agent_nbytes(eng) -> float:
-    """Bytes of every per-agent buffer of an engine (state and per-agent parameters) / N."""
+    """Bytes of every present per-agent buffer of an engine (state and per-agent parameters) / N
+    (absent optional buffers are one-element placeholders, not per-agent storage)."""
     b = eng._buffers
-    return sum(int(a.nbytes) for k, a in b.packed.items() if b.rows_of(k)) / eng.config.n_agents
+    return sum(int(a.nbytes) for k, a in b.packed.items()
+               if b.rows_of(k) and b.spec.entries[k][2]) / eng.config.n_agents
 
 
 def analytic_bytes_per_agent(model, item: int = 4) -> int:
     """The same number from the shapes: 3 belief buffers (prior, qs, qs_prev), q_pi and neg_efe,
-    int64 obs/actions/prev_actions/t, and gamma, alpha, 3 learning rates."""
+    int64 obs/actions/prev_actions/t, and gamma, alpha, 3 learning rates, vfe."""
     S, P = sum(model.num_states), model.policies.shape[0]
     M, F = len(model.num_obs), len(model.num_states)
-    return 3 * S * item + 2 * P * item + 8 * (M + 2 * F + 1) + 5 * item
+    return 3 * S * item + 2 * P * item + 8 * (M + 2 * F + 1) + 6 * item
 
 
 def _median(xs):
@@ -936,7 +938,7 @@ def _run(args, argv):
         print()
         print(f"per-agent memory ({mem['backend']}, grid5, policy_len=1, {DTYPE}): "
               f"{mem['bytes_per_agent']:.0f} B/agent at N={mem['N']:,} (sum of nbytes of the "
-              f"per-agent arrays: prior/qs/qs_prev, q_pi, neg_efe, obs, actions, prev_actions, t, "
+              f"per-agent arrays: prior/qs/qs_prev, q_pi, neg_efe, vfe, obs, actions, prev_actions, t, "
               f"gamma, alpha, lr), {mem['bytes_per_agent_check']:.0f} B/agent at "
               f"N={mem['N_check']:,}, analytic {mem['analytic_bytes_per_agent']} B/agent; shared "
               f"model {mem['shared_model_bytes']:,} B once")
