@@ -172,7 +172,7 @@ def test_from_pymdp_agent_roundtrip():
 
 @pytest.mark.parametrize("option, value", [
     ("learn_C", True), ("learn_D", True), ("learn_E", True), ("learning_mode", "offline"),
-    ("inference_algo", "ovf"), ("inference_algo", "exact")])
+    ("inference_algo", "ovf")])
 def test_engine_from_pymdp_refuses_what_it_cannot_honour(option, value):
     """An option fa_gpu would silently not run is a ValueError that names it and the way out."""
     import fa_gpu
