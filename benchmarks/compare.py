@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -121,6 +121,7 @@ class ModelSpec:
     policy_lens: tuple  # defaults
     grid: bool  # --policy-len applies
     about: str
+    engine_kw: dict = field(default_factory=dict)  # Engine / pymdp Agent options of the row
 
 
 MODELS = {
@@ -136,6 +137,11 @@ MODELS = {
     "pymdp_tmaze": ModelSpec("pymdp_tmaze", pymdp_tmaze,
                              lambda m, seed: GenerativeProcess(m, seed=seed), (2,), False,
                              "pymdp.envs.tmaze.TMaze(): factors 5 x 2, 3 modalities (needs pymdp)"),
+    "tmaze_mmp": ModelSpec("tmaze_mmp", pymdp_tmaze,
+                           lambda m, seed: GenerativeProcess(m, seed=seed), (2,), False,
+                           "pymdp's T-maze with marginal message passing over a 3-step window "
+                           "(inference_algo='mmp', inference_horizon=3; needs pymdp)",
+                           dict(inference_algo="mmp", inference_horizon=3)),
     "explorer": ModelSpec("explorer", explorer, lambda m, seed: GenerativeProcess(m, seed=seed), (1,),
                           True, "10x10 explorer grid: 100 states, 5 actions, 5 cell-kind observations"),
     "threefactor": ModelSpec("threefactor", threefactor,
@@ -155,17 +161,19 @@ def _shared_param_bytes(eng) -> int:
 
 
 def per_agent_nbytes(eng) -> float:
-    """Bytes of every per-agent buffer of an engine (state and per-agent parameters) / N."""
+    """Bytes of every present per-agent buffer of an engine (state and per-agent parameters) / N
+    (absent optional buffers are one-element placeholders, not per-agent storage)."""
     b = eng._buffers
-    return sum(int(a.nbytes) for k, a in b.packed.items() if b.rows_of(k)) / eng.config.n_agents
+    return sum(int(a.nbytes) for k, a in b.packed.items()
+               if b.rows_of(k) and b.spec.entries[k][2]) / eng.config.n_agents
 
 
 def analytic_bytes_per_agent(model, item: int = 4) -> int:
     """The same number from the shapes: 3 belief buffers (prior, qs, qs_prev), q_pi and neg_efe,
-    int64 obs/actions/prev_actions/t, and gamma, alpha, 3 learning rates."""
+    int64 obs/actions/prev_actions/t, and gamma, alpha, 3 learning rates, vfe."""
     S, P = sum(model.num_states), model.policies.shape[0]
     M, F = len(model.num_obs), len(model.num_states)
-    return 3 * S * item + 2 * P * item + 8 * (M + 2 * F + 1) + 5 * item
+    return 3 * S * item + 2 * P * item + 8 * (M + 2 * F + 1) + 6 * item
 
 
 def _median(xs):
@@ -282,7 +290,7 @@ def run_fa_cell(spec, model, pl, backend, threads, label, n, args, est_step_s):
     tracemalloc.start()
     try:
         t0 = time.perf_counter()
-        eng = fa_gpu.Engine(model, n, backend=backend, dtype=DTYPE, seed=SEED, **kw)
+        eng = fa_gpu.Engine(model, n, backend=backend, dtype=DTYPE, seed=SEED, **kw, **spec.engine_kw)
         t1 = time.perf_counter()
         state = {"actions": eng.step(obs0)}
         t2 = time.perf_counter()
@@ -433,9 +441,16 @@ class PymdpRunner:
             action = agent.sample_action(q_pi)
             return action, agent.update_empirical_prior(action, qs)
 
-        self.step = step
+        @eqx.filter_jit
+        def seq_step(agent, obs_hist, past_actions):
+            # mmp/vmp: the window of observations and the actions between them, prior D
+            qs = agent.infer_states(obs_hist, agent.D, past_actions=past_actions)
+            q_pi, _ = agent.infer_policies(qs)
+            return agent.sample_action(q_pi)
 
-    def agent(self, model, n):
+        self.step, self.seq_step = step, seq_step
+
+    def agent(self, model, n, **options):
         jnp = self.jax.numpy
         J = lambda xs: [jnp.asarray(np.asarray(x, dtype=np.float32)) for x in xs]
         return self.Agent(A=J(model.A), B=J(model.B), C=J(model.C), D=J(model.D),
@@ -443,7 +458,7 @@ class PymdpRunner:
                           A_dependencies=[list(d) for d in model.A_dependencies],
                           B_dependencies=[list(d) for d in model.B_dependencies],
                           policy_len=int(model.policies.shape[1]), batch_size=n,
-                          action_selection="deterministic")
+                          action_selection="deterministic", **options)
 
     def nbytes(self, tree):
         return sum(int(x.nbytes) for x in self.jax.tree_util.tree_leaves(tree) if hasattr(x, "nbytes"))
@@ -469,9 +484,12 @@ def run_pymdp_cell(runner, spec, model, pl, n, args, est_step_s):
     env = spec.env(model, SEED)
     obs0 = env.reset(n)
     t0 = time.perf_counter()
-    agent = runner.agent(model, n)
+    agent = runner.agent(model, n, **spec.engine_kw)
     t1 = time.perf_counter()
     cols = lambda o: [np.ascontiguousarray(o[:, m]) for m in range(o.shape[1])]
+    if spec.engine_kw.get("inference_algo", "fpi") != "fpi":
+        return _pymdp_sequence_cell(runner, agent, env, obs0, spec.engine_kw["inference_horizon"],
+                                    row, args, n, t0, t1)
     action, prior = jax.block_until_ready(runner.step(agent, cols(obs0), agent.D))
     t2 = time.perf_counter()
     row["construct_s"] = t1 - t0
@@ -485,6 +503,36 @@ def run_pymdp_cell(runner, spec, model, pl, n, args, est_step_s):
     def step(obs):
         state["action"], state["prior"] = jax.block_until_ready(
             runner.step(agent, obs, state["prior"]))
+
+    return _timed_row(row, step, advance, args, n, t1, t2)
+
+
+def _pymdp_sequence_cell(runner, agent, env, obs0, H, row, args, n, t0, t1):
+    """Time pymdp's sequence inference in its steady state: a full window of H observations
+    (the first one repeated until H steps have passed, so every call has one shape and jit
+    compiles once) and the H - 1 actions between them."""
+    jax = runner.jax
+    obs_hist = np.repeat(obs0[:, None, :], H, axis=1)  # (N, H, M)
+    acts = np.zeros((n, H - 1, len(agent.num_controls)), dtype=np.int64)
+    window = lambda: ([np.ascontiguousarray(obs_hist[:, :, m]) for m in range(obs_hist.shape[2])],
+                      acts if H > 1 else None)
+    action = jax.block_until_ready(runner.seq_step(agent, *window()))
+    t2 = time.perf_counter()
+    row["construct_s"] = t1 - t0
+    row["first_step_s"] = t2 - t1
+    row["peak_bytes_per_agent"] = (runner.nbytes(agent) + runner.nbytes(action)) / n
+    state = {"action": np.asarray(action)}
+
+    def advance():
+        return env.step(state["action"])
+
+    def step(obs):
+        obs_hist[:, :-1] = obs_hist[:, 1:]
+        obs_hist[:, -1] = obs
+        if H > 1:
+            acts[:, :-1] = acts[:, 1:]
+            acts[:, -1] = state["action"]
+        state["action"] = np.asarray(jax.block_until_ready(runner.seq_step(agent, *window())))
 
     return _timed_row(row, step, advance, args, n, t1, t2)
 
@@ -733,7 +781,7 @@ def _run(args, argv):
     for spec in specs:
         pls = args.policy_len if (spec.grid and args.policy_len) else spec.policy_lens
         for pl in pls:
-            if spec.name == "pymdp_tmaze" and not have_pymdp:
+            if spec.build is pymdp_tmaze and not have_pymdp:
                 print(f"  {spec.name}: skipped (built from pymdp: {pymdp_note})")
                 continue
             cases.append((spec, pl, spec.build(pl)))
@@ -890,7 +938,7 @@ def _run(args, argv):
         print()
         print(f"per-agent memory ({mem['backend']}, grid5, policy_len=1, {DTYPE}): "
               f"{mem['bytes_per_agent']:.0f} B/agent at N={mem['N']:,} (sum of nbytes of the "
-              f"per-agent arrays: prior/qs/qs_prev, q_pi, neg_efe, obs, actions, prev_actions, t, "
+              f"per-agent arrays: prior/qs/qs_prev, q_pi, neg_efe, vfe, obs, actions, prev_actions, t, "
               f"gamma, alpha, lr), {mem['bytes_per_agent_check']:.0f} B/agent at "
               f"N={mem['N_check']:,}, analytic {mem['analytic_bytes_per_agent']} B/agent; shared "
               f"model {mem['shared_model_bytes']:,} B once")

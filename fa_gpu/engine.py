@@ -10,10 +10,10 @@ import numpy as np
 
 from . import backends, layout, schema
 from .backends.cuda import PATHS as CUDA_PATHS
-from .model import GenerativeModel, check_actions, float_dtype
+from .model import GenerativeModel, _tol, check_actions, float_dtype
 from .state import Config
 
-_ALGOS = ("fpi",)
+_ALGOS = ("fpi", "mmp", "vmp")
 _SELECTIONS = ("deterministic", "stochastic")
 _MODES = ("full", "marginal")
 _INLINE_BELOW = 1024  # step_async runs smaller steps inline on CPU backends
@@ -103,10 +103,21 @@ class Engine:
         Key of the counter-based generator used for stochastic action selection.
     gamma, alpha : float or ``(N,)`` array
         Policy precision and action precision (per agent when an array).
-    inference_algo : "fpi"
-        State inference by fixed-point iteration (pymdp's default).
+    inference_algo : {"fpi", "mmp", "vmp"}
+        State inference: fixed-point iteration on the current step (pymdp's default), or
+        marginal / variational message passing over a window of the last ``inference_horizon``
+        observations and the actions between them, from the prior D at the window's start
+        (pymdp's sequence methods; ``prior`` is D). Policies are evaluated from the newest
+        step's posterior (``qs``); ``qs_window`` holds the whole window.
+    inference_horizon : int, optional
+        Steps in the window of mmp/vmp (required for them: the window lives in fixed buffers;
+        pymdp's None keeps the whole history). Ignored by fpi.
     num_iter : int
-        FPI sweeps when there are several factors.
+        FPI sweeps when there are several factors; mmp/vmp sweeps over the window.
+    categorical_obs : bool
+        Observations are distributions: ``infer_states`` / ``step`` take a list of M arrays
+        ``(N, O_m)`` whose rows sum to 1 (pymdp's ``categorical_obs``); ``obs`` then holds each
+        modality's most probable outcome.
     use_utility, use_states_info_gain, use_param_info_gain : bool
         Terms of the negative expected free energy.
     action_selection : {"deterministic", "stochastic"}
@@ -132,7 +143,13 @@ class Engine:
         a population draw what one engine of all its agents would.
 
     Per-agent state is readable as host copies: ``qs``, ``prior`` (lists of ``(N, S_f)``),
-    ``q_pi``, ``neg_efe`` ``(N, P)``, ``actions`` ``(N, F)`` int64, ``t`` ``(N,)`` int64.
+    ``q_pi``, ``neg_efe`` ``(N, P)``, ``actions`` ``(N, F)`` int64, ``t`` ``(N,)`` int64,
+    ``qs_window`` (list of ``(N, T, S_f)``), ``vfe`` ``(N,)``.
+
+    Backends: mmp, vmp and categorical observations run the reference (:mod:`fa_gpu.reference`)
+    on every backend: NumPy on the CPU for numba, CuPy for cuda (its batched path); the fused
+    kernels do not take the window yet. The fused fpi step does not compute the free energy
+    (``vfe`` is NaN after it; ``infer_states`` alone computes it on every backend).
     """
 
     @classmethod
@@ -143,14 +160,15 @@ class Engine:
 
         Carried over: the arrays (:meth:`GenerativeModel.from_pymdp`: arrays equal across pymdp's
         batch are shared, others per-agent), ``gamma``, ``alpha`` (per-agent when they differ),
-        ``num_iter``, ``inference_algo``, ``use_utility``, ``use_states_info_gain``,
+        ``num_iter``, ``inference_algo``, ``inference_horizon``, ``categorical_obs``, ``use_utility``, ``use_states_info_gain``,
         ``use_param_info_gain``, ``action_selection``, ``sampling_mode``, ``learn_A``, ``learn_B``;
         ``n_agents`` defaults to ``agent.batch_size`` and ``dtype`` to the agent's float dtype.
         ``overrides`` are any other :class:`Engine` arguments (``seed``, ``lr_pA``, ``lr_pB``:
         pymdp takes learning rates per ``infer_parameters`` call, default 1.0) and win over the
-        agent's. Options fa_gpu cannot honour (``categorical_obs``, ``use_inductive``,
+        agent's. Options fa_gpu cannot honour (``use_inductive``,
         ``learn_C``, ``learn_D``, ``learn_E``, ``learning_mode`` other than ``"online"``,
-        ``B_action_dependencies``, ``preprocess_fn``, an ``inference_algo`` other than fpi) raise
+        ``B_action_dependencies``, ``preprocess_fn``, an ``inference_algo`` other than fpi, mmp,
+        vmp) raise
         ``ValueError`` naming each (see :mod:`fa_gpu.interop`).
         """
         from . import interop
@@ -169,7 +187,8 @@ class Engine:
                  sampling_mode: str = "full", learn_A: bool = False, learn_B: bool = False,
                  learn_D: bool = False, lr_pA=1.0, lr_pB=1.0, lr_pD=1.0, *,
                  num_threads: int | None = None, device: int | None = None,
-                 cuda_path: str = "auto", agent_offset: int = 0):
+                 cuda_path: str = "auto", agent_offset: int = 0, inference_horizon: int | None = None,
+                 categorical_obs: bool = False):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a fa_gpu.GenerativeModel, got {type(model).__name__}")
         if isinstance(n_agents, bool) or not isinstance(n_agents, (int, np.integer)) or n_agents < 1:
@@ -191,6 +210,14 @@ class Engine:
         _choice(cuda_path, "cuda_path", CUDA_PATHS)
         if isinstance(num_iter, bool) or not isinstance(num_iter, (int, np.integer)) or num_iter < 1:
             raise ValueError(f"num_iter must be a positive integer, got {num_iter!r}")
+        if inference_horizon is not None and (isinstance(inference_horizon, bool) or not isinstance(
+                inference_horizon, (int, np.integer)) or inference_horizon < 1):
+            raise ValueError(f"inference_horizon must be None or a positive integer, got {inference_horizon!r}")
+        if inference_algo != "fpi" and inference_horizon is None:
+            raise ValueError(f"inference_algo={inference_algo!r} needs an inference_horizon (the window "
+                             "of past steps lives in fixed buffers; pymdp's None keeps the whole history)")
+        if not isinstance(categorical_obs, (bool, np.bool_)):
+            raise TypeError(f"categorical_obs must be a bool, got {categorical_obs!r}")
         for flag, counts in (("learn_A", "pA"), ("learn_B", "pB"), ("learn_D", "pD")):
             if locals()[flag] and getattr(model, counts) is None:
                 raise ValueError(f"{flag}=True needs Dirichlet counts {counts} in the model")
@@ -208,7 +235,9 @@ class Engine:
             use_param_info_gain=bool(use_param_info_gain), action_selection=action_selection,
             sampling_mode=sampling_mode, learn_A=bool(learn_A), learn_B=bool(learn_B),
             learn_D=bool(learn_D), has_pA=model.pA is not None, has_pB=model.pB is not None,
-            has_pD=model.pD is not None, agent0=int(agent_offset))
+            has_pD=model.pD is not None, agent0=int(agent_offset),
+            inference_horizon=None if inference_algo == "fpi" or inference_horizon is None else int(inference_horizon),
+            categorical_obs=bool(categorical_obs))
         rates = {k: _per_agent_scalar(v, k, n, dt) for k, v in
                  (("gamma", gamma), ("alpha", alpha), ("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD))}
         self._backend, self.backend_skipped = backends.resolve(backend, num_threads=num_threads,
@@ -270,7 +299,11 @@ class Engine:
         return self._spec.nbytes() + self._backend.temp_bytes(self.config, self.layout)
 
     # -- input checks ----------------------------------------------------------------------
-    def _check_obs(self, obs, n: int | None = None) -> np.ndarray:
+    def _check_obs(self, obs, n: int | None = None):
+        """Index observations ``(n, M)`` int, or with ``categorical_obs`` the list of M
+        distributions ``(n, O_m)`` in the engine's dtype."""
+        if self.config.categorical_obs:
+            return self._check_obs_dist(obs, self.config.n_agents if n is None else n)
         cfg = self.config
         n, M = cfg.n_agents if n is None else n, cfg.num_modalities
         if type(obs) is np.ndarray and obs.shape == (n, M) and obs.dtype.kind in "iu":
@@ -300,6 +333,44 @@ class Engine:
                              f"[0, {cfg.num_obs[m]})")
         return arr
 
+    def _check_obs_dist(self, obs, n: int) -> list:
+        cfg, dt = self.config, self.config.dtype
+        if not isinstance(obs, (list, tuple)) or len(obs) != cfg.num_modalities:
+            raise ValueError(f"obs must be a list of {cfg.num_modalities} arrays (n_agents, num_obs[m]) "
+                             "of probabilities (categorical_obs=True)")
+        out = []
+        for m, o in enumerate(obs):
+            a = np.asarray(o)
+            if a.dtype.kind not in "fiu":
+                raise TypeError(f"obs[{m}] must hold real probabilities, got dtype {a.dtype}")
+            a = a.astype(dt)
+            if a.shape != (n, cfg.num_obs[m]):
+                raise ValueError(f"obs[{m}] must have shape ({n}, {cfg.num_obs[m]}) (a distribution "
+                                 f"over the outcomes per agent); got {a.shape}")
+            bad = ~np.isfinite(a) | (a < 0)
+            if bad.any():
+                i, j = (int(x) for x in np.argwhere(bad)[0])
+                raise ValueError(f"obs[{m}] must be finite and >= 0; agent {i}, outcome {j} is {a[i, j]}")
+            sums = a.sum(axis=1, dtype=np.float64)
+            off = np.abs(sums - 1.0) > _tol(dt)
+            if off.any():
+                i = int(np.argmax(off))
+                raise ValueError(f"obs[{m}] rows must sum to 1; agent {i}'s sums to {sums[i]}")
+            out.append(a)
+        return out
+
+    def _put_obs(self, obs, lo: int, hi: int) -> None:
+        """Write checked observations of agents ``lo..hi-1`` into the buffers: indices into
+        ``obs``; distributions into the newest slot of ``obs_window`` and their first most
+        probable outcome into ``obs``."""
+        b, be = self._buffers, self._backend
+        if not self.config.categorical_obs:
+            b.obs[lo:hi] = be.asarray(obs, dtype=np.int64) if be.xp is not np else obs
+            return
+        for w, o in zip(b.obs_window, obs):
+            w[lo:hi, -1] = be.asarray(o)
+        b.obs[lo:hi] = be.asarray(np.stack([o.argmax(axis=1) for o in obs], axis=1), dtype=np.int64)
+
     def _obs_in_range(self, arr) -> bool:
         if arr.size <= 64:  # NumPy reductions cost microseconds each on tiny arrays
             hi = self.config.num_obs
@@ -313,7 +384,7 @@ class Engine:
         self.wait()
         obs = self._check_obs(obs)
         with self._writing():
-            self._buffers.obs[...] = self._backend.asarray(obs, dtype=np.int64)
+            self._put_obs(obs, 0, self.config.n_agents)
             self._backend.infer_states(self._buffers, self.config)
         return self.qs
 
@@ -357,7 +428,7 @@ class Engine:
             obs = self._check_obs(obs)
             self._epoch += 1  # as _writing(), whose generator would cost ~3 us here
             try:
-                self._buffers.obs[...] = obs
+                self._put_obs(obs, 0, self.config.n_agents)
                 self._backend.step(self._buffers, self.config)
             finally:
                 self._epoch += 1
@@ -383,15 +454,15 @@ class Engine:
             launch = getattr(self._backend, "step_async", None)
             if launch is not None:  # cuda: queued on the engine's stream, obs copy included
                 with self._backend.on_stream():
-                    self._buffers.obs[lo:hi] = self._backend.asarray(obs, dtype=np.int64)
+                    self._put_obs(obs, lo, hi)
                     launch(*args)
                 pending = PendingStep(self, self._backend.synchronize, lo, hi)
             elif hi - lo < _INLINE_BELOW and agents is None:  # a thread hop costs more than the step
-                self._buffers.obs[lo:hi] = obs
+                self._put_obs(obs, lo, hi)
                 self._backend.step(*args)
                 pending = PendingStep(self, lambda: None, lo, hi)
             else:
-                self._buffers.obs[lo:hi] = obs
+                self._put_obs(obs, lo, hi)
                 fut = _step_executor().submit(self._backend.step, *args)
                 pending = PendingStep(self, fut.result, lo, hi)
         except BaseException:
@@ -514,6 +585,15 @@ class Engine:
             b.t[idx] = 0
             b.q_pi[idx] = 0
             b.neg_efe[idx] = 0
+            b.vfe[idx] = 0
+            if b.obs_window is not None:
+                for w in b.obs_window:
+                    w[idx] = 0
+            if b.qs_window is not None:  # slots before a window's start hold D
+                b.act_window[idx] = -1
+                for f, w in enumerate(b.qs_window):
+                    d = b.D[f][idx] if b.per_agent["D"] else b.D[f]
+                    w[idx] = d[..., None, :]
 
     # -- read-only views -------------------------------------------------------------------
     def _host(self, x):
@@ -544,6 +624,16 @@ class Engine:
     neg_efe = property(lambda self: self._host(self._buffers.neg_efe), doc="Negative EFE (N, P).")
     actions = property(lambda self: self._host(self._buffers.actions), doc="Last actions (N, F) int64.")
     t = property(lambda self: self._host(self._buffers.t), doc="Steps since each agent's reset, (N,) int64.")
+    vfe = property(lambda self: self._host(self._buffers.vfe),
+                   doc="Variational free energy of the last posterior (pymdp's calc_vfe), (N,).")
+
+    @property
+    def qs_window(self) -> list:
+        """Posterior over the window, F x ``(N, T, S_f)``, newest step last (T: mmp/vmp the
+        ``inference_horizon``, steps before an agent's first since reset hold D; fpi: 1, ``qs``)."""
+        if self._buffers.qs_window is None:
+            return [q[:, None] for q in self.qs]
+        return [self._host(x) for x in self._buffers.qs_window]
     gamma = property(lambda self: self._host(self._buffers.gamma), doc="Policy precision per agent, (N,).")
     alpha = property(lambda self: self._host(self._buffers.alpha), doc="Action precision per agent, (N,).")
     A = property(lambda self: [self._host(x) for x in self._buffers.A], doc="Current A (shared or per-agent).")

@@ -16,9 +16,6 @@ import numpy as np
 
 #: option name -> (value fa_gpu supports, why / what to do) for the ones it cannot honour
 _UNSUPPORTED = {
-    "categorical_obs": (False, "fa_gpu takes observations as outcome indices; sample or take "
-                               "the argmax of your distributions, or build the agent with "
-                               "categorical_obs=False"),
     "use_inductive": (False, "inductive planning (H, I matrices) is not implemented in fa_gpu; "
                              "build the agent with use_inductive=False"),
     "learn_C": (False, "fa_gpu does not learn C; build the agent with learn_C=False"),
@@ -32,9 +29,9 @@ _UNSUPPORTED = {
                             "to the observations before engine.step(obs)"),
 }
 #: inference algorithms fa_gpu runs, as pymdp spells them
-SUPPORTED_ALGOS = ("fpi",)
+SUPPORTED_ALGOS = ("fpi", "mmp", "vmp")
 #: pymdp Agent attribute -> Engine argument, carried over as they are
-_CARRIED = ("num_iter", "use_utility", "use_states_info_gain", "use_param_info_gain",
+_CARRIED = ("num_iter", "categorical_obs", "use_utility", "use_states_info_gain", "use_param_info_gain",
             "action_selection", "sampling_mode", "learn_A", "learn_B")
 
 
@@ -53,8 +50,8 @@ def _per_agent(value, name: str, n: int):
 def engine_options(agent, n_agents=None) -> dict:
     """Engine keyword arguments equivalent to a pymdp 1.0 ``agent``'s options.
 
-    Returns ``{"n_agents", "dtype", "gamma", "alpha", "inference_algo", "num_iter",
-    "use_utility", "use_states_info_gain", "use_param_info_gain", "action_selection",
+    Returns ``{"n_agents", "dtype", "gamma", "alpha", "inference_algo", "inference_horizon",
+    "num_iter", "categorical_obs", "use_utility", "use_states_info_gain", "use_param_info_gain", "action_selection",
     "sampling_mode", "learn_A", "learn_B"}``: ``n_agents`` defaults to ``agent.batch_size``,
     ``dtype`` is the float dtype of ``agent.A[0]``, gamma/alpha a float (or ``(N,)`` per-agent
     array). Raises ValueError naming every option fa_gpu cannot honour.
@@ -68,7 +65,7 @@ def engine_options(agent, n_agents=None) -> dict:
     algo = getattr(agent, "inference_algo", "fpi")
     if algo not in SUPPORTED_ALGOS:
         problems.append(f"inference_algo={algo!r}: fa_gpu runs {', '.join(SUPPORTED_ALGOS)} only so "
-                        "far; build the agent with inference_algo='fpi'")
+                        "far; build the agent with one of them")
     if getattr(agent, "action_maps", None) is not None:
         problems.append("B_action_dependencies: actions that drive several factors are not "
                         "supported; give each factor its own control (one B action axis per factor)")
@@ -76,7 +73,7 @@ def engine_options(agent, n_agents=None) -> dict:
         raise ValueError("this pymdp Agent uses options fa_gpu cannot honour:\n  " + "\n  ".join(problems))
     n = int(agent.batch_size) if n_agents is None else n_agents
     out = {"n_agents": n, "dtype": np.dtype(np.asarray(agent.A[0]).dtype).name,
-           "inference_algo": algo}
+           "inference_algo": algo, "inference_horizon": getattr(agent, "inference_horizon", None)}
     if out["dtype"] not in ("float32", "float64"):
         out["dtype"] = "float32"
     for name in ("gamma", "alpha"):

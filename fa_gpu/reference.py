@@ -2,8 +2,9 @@
 
 Array-generic: every function takes arrays of one array module ``xp`` (NumPy, or CuPy
 unchanged) and never loops over agents. It is the oracle every fast backend is tested against,
-and it reproduces pymdp 1.0.4 (``fpi`` inference, expected free energy, action selection,
-Dirichlet learning) to floating-point rounding.
+and it reproduces pymdp 1.0.4 (``fpi`` inference, ``mmp``/``vmp`` sequence inference over a window
+of past observations and actions, the variational free energy, categorical observations,
+expected free energy, action selection, Dirichlet learning) to floating-point rounding.
 
 Conventions: ``N`` agents; per-agent arrays carry a leading ``N`` axis; model arrays are either
 per-agent ``(N, ...)`` or shared (no ``N`` axis, stored once), and functions tell the two apart
@@ -121,6 +122,144 @@ def expected_state(qs, B, actions, B_dependencies, xp=np):
                     res[idx] = contract(B[f][..., a], [v[idx] for v in vecs], keep=0, xp=xp)
             out.append(res)
     return out
+
+
+# -- categorical observations, sequence inference, free energy ---------------------------------
+def obs_log_likelihoods(logA, obs, A_dependencies, xp=np):
+    """Per-modality log-likelihoods of distributional observations: ``sum_o obs_m[o] logA_m[o]``
+    (pymdp's ``distr_obs=True``; a one-hot ``obs_m`` gives :func:`log_likelihoods`).
+
+    logA : as in :func:`log_likelihoods`; obs : list of ``(N, O_m)`` or ``(N, T, O_m)`` (a
+    window of T steps). Returns a list of ``(N, *S_deps)`` or ``(N, T, *S_deps)``.
+    """
+    out = []
+    for o, la, deps in zip(obs, logA, A_dependencies):
+        if la.ndim == len(deps) + 1:  # shared: one matrix product over all agents and steps
+            out.append(xp.tensordot(o, la, axes=([o.ndim - 1], [0])))
+        else:
+            out.append(xp.einsum("n" + "t" * (o.ndim - 2) + "o,no...->n" + "t" * (o.ndim - 2) + "...", o, la))
+    return out
+
+
+def select_transitions(B, actions, B_dependencies, xp=np):
+    """The transition tensors of the actions taken: ``B[f][..., actions[:, k, f]]``.
+
+    B : list of shared ``(S_f, *S_deps, U_f)`` or per-agent ``(N, S_f, *S_deps, U_f)``;
+    actions : int ``(N, K, F)``, all valid. Returns a list of ``(N, K, S_f, *S_deps)``.
+    """
+    n = actions.shape[0]
+    out = []
+    for f, deps in enumerate(B_dependencies):
+        shared = B[f].ndim == len(deps) + 2
+        b = xp.moveaxis(B[f], -1, 0 if shared else 1)
+        a = actions[:, :, f]
+        out.append(b[a] if shared else b[xp.arange(n)[:, None], a])
+    return out
+
+
+def _keep(T, vecs: dict, keep: tuple, xp=np):
+    """Contract per-batch ``T`` ``(R, d0, ..., d_{k-1})`` with the ``(R, d_i)`` vectors of
+    ``vecs`` (axis -> vector), leaving the axes ``keep`` open in that order: ``(R, *d_keep)``."""
+    letters = string.ascii_lowercase[:T.ndim - 1]
+    ins = ["z" + letters] + ["z" + letters[i] for i in vecs]
+    out = "z" + "".join(letters[i] for i in keep)
+    return xp.einsum(",".join(ins) + "->" + out, T, *vecs.values())
+
+
+def sequence_messages(algo: str, qs, log_prior, Bs, B_dependencies, xp=np):
+    """Messages from the past (``future`` of pymdp: prior and transitions into s_t) and from the
+    future (``past``: transitions out of s_t) of every factor at every step of a window.
+
+    algo : ``"mmp"`` (marginal message passing: logs of expected transitions, each edge half in
+    each direction, the backward one normalized over the parent) or ``"vmp"`` (variational:
+    expected log transitions). qs : list of ``(N, T, S_f)``; log_prior : list of ``(N, S_f)``
+    (the window's first step), or None for no prior message; Bs : list of
+    ``(N, T - 1, S_f, *S_deps)`` (:func:`select_transitions`). Returns ``(forward, backward)``: lists of ``(N, T, S_f)``.
+    """
+    n, T = qs[0].shape[:2]
+    fwd = [xp.zeros_like(q) for q in qs]
+    bwd = [xp.zeros_like(q) for q in qs]
+    for f, lp in enumerate(log_prior or ()):
+        fwd[f][:, 0] = lp
+    if T == 1:
+        return fwd, bwd
+    flat = lambda x: x.reshape((n * (T - 1),) + x.shape[2:])
+    before = [flat(q[:, :-1]) for q in qs]
+    after = [flat(q[:, 1:]) for q in qs]
+    for f, deps in enumerate(B_dependencies):
+        b = flat(Bs[f])
+        lb = log_stable(b, xp)
+        parents = {1 + j: before[d] for j, d in enumerate(deps)}
+        if algo == "mmp":
+            msg = log_stable(_keep(b, parents, (0,), xp), xp)
+        else:
+            msg = _keep(lb, parents, (0,), xp)
+        fwd[f][:, 1:] = msg.reshape(n, T - 1, -1)
+        for j, g in enumerate(deps):  # the message of f's transition to its parent g
+            others = {k: v for k, v in parents.items() if k != 1 + j}
+            if algo == "mmp":
+                pair = _keep(b, others, (0, 1 + j), xp)  # (R, S_f, S_g)
+                pair = pair / xp.maximum(xp.sum(pair, axis=-1, keepdims=True), MINVAL)
+                msg = 0.5 * log_stable(xp.einsum("zi,zig->zg", after[f], pair), xp)
+            else:
+                msg = _keep(lb, {0: after[f], **others}, (1 + j,), xp)
+            bwd[g][:, :-1] += msg.reshape(n, T - 1, -1)
+    if algo == "mmp":  # the other half of every edge (the prior's included) is the backward one
+        for x in fwd:
+            x[:, :-1] *= 0.5
+    return fwd, bwd
+
+
+def infer_sequence(algo: str, ll, prior, Bs, A_dependencies, B_dependencies, num_iter: int,
+                   use_prior: bool = True, xp=np):
+    """Sequence inference over a window (pymdp ``run_mmp`` / ``run_vmp``, step size 1).
+
+    ll : list of per-modality log-likelihoods ``(N, T, *S_deps)``; prior : list of ``(N, S_f)``
+    (over the window's first state); Bs : list of ``(N, T - 1, S_f, *S_deps)``. ``use_prior``
+    False leaves the prior out: pymdp 1.0.4's vmp does so on a trajectory's first step (called
+    without past actions, it has no transitions and sends no messages at all). From uniform
+    beliefs, ``num_iter`` parallel sweeps ``q(s_t) = softmax(likelihood + forward + backward)``
+    over all factors and steps. Returns qs: list of ``(N, T, S_f)``.
+    """
+    n, T = ll[0].shape[:2]
+    qs = [xp.full((n, T, p.shape[1]), 1.0 / p.shape[1], dtype=p.dtype) for p in prior]
+    log_prior = [log_stable(p, xp) for p in prior] if use_prior else None
+    flat_ll = [x.reshape((n * T,) + x.shape[2:]) for x in ll]
+    for _ in range(num_iter):
+        fwd, bwd = sequence_messages(algo, qs, log_prior, Bs, B_dependencies, xp)
+        x = [a + b for a, b in zip(fwd, bwd)]
+        flat_q = [q.reshape(n * T, -1) for q in qs]
+        for m, deps in enumerate(A_dependencies):
+            for i, f in enumerate(deps):
+                others = [flat_q[d] for j, d in enumerate(deps) if j != i]
+                x[f] = x[f] + contract(flat_ll[m], others, keep=i, xp=xp).reshape(n, T, -1)
+        qs = [softmax(v, xp) for v in x]
+    return qs
+
+
+def free_energy(qs, prior, ll, Bs, A_dependencies, B_dependencies, xp=np):
+    """Variational free energy of a mean-field posterior over a window (pymdp ``calc_vfe``).
+
+    qs : list of ``(N, T, S_f)``; prior : list of ``(N, S_f)`` (over the first step); ll : list
+    of ``(N, T, *S_deps)``; Bs : list of ``(N, T - 1, S_f, *S_deps)`` (None when T is 1). A single
+    step (fpi) is T = 1. ``F = sum_t [E log q(s_t) - E log p(o_t | s_t)] - E log p(s_0)
+    - sum_{t>0} E log p(s_t | s_{t-1}, a_{t-1})``. Returns ``(N,)``.
+    """
+    n, T = qs[0].shape[:2]
+    flat = lambda x, k: x.reshape((n * k,) + x.shape[2:])
+    v = sum(xp.sum(xlogx(q, xp), axis=(1, 2)) for q in qs)
+    v = v - sum(xp.sum(q[:, 0] * log_stable(p, xp), axis=1) for q, p in zip(qs, prior))
+    flat_q = [flat(q, T) for q in qs]
+    for m, deps in enumerate(A_dependencies):
+        acc = contract(flat(ll[m], T), [flat_q[d] for d in deps], xp=xp)
+        v = v - xp.sum(acc.reshape(n, T), axis=1)
+    if T > 1:
+        before = [flat(q[:, :-1], T - 1) for q in qs]
+        after = [flat(q[:, 1:], T - 1) for q in qs]
+        for f, deps in enumerate(B_dependencies):
+            e = contract(log_stable(flat(Bs[f], T - 1), xp), [after[f]] + [before[d] for d in deps], xp=xp)
+            v = v - xp.sum(e.reshape(n, T - 1), axis=1)
+    return v
 
 
 # -- policy inference ------------------------------------------------------------------------
@@ -280,12 +419,16 @@ def learn_A(pA, obs, qs, A_dependencies, lr, xp=np):
     """In place: ``pA[m] += lr * onehot(o_m) (x) qs[deps]``; returns the new A (list, per-agent),
     the Dirichlet mean of ``pA`` (pymdp re-derives A at every step, the first included).
 
-    pA : list of per-agent ``(N, O_m, *S_deps)``; obs ``(N, M)``; lr ``(N,)``.
+    pA : list of per-agent ``(N, O_m, *S_deps)``; obs : int ``(N, M)``, or a list of M
+    distributions ``(N, O_m)`` (categorical observations); lr ``(N,)``.
     """
-    n = obs.shape[0]
+    n = lr.shape[0]
     A = []
     for m, deps in enumerate(A_dependencies):
-        onehot = (obs[:, m][:, None] == xp.arange(pA[m].shape[1])[None, :]).astype(pA[m].dtype)
+        if isinstance(obs, (list, tuple)):
+            onehot = obs[m].astype(pA[m].dtype)
+        else:
+            onehot = (obs[:, m][:, None] == xp.arange(pA[m].shape[1])[None, :]).astype(pA[m].dtype)
         upd = outer([onehot] + [qs[d] for d in deps], xp)
         pA[m] += lr.reshape((n,) + (1,) * (upd.ndim - 1)).astype(pA[m].dtype) * upd
         A.append(dirichlet_mean(pA[m], 1, xp))

@@ -84,6 +84,14 @@ BUFFERS = (
     Buffer("actions", "state", "state", "agents", "F", "int64", doc="last actions"),
     Buffer("prev_actions", "state", "state", "agents", "F", "int64", doc="action before this step (-1: none)"),
     Buffer("t", "state", "state", "agents", None, "int64", doc="steps since reset"),
+    # -- sequence inference and categorical observations (not read by the fused kernels yet) ----
+    Buffer("obs_window", "state", None, "agents", "OW", "float", "OW", "window",
+           "observations (distributions) of the last inference_horizon steps, newest last"),
+    Buffer("act_window", "state", None, "agents", "AW", "int64", None, "seq",
+           "actions between the window's steps (inference_horizon - 1), newest last"),
+    Buffer("qs_window", "state", None, "agents", "SW", "float", "SW", "seq",
+           "posterior over the window's steps, newest last"),
+    Buffer("vfe", "state", None, "agents", None, "float", doc="variational free energy of the posterior"),
     # -- integer layout tables (shared, read-only; derived from the model) --------------------
     *(Buffer(k, "tables", "tables", "table", None, "int64", doc=f"layout table {k}")
       for k in TABLES_FIELDS),
@@ -110,7 +118,8 @@ def present(cfg) -> dict:
     """``{when key: bool}``: which optional buffers this configuration holds."""
     info = cfg.use_param_info_gain
     return {"pA": cfg.has_pA, "pB": cfg.has_pB, "pD": cfg.has_pD,
-            "wA": info and cfg.has_pA, "wB": info and cfg.has_pB}
+            "wA": info and cfg.has_pA, "wB": info and cfg.has_pB,
+            "window": cfg.sequence or cfg.categorical_obs, "seq": cfg.sequence}
 
 
 #: scratch rows are padded to this many bytes past their end, so two threads' rows never share a
@@ -129,7 +138,8 @@ def widths(cfg, lay, pad_work: bool = True, scratch: int | None = None) -> dict:
         scratch = -(-scratch // line) * line + line
     return dict(A=sz["A"], H=sz["H"], C=sz["C"], B=sz["B"], S=sz["S"], E=sz["E"],
                 M=cfg.num_modalities, F=cfg.num_factors, P=cfg.num_policies, lr=len(LR_NAMES),
-                scratch=scratch)
+                scratch=scratch, OW=cfg.window * sum(cfg.num_obs), SW=cfg.window * sz["S"],
+                AW=(cfg.window - 1) * cfg.num_factors)
 
 
 @dataclass(frozen=True)
@@ -236,6 +246,11 @@ def _view_shapes(kind, cfg, lay):
                  enumerate(zip(cfg.B_dependencies, cfg.num_controls))], lay.B_meta[:, B_OFF], True)
     if kind == "S":
         return [(s,) for s in S], lay.S_off[:-1], False
+    H = cfg.window  # windows: factor (modality) major, each (H, S_f) ((H, O_m)) slot-major
+    if kind == "SW":
+        return [(H, s) for s in S], H * lay.S_off[:-1], False
+    if kind == "OW":
+        return [(H, o) for o in cfg.num_obs], H * np.concatenate([[0], np.cumsum(cfg.num_obs)[:-1]]), False
     raise ValueError(kind)
 
 

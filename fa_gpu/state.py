@@ -35,6 +35,18 @@ class Config:
     has_pB: bool
     has_pD: bool
     agent0: int = 0  # global index of the first agent (a cohort of a larger engine)
+    inference_horizon: int | None = None  # window of mmp/vmp (None for fpi)
+    categorical_obs: bool = False  # observations are distributions (N, O_m) per modality
+
+    @property
+    def sequence(self) -> bool:
+        """Sequence inference (mmp, vmp) over a window of past steps."""
+        return self.inference_algo in ("mmp", "vmp")
+
+    @property
+    def window(self) -> int:
+        """Steps of the observation window: the inference horizon (mmp, vmp), else 1."""
+        return self.inference_horizon if self.sequence else 1
 
     @property
     def num_factors(self) -> int:

@@ -171,8 +171,8 @@ def test_from_pymdp_agent_roundtrip():
 
 
 @pytest.mark.parametrize("option, value", [
-    ("categorical_obs", True), ("learn_C", True), ("learn_D", True), ("learn_E", True),
-    ("learning_mode", "offline"), ("inference_algo", "mmp"), ("inference_algo", "vmp")])
+    ("learn_C", True), ("learn_D", True), ("learn_E", True), ("learning_mode", "offline"),
+    ("inference_algo", "ovf")])
 def test_engine_from_pymdp_refuses_what_it_cannot_honour(option, value):
     """An option fa_gpu would silently not run is a ValueError that names it and the way out."""
     import fa_gpu
@@ -183,6 +183,26 @@ def test_engine_from_pymdp_refuses_what_it_cannot_honour(option, value):
                               batch_size=2, **{option: value})
     with pytest.raises(ValueError, match=rf"{option}={value!r}: .*build the agent with|{option}={value!r}: .*pass"):
         fa_gpu.Engine.from_pymdp(agent, backend="numpy")
+
+
+@pytest.mark.parametrize("algo", ["mmp", "vmp"])
+def test_engine_from_pymdp_carries_sequence_options(algo):
+    """inference_algo, inference_horizon, num_iter and categorical_obs come from the agent; an
+    mmp/vmp agent without a horizon needs one passed (the window lives in fixed buffers)."""
+    import fa_gpu
+    case, seed = CASES[9], 109
+    arrs = make_model_arrays(case, seed)
+    J = lambda xs: [jnp.asarray(x) for x in xs]
+    kw = dict(A=J(arrs["A"]), B=J(arrs["B"]), C=J(arrs["C"]), D=J(arrs["D"]), batch_size=2,
+              inference_algo=algo, num_iter=3)
+    agent = pymdp_agent.Agent(**kw, inference_horizon=4, categorical_obs=True)
+    eng = fa_gpu.Engine.from_pymdp(agent, backend="numpy")
+    c = eng.config
+    assert (c.inference_algo, c.inference_horizon, c.num_iter, c.categorical_obs) == (algo, 4, 3, True)
+    agent = pymdp_agent.Agent(**kw)
+    with pytest.raises(ValueError, match=f"inference_algo='{algo}' needs an inference_horizon"):
+        fa_gpu.Engine.from_pymdp(agent, backend="numpy")
+    assert fa_gpu.Engine.from_pymdp(agent, backend="numpy", inference_horizon=2).config.inference_horizon == 2
 
 
 def test_engine_from_pymdp_defaults_from_the_agent():

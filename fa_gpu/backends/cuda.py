@@ -182,6 +182,12 @@ class CudaBackend(NumpyBackend):
     def prepare(self, cfg, layout, shared_model: bool) -> None:
         """Choose the step path (module docstring) and the batched path's chunk of agents."""
         path = self.cuda_path
+        if cfg.sequence or cfg.categorical_obs:  # the fused kernel does not take the window yet
+            if path == "fused":
+                raise ValueError(f"cuda_path='fused' cannot run inference_algo={cfg.inference_algo!r}"
+                                 f"{' with categorical_obs' if cfg.categorical_obs else ''} yet; use "
+                                 "cuda_path='auto' or 'batched' (the reference on CuPy)")
+            path = "batched"
         if path == "auto":
             big = max(cfg.num_states) >= BATCHED_MIN_STATES
             path = "batched" if shared_model and big else "fused"
@@ -209,6 +215,7 @@ class CudaBackend(NumpyBackend):
             for a in range(lo, hi, self.chunk):
                 NumpyBackend.step(self, b, cfg, a, min(a + self.chunk, hi))
             return
+        b.vfe[lo:hi] = np.nan  # the fused kernel leaves the free energy out
         blocks, tpb = self.launch_shape(hi - lo)
         kernel = self._k.step_kernel(self.shared_model_sizes(b), cfg.dtype.str, schema.ModelBundle)
         launch = kernel[blocks, tpb] if self.stream is None else kernel[blocks, tpb, self._nb_stream]

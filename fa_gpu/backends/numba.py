@@ -19,6 +19,7 @@ import threading
 import time
 
 import numba
+import numpy as np
 
 from ..kernels.columns import LANES
 from ..runtime import pools
@@ -75,13 +76,24 @@ class NumbaBackend(NumpyBackend):
         """Elements of one thread's scratch row: the agent-lanes kernel's tile and tail."""
         return layout.lane_scratch_size
 
+    def prepare(self, cfg, layout, shared_model: bool) -> None:
+        """mmp, vmp and categorical observations: the kernel does not take the window yet, so
+        their steps run the reference (NumPy) on the same buffers."""
+        self.path = "reference" if cfg.sequence or cfg.categorical_obs else "fused"
+
     def temp_bytes(self, cfg, layout) -> int:
-        """A fused step allocates nothing: its scratch is the schema's ``work`` buffer."""
-        return 0
+        """A fused step allocates nothing (its scratch is the schema's ``work``); the reference
+        path, the reference's temporaries."""
+        return NumpyBackend.temp_bytes(self, cfg, layout) if self.path == "reference" else 0
 
     def step(self, b, cfg, lo: int = 0, hi: int | None = None) -> None:
-        """The fused kernel for agents ``lo..hi-1`` (default: all)."""
+        """The fused kernel for agents ``lo..hi-1`` (default: all); the reference on the
+        reference path. The kernel leaves the free energy out: ``vfe`` is NaN after it."""
         hi = cfg.n_agents if hi is None else hi
+        if self.path == "reference":
+            NumpyBackend.step(self, b, cfg, lo, hi)
+            return
+        b.vfe[lo:hi] = np.nan
         args = b.kernel_args(cfg.seed)
         if self._entry is None:
             self._entry = compiled_step(args + (0, 0, 0))

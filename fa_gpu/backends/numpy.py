@@ -103,11 +103,48 @@ class NumpyBackend:
 
     # -- the step, one method at a time ----------------------------------------------------
     def infer_states(self, b, cfg: Config) -> None:
+        """State inference from ``b.obs`` (indices) or, with ``categorical_obs``, the newest slot
+        of ``b.obs_window`` (written by the Engine); writes ``qs``, ``vfe`` (and ``qs_window``)."""
         xp = self.xp
-        ll = ref.log_likelihoods(b.logA, b.obs, cfg.A_dependencies, xp)
+        if cfg.sequence:
+            return self._infer_sequence(b, cfg)
+        if cfg.categorical_obs:
+            ll = ref.obs_log_likelihoods(b.logA, [w[:, -1] for w in b.obs_window], cfg.A_dependencies, xp)
+        else:
+            ll = ref.log_likelihoods(b.logA, b.obs, cfg.A_dependencies, xp)
         qs = ref.infer_states(ll, b.prior, cfg.A_dependencies, cfg.num_iter, xp)
         for dst, src in zip(b.qs, qs):
             dst[...] = src
+        b.vfe[...] = ref.free_energy([q[:, None] for q in qs], b.prior, [x[:, None] for x in ll],
+                                     None, cfg.A_dependencies, cfg.B_dependencies, xp)
+
+    def _infer_sequence(self, b, cfg: Config) -> None:
+        """mmp / vmp over each agent's window: its last ``min(t + 1, H)`` steps, prior D at the
+        window's start. Agents are grouped by window length (at most H + 1 groups: a first step
+        is its own group, pymdp's vmp leaves the prior out there)."""
+        xp, H, F = self.xp, cfg.window, cfg.num_factors
+        if not cfg.categorical_obs:  # index observations enter the window as one-hot rows
+            for m, w in enumerate(b.obs_window):
+                w[:, -1] = (b.obs[:, m][:, None] == xp.arange(w.shape[2])[None, :]).astype(w.dtype)
+        acts = b.act_window.reshape(cfg.n_agents, H - 1, F) if H > 1 else None
+        key = np.where(self.to_host(b.t) == 0, 0, np.minimum(self.to_host(b.t) + 1, H))
+        for k in np.unique(key):
+            T = max(int(k), 1)
+            idx = slice(None) if (key == k).all() else xp.asarray(np.flatnonzero(key == k))
+            sub = lambda x, per=True: x[idx] if per else x
+            logA = [sub(a, b.per_agent["A"]) for a in b.logA]
+            ll = ref.obs_log_likelihoods(logA, [sub(w)[:, H - T:] for w in b.obs_window], cfg.A_dependencies, xp)
+            B = [sub(x, b.per_agent["B"]) for x in b.B]
+            a = sub(acts)[:, H - T:] if T > 1 else xp.zeros((ll[0].shape[0], 0, F), dtype=np.int64)
+            Bs = ref.select_transitions(B, a, cfg.B_dependencies, xp)
+            prior = [sub(p) for p in b.prior]
+            qs = ref.infer_sequence(cfg.inference_algo, ll, prior, Bs, cfg.A_dependencies,
+                                    cfg.B_dependencies, cfg.num_iter,
+                                    use_prior=cfg.inference_algo == "mmp" or k > 0, xp=xp)
+            for f, q in enumerate(qs):
+                b.qs_window[f][idx, H - T:] = q
+                b.qs[f][idx] = q[:, -1]
+            b.vfe[idx] = ref.free_energy(qs, prior, ll, Bs, cfg.A_dependencies, cfg.B_dependencies, xp)
 
     def infer_policies(self, b, cfg: Config) -> None:
         xp = self.xp
@@ -121,7 +158,8 @@ class NumpyBackend:
     def infer_parameters(self, b, cfg: Config) -> None:
         xp = self.xp
         if cfg.learn_A:
-            A = ref.learn_A(b.pA, b.obs, b.qs, cfg.A_dependencies, b.lr_pA, xp=xp)
+            obs = [w[:, -1] for w in b.obs_window] if cfg.categorical_obs else b.obs
+            A = ref.learn_A(b.pA, obs, b.qs, cfg.A_dependencies, b.lr_pA, xp=xp)
             for m, a in enumerate(A):
                 b.A[m][...] = a
             self.refresh_A(b, cfg)
@@ -143,7 +181,18 @@ class NumpyBackend:
             agent_ids=xp.arange(cfg.agent0, cfg.agent0 + cfg.n_agents), steps=b.t, xp=xp)
 
     def update_empirical_prior(self, b, cfg: Config, actions) -> None:
-        pred = ref.expected_state(b.qs, b.B, actions, cfg.B_dependencies, self.xp)
+        """The next step's prior (mmp, vmp: D, as pymdp); the windows move one step left, the
+        action joins the action window."""
+        if cfg.sequence:
+            for w in b.obs_window:
+                w[:, :-1] = w[:, 1:].copy()
+            if cfg.window > 1:
+                acts = b.act_window.reshape(cfg.n_agents, cfg.window - 1, cfg.num_factors)
+                acts[:, :-1] = acts[:, 1:].copy()
+                acts[:, -1] = actions
+            pred = [d if d.ndim == 2 else self.xp.broadcast_to(d, p.shape) for d, p in zip(b.D, b.prior)]
+        else:
+            pred = ref.expected_state(b.qs, b.B, actions, cfg.B_dependencies, self.xp)
         for f in range(cfg.num_factors):
             b.prior[f][...] = pred[f]
             b.qs_prev[f][...] = b.qs[f]

@@ -33,7 +33,9 @@ FORMAT_VERSION = 1
 _HEADER = "__header__"
 _SETTINGS = ("n_agents", "seed", "inference_algo", "num_iter", "use_utility", "use_states_info_gain",
              "use_param_info_gain", "action_selection", "sampling_mode", "learn_A", "learn_B",
-             "learn_D")
+             "learn_D", "inference_horizon", "categorical_obs")
+#: settings added after format version 1 was first written, and their value in older files
+_LATER = {"inference_horizon": None, "categorical_obs": False}
 _MODEL_LISTS = ("A", "B", "C", "D", "pA", "pB", "pD")
 
 
@@ -164,7 +166,8 @@ def load(path, backend: str | None = None, **options):
         model = GenerativeModel(**lists, E=arrays["model.E"], policies=arrays["model.policies"],
                                 A_dependencies=mh["A_dependencies"], B_dependencies=mh["B_dependencies"],
                                 control_fac_idx=mh["control_fac_idx"], max_policies=None)
-        settings = {k: cfg[k] for k in _SETTINGS if k != "n_agents"}
+        settings = {k: cfg[k] if k in cfg or k not in _LATER else _LATER[k]
+                    for k in _SETTINGS if k != "n_agents"}
         want = header["backend"] if backend is None else backend
         lr = arrays["params.lr"]
         try:  # the rates go through the constructor's checks; the restore below copies them again

@@ -55,18 +55,24 @@ def take_snapshot(engine) -> dict:
       empirical prior for the next one;
     - ``q_pi``, ``neg_efe``: ``(N, P)``; ``actions``: ``(N, F)`` int64; ``obs``: ``(N, M)``
       int64 (the last step's input); ``t``: ``(N,)`` int64 (steps since each agent's reset);
+    - ``vfe``: ``(N,)``; ``qs_window`` (mmp/vmp engines only): list of F arrays ``(N, T, S_f)``;
     - ``step_epoch``: int, the engine's epoch when copied: twice the number of writes since the
       engine was made (a step is one; so are ``reset`` and each single method).
 
     Safe from any thread while another steps the engine; see :func:`read_consistent`.
     """
     be, packed = engine._backend, engine._buffers.packed
+    windowed = engine._buffers.qs_window is not None
 
     def read():
-        return {k: be.to_host(packed[k]) for k in ("qs", "prior", "q_pi", "neg_efe", "actions", "obs", "t")}
+        return {k: be.to_host(packed[k]) for k in ("qs", "prior", "q_pi", "neg_efe", "actions", "obs", "t",
+                                                   "vfe") + (("qs_window",) if windowed else ())}
 
     snap, epoch = read_consistent(engine, read)
     sizes = engine.config.num_states
     snap["qs"], snap["prior"] = _split(snap["qs"], sizes), _split(snap["prior"], sizes)
+    if windowed:
+        n, H = engine.config.n_agents, engine.config.window
+        snap["qs_window"] = [w.reshape(n, H, -1) for w in _split(snap["qs_window"], [H * s for s in sizes])]
     snap["step_epoch"] = epoch
     return snap

@@ -1,0 +1,131 @@
+"""Sequence inference (mmp, vmp), categorical observations and the free energy in the engine:
+numba equals numpy (1e-10, float64) step by step, cohorts equal whole steps, reset and
+checkpoints cover the window, bad categorical observations are refused by name."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fa_gpu
+from randmodels import Case, build, random_obs
+
+N, STEPS = 6, 6
+CASES = [
+    (Case("mmp_2f_Bdeps", [3, 2], [3, 2], [2, 2], B_deps=[[0], [0, 1]]), dict(inference_algo="mmp", inference_horizon=3)),
+    (Case("vmp_3f_Adeps", [2, 3, 2], [3, 2], [2, 2, 1], A_deps=[[0, 2], [1, 2]], policy_len=2),
+     dict(inference_algo="vmp", inference_horizon=4, action_selection="stochastic")),
+    (Case("vmp_learnAB", [3, 2], [3, 3], [3, 2], A_deps=[[0], [0, 1]], counts=("pA", "pB")),
+     dict(inference_algo="vmp", inference_horizon=2, learn_A=True, learn_B=True, categorical_obs=True)),
+    (Case("fpi_cat", [3, 3], [3, 4], [2, 3]), dict(categorical_obs=True)),
+]
+IDS = [c.name for c, _ in CASES]
+
+
+def inputs(case, kw, seed, n=N, steps=STEPS):
+    """Per step: index obs (n, M), or M random distributions (n, O_m) with categorical_obs."""
+    if not kw.get("categorical_obs"):
+        return list(random_obs(case, n, steps, seed))
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(steps):
+        xs = [rng.gamma(0.8, size=(n, o)) + 1e-3 for o in case.num_obs]
+        out.append([x / x.sum(axis=1, keepdims=True) for x in xs])
+    return out
+
+
+def state(eng):
+    return dict(qs=eng.qs, qs_window=eng.qs_window, q_pi=eng.q_pi, neg_efe=eng.neg_efe, vfe=eng.vfe,
+                prior=eng.prior, actions=eng.actions, pA=eng.pA, pB=eng.pB, t=eng.t)
+
+
+def assert_same(a, b, tol, what):
+    for k in a:
+        if a[k] is None:
+            continue
+        xs, ys = (a[k], b[k]) if isinstance(a[k], list) else ([a[k]], [b[k]])
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            np.testing.assert_allclose(y, x, rtol=tol, atol=tol, err_msg=f"{k}[{i}] {what}")
+
+
+@pytest.mark.parametrize("case,kw", CASES, ids=IDS)
+def test_numba_equals_numpy(case, kw):
+    pytest.importorskip("numba")
+    _, ref = build(case, N, 11, backend="numpy", **kw)
+    _, fast = build(case, N, 11, backend="numba", **kw)
+    assert fast.step_path == "reference"
+    for t, o in enumerate(inputs(case, kw, 11)):
+        np.testing.assert_array_equal(ref.step(o), fast.step(o), err_msg=f"actions at step {t}")
+        assert_same(state(ref), state(fast), 1e-10, f"at step {t}")
+        assert np.all(np.isfinite(ref.vfe))
+
+
+@pytest.mark.parametrize("case,kw", CASES[:3], ids=IDS[:3])
+def test_cohorts_reset_and_checkpoint(case, kw, tmp_path):
+    """Two cohorts step what a whole step does; a checkpoint resumes bit-identically; reset of
+    some agents starts their window afresh (as a new engine's)."""
+    _, whole = build(case, N, 5, **kw)
+    _, split = build(case, N, 5, **kw)
+    obs = inputs(case, kw, 5, steps=8)
+    for t, o in enumerate(obs[:4]):
+        whole.step(o)
+        lo = [x[:2] for x in o] if isinstance(o, list) else o[:2]
+        hi = [x[2:] for x in o] if isinstance(o, list) else o[2:]
+        split.step(lo, agents=(0, 2))
+        split.step(hi, agents=(2, N))
+        assert_same(state(whole), state(split), 0, f"cohorts at step {t}")
+    whole.save(tmp_path / "c.npz")
+    back = fa_gpu.Engine.load(tmp_path / "c.npz")
+    for o in obs[4:]:
+        whole.step(o), back.step(o)
+        assert_same(state(whole), state(back), 0, "after load")
+    snap = whole.snapshot()
+    for x, y in zip(snap["qs_window"], whole.qs_window):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(snap["vfe"], whole.vfe)
+    # reset agents 1 and 4: they continue as fresh agents of a new engine given the same inputs
+    whole.reset([1, 4])
+    _, fresh = build(case, N, 5, **kw)
+    if whole.pA is not None or whole.pB is not None:
+        return  # learned parameters are kept by reset: a fresh engine differs
+    for t, o in enumerate(obs[:5]):
+        whole.step(o), fresh.step(o)
+        for f in range(len(case.num_states)):
+            np.testing.assert_allclose(whole.qs_window[f][[1, 4]], fresh.qs_window[f][[1, 4]], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(whole.vfe[[1, 4]], fresh.vfe[[1, 4]], rtol=0, atol=1e-12)
+
+
+def test_window_slots_before_the_first_step_hold_D_and_prior_is_D():
+    case, kw = CASES[0]
+    model, eng = build(case, N, 3, **kw)
+    eng.step(random_obs(case, N, 1, 3)[0])
+    for f, w in enumerate(eng.qs_window):
+        assert w.shape == (N, 3, case.num_states[f])
+        np.testing.assert_array_equal(w[:, :2], np.broadcast_to(model.D[f], (N, 2, case.num_states[f])))
+        np.testing.assert_array_equal(w[:, 2], eng.qs[f])
+        np.testing.assert_array_equal(eng.prior[f], np.broadcast_to(model.D[f], (N, case.num_states[f])))
+
+
+def test_bad_options_and_categorical_obs_are_refused_by_name():
+    case, kw = CASES[3]
+    model, eng = build(case, N, 1, **kw)
+    good = inputs(case, kw, 1, steps=1)[0]
+    before = state(eng)
+    bad = [x.copy() for x in good]
+    bad[1][2, 0] += 0.1
+    with pytest.raises(ValueError, match=r"obs\[1\] rows must sum to 1; agent 2's"):
+        eng.step(bad)
+    bad = [x.copy() for x in good]
+    bad[0][3] = [1.5, -0.5, 0.0]
+    with pytest.raises(ValueError, match=r"obs\[0\] must be finite and >= 0; agent 3, outcome 1"):
+        eng.infer_states(bad)
+    with pytest.raises(ValueError, match=r"obs\[0\] must have shape \(6, 3\)"):
+        eng.step([good[0][:, :2], good[1]])
+    with pytest.raises(ValueError, match="list of 2 arrays"):
+        eng.step(np.zeros((N, 2), dtype=np.int64))
+    assert_same(before, state(eng), 0, "after a refused call")
+    with pytest.raises(ValueError, match="inference_algo='mmp' needs an inference_horizon"):
+        fa_gpu.Engine(model, N, backend="numpy", inference_algo="mmp")
+    with pytest.raises(ValueError, match="inference_horizon must be None or a positive integer"):
+        fa_gpu.Engine(model, N, backend="numpy", inference_algo="vmp", inference_horizon=0)
+    with pytest.raises(ValueError, match="inference_algo must be one of"):
+        fa_gpu.Engine(model, N, backend="numpy", inference_algo="ovf")
