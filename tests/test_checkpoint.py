@@ -39,7 +39,7 @@ def test_resume_is_bit_identical(tmp_path, backend, case):
         straight.append(_state(engine))
 
     resumed = fa_gpu.Engine.load(path)
-    assert resumed.backend == backend and resumed._epoch == 20
+    assert resumed.backend == backend and resumed._epoch == 0  # a fresh sequence lock
     for want, o in zip(straight, obs[10:]):
         resumed.step(o)
         got = _state(resumed)
