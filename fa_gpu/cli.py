@@ -72,8 +72,13 @@ def _simulate(args) -> int:
     print(f"{what}, policy_len {args.policy_len}, {args.agents:,} agents, {args.steps} steps, "
           f"seed {args.seed}, {args.dtype}", flush=True)
     attrs.update(env=args.env, backend=engine.backend, seed=args.seed, policy_len=args.policy_len)
-    with recorder_cls(out, args.agents, num_modalities=model.num_modalities,
-                      num_factors=model.num_factors, overwrite=args.overwrite, attrs=attrs) as rec:
+    try:
+        rec = recorder_cls(out, args.agents, num_modalities=model.num_modalities,
+                           num_factors=model.num_factors, overwrite=args.overwrite, attrs=attrs)
+    except FileExistsError as exc:  # --overwrite of something that is not our store
+        _err(str(exc))
+        return 2
+    with rec:
         result = engine.run(env, args.steps, recorder=rec, progress=not args.no_progress)
     print(f"{result.steps} steps x {args.agents:,} agents in {result.seconds:.2f} s: "
           f"{result.agent_steps_per_s:,.0f} agent-steps/s")

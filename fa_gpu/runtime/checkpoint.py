@@ -355,7 +355,11 @@ def _restore(path, archive, header, backend, options):
         raise RuntimeError(f"{path} was saved by the {want!r} backend, which cannot run here "
                            f"({exc}); pass backend='auto' or another name to load it") from exc
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: the saved settings or rates are invalid: {exc}") from exc
+        # the constructor's message starts with the argument's name: name the member instead
+        where = next((_member_name(b.name) for b in schema.BUFFERS if b.valid == "rate"
+                      and str(exc).startswith(schema.LR_NAMES if b.views == "lr" else b.name)),
+                     "header field config")
+        raise ValueError(f"{path}: {where}: {exc}") from exc
 
     # Every buffer read and checked before any reaches the engine.
     targets = _buffers(engine)
