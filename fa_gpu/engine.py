@@ -28,8 +28,10 @@ def _step_executor():
 class PendingStep:
     """A step started by :meth:`Engine.step_async`."""
 
-    def __init__(self, engine: "Engine", wait, lo: int, hi: int):
-        self._engine, self._wait, self._done = engine, wait, False
+    def __init__(self, engine: "Engine", wait, lo: int, hi: int, error=None):
+        """``wait()`` blocks until the step has ended (raising its error); ``error()``, when
+        given, returns the error the step itself raised once it has ended (else None)."""
+        self._engine, self._wait, self._error, self._done = engine, wait, error, False
         self._lo, self._hi = lo, hi
         self._lock = threading.Lock()  # several threads may wait; the epoch moves once
         self.thread = threading.get_ident()  # the thread that started the step
@@ -56,6 +58,8 @@ class PendingStep:
                     self._wait()
                     break
                 except KeyboardInterrupt as exc:
+                    if self._error is not None and self._error() is exc:
+                        raise  # the step's own error, not an interrupt of this thread
                     interrupt = exc  # keep waiting: marking the step done now would tear the state
         except BaseException as exc:
             eng._tear(exc)  # the step failed halfway
@@ -377,7 +381,8 @@ class Engine:
                 else:
                     self._buffers.obs[lo:hi] = obs
                     fut = _step_executor().submit(self._backend.step, *args)
-                    pending = PendingStep(self, fut.result, lo, hi)
+                    pending = PendingStep(self, fut.result, lo, hi,
+                                          lambda: fut.exception() if fut.done() else None)
             except BaseException as exc:
                 # obs (at least) is written: the state mixes two steps (and a step just queued
                 # may still be writing), so the engine is marked unusable
