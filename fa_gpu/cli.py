@@ -166,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_int_at_least(0), default=0)
     s.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     s.add_argument("--output", default="fa_gpu_run.zarr", help="Zarr store (default fa_gpu_run.zarr)")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --output store (only one fa-gpu wrote)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_simulate)
 

@@ -1,6 +1,7 @@
 """The fa-gpu command line (fa_gpu.cli, python -m fa_gpu) and the run plot (fa_gpu.plot)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import types
@@ -99,3 +100,15 @@ def test_usage_errors_exit_2():
         with pytest.raises(SystemExit) as exc:
             cli.main(argv)
         assert exc.value.code == 2
+
+
+def test_simulate_overwrite_never_deletes_a_foreign_directory(tmp_path, capsys):
+    pytest.importorskip("zarr")
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    args = ["simulate", "--env", "tmaze", "--agents", "4", "--steps", "1", "--backend", "numpy",
+            "--output", str(out), "--no-progress", "--overwrite"]
+    assert cli.main(args) == 2
+    assert "not a store written by fa_gpu.Recorder" in capsys.readouterr().err
+    assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"

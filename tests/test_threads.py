@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -40,6 +41,8 @@ def test_snapshot_from_host_fn_during_pipelined_run_does_not_deadlock():
     snaps = []
 
     def host_fn(ids, actions):
+        if ids[0] >= n // 2:
+            time.sleep(0.01)  # cohort B's chunks: let cohort A's next kernel start first
         snaps.append(engine.snapshot())
         return np.zeros((len(ids), 1), dtype=np.int64)
 
