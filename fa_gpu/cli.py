@@ -313,6 +313,8 @@ def _simulate(args) -> int:
     try:
         rec = engine.recorder(out, overwrite=args.overwrite, attrs=attrs)
         world = _Traced(env, engine, out, specs)
+    except FileExistsError as exc:  # --overwrite of something that is not our store
+        return _err(str(exc))
     except OSError as exc:
         return _err(f"cannot write the store {out}: {exc}")
     with rec:
@@ -454,7 +456,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="float32", choices=("float32", "float64"),
                    help="float type of beliefs and parameters")
     s.add_argument("--output", default="fa_gpu_run.zarr", help="Zarr store to write")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --output store (only a store fa-gpu wrote)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     f = s.add_argument_group("foraging")
     f.add_argument("--patches", type=_int_at_least(1), default=4,

@@ -100,9 +100,9 @@ class _Shard:
         from .engine import Engine
 
         engine = Engine.load(path, **options)
-        if engine.config.agent0 != self.lo or engine.n_agents != self.hi - self.lo:
-            raise ValueError(f"{path} holds agents {engine.config.agent0}.."
-                             f"{engine.config.agent0 + engine.n_agents - 1}, this shard "
+        if engine.config.agent_offset != self.lo or engine.n_agents != self.hi - self.lo:
+            raise ValueError(f"{path} holds agents {engine.config.agent_offset}.."
+                             f"{engine.config.agent_offset + engine.n_agents - 1}, this shard "
                              f"{self.lo}..{self.hi - 1}")
         self.engine = engine
 

@@ -28,8 +28,10 @@ def _step_executor():
 class PendingStep:
     """A step started by :meth:`Engine.step_async`."""
 
-    def __init__(self, engine: "Engine", wait, lo: int, hi: int):
-        self._engine, self._wait, self._done = engine, wait, False
+    def __init__(self, engine: "Engine", wait, lo: int, hi: int, error=None):
+        """``wait()`` blocks until the step has ended (raising its error); ``error()``, when
+        given, returns the error the step itself raised once it has ended (else None)."""
+        self._engine, self._wait, self._error, self._done = engine, wait, error, False
         self._lo, self._hi = lo, hi
         self._lock = threading.Lock()  # several threads may wait; the epoch moves once
         self.thread = threading.get_ident()  # the thread that started the step
@@ -39,17 +41,36 @@ class PendingStep:
 
     def result(self) -> np.ndarray:
         """Wait for the step; its agents' actions ``(hi - lo, F)`` int64 on the host. Safe from
-        any thread."""
+        any thread. A KeyboardInterrupt that arrives meanwhile is delivered once the step has
+        finished (the worker thread or the device goes on writing whatever this thread does)."""
         if not self._done:
             with self._lock:
                 if not self._done:
-                    try:
-                        self._wait()
-                    finally:
-                        self._done = True
-                        self._engine._epoch += 1
-                        self._engine._pending = None
+                    self._finish()
+        self._engine._check_usable()
         return self._engine._backend.to_host(self._engine._buffers.actions[self._lo:self._hi])
+
+    def _finish(self) -> None:
+        eng, interrupt = self._engine, None
+        try:
+            while True:
+                try:
+                    self._wait()
+                    break
+                except KeyboardInterrupt as exc:
+                    if self._error is not None and self._error() is exc:
+                        raise  # the step's own error, not an interrupt of this thread
+                    interrupt = exc  # keep waiting: marking the step done now would tear the state
+        except BaseException as exc:
+            eng._tear(exc)  # the step failed halfway
+            raise
+        finally:
+            eng._epoch += 1
+            if eng._pending is self:
+                eng._pending = None
+            self._done = True  # last: a thread that sees it may start the next step at once
+        if interrupt is not None:
+            raise interrupt
 
 
 def _per_agent_scalar(value, name: str, n: int, dtype) -> np.ndarray:
@@ -235,7 +256,7 @@ class Engine:
             use_param_info_gain=bool(use_param_info_gain), action_selection=action_selection,
             sampling_mode=sampling_mode, learn_A=bool(learn_A), learn_B=bool(learn_B),
             learn_D=bool(learn_D), has_pA=model.pA is not None, has_pB=model.pB is not None,
-            has_pD=model.pD is not None, agent0=int(agent_offset),
+            has_pD=model.pD is not None, agent_offset=int(agent_offset),
             inference_horizon=None if inference_algo == "fpi" or inference_horizon is None else int(inference_horizon),
             categorical_obs=bool(categorical_obs))
         rates = {k: _per_agent_scalar(v, k, n, dt) for k, v in
@@ -256,6 +277,11 @@ class Engine:
         # reset): odd = being written. See snapshot.
         self._epoch = 0
         self._pending = None  # the PendingStep of an unfinished step_async
+        # Held while a thread starts a step or writes the state: steps from several threads
+        # run one after the other, never interleaved (a step_async's kernel runs after release,
+        # and the next writer waits for it first).
+        self._lock = threading.Lock()
+        self._torn = None  # why the state is half-written (then every use raises), or None
         self._obs_hi = np.asarray(self.config.num_obs, dtype=np.int64)
         self._inline = (self._backend.xp is np and not hasattr(self._backend, "step_async")
                         and self.config.n_agents < _INLINE_BELOW)
@@ -422,17 +448,28 @@ class Engine:
     def step(self, obs, agents=None) -> np.ndarray:
         """One full step in pymdp's order: infer_states, infer_policies, infer_parameters (when
         learning), sample_action, update_empirical_prior. Returns actions ``(N, F)`` int64.
-        ``agents=(lo, hi)`` steps only that cohort (obs and actions ``(hi - lo, ...)``)."""
-        if agents is None and self._pending is None and self._inline:
+        ``agents=(lo, hi)`` steps only that cohort (obs and actions ``(hi - lo, ...)``).
+
+        Thread-safe: steps from several threads are serialized, each whole. An exception or
+        KeyboardInterrupt that stops a step running on the calling thread midway leaves the
+        engine unusable (every later use raises RuntimeError); see ``step_async`` for steps on
+        the worker thread, which an interrupt waits for."""
+        if agents is None and self._inline:
             # the common small-N CPU case without the async machinery: ~3 us less per step
             obs = self._check_obs(obs)
-            self._epoch += 1  # as _writing(), whose generator would cost ~3 us here
-            try:
-                self._put_obs(obs, 0, self.config.n_agents)
-                self._backend.step(self._buffers, self.config)
-            finally:
-                self._epoch += 1
-            return self._buffers.actions.copy()
+            with self._lock:
+                if self._pending is not None or self._torn is not None:
+                    self.wait()
+                self._epoch += 1  # as _writing(), whose generator would cost ~3 us here
+                try:
+                    self._put_obs(obs, 0, self.config.n_agents)
+                    self._backend.step(self._buffers, self.config)
+                except BaseException as exc:
+                    self._tear(exc)
+                    raise
+                finally:
+                    self._epoch += 1
+                return self._buffers.actions.copy()
         return self.step_async(obs, agents).result()
 
     def step_async(self, obs, agents=None) -> "PendingStep":
@@ -445,43 +482,63 @@ class Engine:
         Cohorts give exactly the numbers of whole steps (draws are keyed by global agent index),
         so one cohort's host work can overlap the other cohort's kernel.
         """
-        self.wait()
         lo, hi = self._cohort(agents)
         obs = self._check_obs(obs, hi - lo)
-        self._epoch += 1  # odd while the state is being written (see snapshot)
-        try:
-            args = (self._buffers, self.config, lo, hi)
-            launch = getattr(self._backend, "step_async", None)
-            if launch is not None:  # cuda: queued on the engine's stream, obs copy included
-                with self._backend.on_stream():
+        with self._lock:
+            self.wait()
+            self._epoch += 1  # odd while the state is being written (see snapshot)
+            try:
+                args = (self._buffers, self.config, lo, hi)
+                launch = getattr(self._backend, "step_async", None)
+                if launch is not None:  # cuda: queued on the engine's stream, obs copy included
+                    with self._backend.on_stream():
+                        self._put_obs(obs, lo, hi)
+                        launch(*args)
+                    pending = PendingStep(self, self._backend.synchronize, lo, hi)
+                elif hi - lo < _INLINE_BELOW and agents is None:  # a thread hop costs more than the step
                     self._put_obs(obs, lo, hi)
-                    launch(*args)
-                pending = PendingStep(self, self._backend.synchronize, lo, hi)
-            elif hi - lo < _INLINE_BELOW and agents is None:  # a thread hop costs more than the step
-                self._put_obs(obs, lo, hi)
-                self._backend.step(*args)
-                pending = PendingStep(self, lambda: None, lo, hi)
-            else:
-                self._put_obs(obs, lo, hi)
-                fut = _step_executor().submit(self._backend.step, *args)
-                pending = PendingStep(self, fut.result, lo, hi)
-        except BaseException:
-            self._epoch += 1
-            raise
-        self._pending = pending
+                    self._backend.step(*args)
+                    pending = PendingStep(self, lambda: None, lo, hi)
+                else:
+                    self._put_obs(obs, lo, hi)
+                    fut = _step_executor().submit(self._backend.step, *args)
+                    pending = PendingStep(self, fut.result, lo, hi,
+                                          lambda: fut.exception() if fut.done() else None)
+            except BaseException as exc:
+                # obs (at least) is written: the state mixes two steps (and a step just queued
+                # may still be writing), so the engine is marked unusable
+                self._tear(exc)
+                self._epoch += 1
+                raise
+            self._pending = pending
         return pending
 
     @contextlib.contextmanager
     def _writing(self):
-        """A write of the per-agent state: the epoch is odd meanwhile (see ``snapshot``), device
-        work goes to the engine's stream, and it has finished when the block ends."""
-        self._epoch += 1
-        try:
-            with self._backend.on_stream():
-                yield
-                self._backend.synchronize()
-        finally:
+        """A write of the per-agent state, under the engine's lock after any step in flight:
+        the epoch is odd meanwhile (see ``snapshot``), device work goes to the engine's stream,
+        and it has finished when the block ends. An exception inside tears the state."""
+        with self._lock:
+            self.wait()
             self._epoch += 1
+            try:
+                with self._backend.on_stream():
+                    yield
+                    self._backend.synchronize()
+            except BaseException as exc:
+                self._tear(exc)
+                raise
+            finally:
+                self._epoch += 1
+
+    def _tear(self, exc: BaseException) -> None:
+        self._torn = (f"this engine is unusable: a write of its state stopped halfway "
+                      f"({type(exc).__name__}: {exc}); load a checkpoint or build a new engine")
+
+    def _check_usable(self) -> None:
+        """RuntimeError when an interrupted write left the state half-written."""
+        if self._torn is not None:
+            raise RuntimeError(self._torn)
 
     def _cohort(self, agents) -> tuple[int, int]:
         n = self.config.n_agents
@@ -496,9 +553,12 @@ class Engine:
         return lo, hi
 
     def wait(self) -> None:
-        """Block until a step started by :meth:`step_async` has finished."""
-        if self._pending is not None:
-            self._pending.result()
+        """Block until a step started by :meth:`step_async` has finished (from any thread).
+        RuntimeError when the engine is unusable (an interrupted write, see ``step``)."""
+        self._check_usable()
+        pending = self._pending
+        if pending is not None:
+            pending.result()
 
     # -- runtime: simulation loop, consistent reads, checkpoints ----------------------------
     def snapshot(self) -> dict:

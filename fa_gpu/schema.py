@@ -43,7 +43,13 @@ class Buffer:
     (a layout table, its own shape) or a sharing key A/B/C/D/E (N when that group is per-agent,
     else 1). width : key of :func:`widths`, or None for one value per row. dtype : ``"float"``
     (the engine's) or ``"int64"``. views : how the pymdp views are cut (see :func:`_views`).
-    when : key of :func:`present`; None: always there.
+    when : key of :func:`present`; None: always there. valid : the rule a value read from a
+    file must satisfy (every checkpointed buffer has one; :mod:`fa_gpu.runtime.checkpoint`
+    implements them): ``model`` (the GenerativeModel rules of its group), ``rate`` (the Engine's
+    rules for that setting), ``finite``, ``index`` (in ``[0, bound)`` per column: outcomes of
+    each modality, actions of each factor), ``index_or_none`` (the same, or -1), ``belief``
+    (every factor's segment a distribution), ``policy_posterior`` (a distribution, or all zeros
+    before the first step), ``count`` (``>= 0``).
     """
 
     name: str
@@ -55,43 +61,47 @@ class Buffer:
     views: str | None = None
     when: str | None = None
     doc: str = ""
+    valid: str | None = None
 
 
 BUFFERS = (
     # -- the model (shared: 1 row; per-agent or learned: N rows) --------------------------------
-    Buffer("A", "A", "model", "A", "A", "float", "A", doc="p(o | s) per modality"),
-    Buffer("logA", "A", "model", "A", "A", "float", "A", doc="log max(A, MINVAL)"),
-    Buffer("H_A", "A", "model", "A", "H", "float", "H", doc="-sum_o A log A per joint state"),
-    Buffer("C", "C", "model", "C", "C", "float", "C", doc="log preferences over outcomes"),
-    Buffer("B", "B", "model", "B", "B", "float", "B", doc="p(s' | s, u) per factor"),
-    Buffer("D", "D", "model", "D", "S", "float", "S", doc="initial state prior"),
-    Buffer("E", "E", "model", "E", "E", "float", "E", doc="prior over policies"),
-    Buffer("pA", "counts", "model", "A", "A", "float", "A", "pA", "Dirichlet counts of A"),
-    Buffer("pB", "counts", "model", "B", "B", "float", "B", "pB", "Dirichlet counts of B"),
-    Buffer("pD", "counts", "model", "D", "S", "float", "S", "pD", "Dirichlet counts of D"),
-    Buffer("wA", "counts", "model", "A", "A", "float", "A", "wA", "parameter information gain weights of pA"),
-    Buffer("wB", "counts", "model", "B", "B", "float", "B", "wB", "parameter information gain weights of pB"),
-    Buffer("gamma", "rates", "model", "agents", None, "float", doc="policy precision"),
-    Buffer("alpha", "rates", "model", "agents", None, "float", doc="action precision"),
-    Buffer("lr", "rates", "model", "agents", "lr", "float", "lr", doc="learning rates lr_pA, lr_pB, lr_pD"),
+    Buffer("A", "A", "model", "A", "A", "float", "A", doc="p(o | s) per modality", valid="model"),
+    Buffer("logA", "A", "model", "A", "A", "float", "A", doc="log max(A, MINVAL)", valid="finite"),
+    Buffer("H_A", "A", "model", "A", "H", "float", "H", doc="-sum_o A log A per joint state", valid="finite"),
+    Buffer("C", "C", "model", "C", "C", "float", "C", doc="log preferences over outcomes", valid="model"),
+    Buffer("B", "B", "model", "B", "B", "float", "B", doc="p(s' | s, u) per factor", valid="model"),
+    Buffer("D", "D", "model", "D", "S", "float", "S", doc="initial state prior", valid="model"),
+    Buffer("E", "E", "model", "E", "E", "float", "E", doc="prior over policies", valid="model"),
+    Buffer("pA", "counts", "model", "A", "A", "float", "A", "pA", "Dirichlet counts of A", valid="model"),
+    Buffer("pB", "counts", "model", "B", "B", "float", "B", "pB", "Dirichlet counts of B", valid="model"),
+    Buffer("pD", "counts", "model", "D", "S", "float", "S", "pD", "Dirichlet counts of D", valid="model"),
+    Buffer("wA", "counts", "model", "A", "A", "float", "A", "wA", "parameter information gain weights of pA", valid="finite"),
+    Buffer("wB", "counts", "model", "B", "B", "float", "B", "wB", "parameter information gain weights of pB", valid="finite"),
+    Buffer("gamma", "rates", "model", "agents", None, "float", doc="policy precision", valid="rate"),
+    Buffer("alpha", "rates", "model", "agents", None, "float", doc="action precision", valid="rate"),
+    Buffer("lr", "rates", "model", "agents", "lr", "float", "lr", doc="learning rates lr_pA, lr_pB, lr_pD", valid="rate"),
     # -- per-agent state --------------------------------------------------------------------
-    Buffer("obs", "state", "state", "agents", "M", "int64", doc="last observation"),
-    Buffer("qs", "state", "state", "agents", "S", "float", "S", doc="posterior over states"),
-    Buffer("prior", "state", "state", "agents", "S", "float", "S", doc="empirical prior of the next step"),
-    Buffer("qs_prev", "state", "state", "agents", "S", "float", "S", doc="posterior of the previous step"),
-    Buffer("q_pi", "state", "state", "agents", "P", "float", doc="policy posterior"),
-    Buffer("neg_efe", "state", "state", "agents", "P", "float", doc="negative expected free energy"),
-    Buffer("actions", "state", "state", "agents", "F", "int64", doc="last actions"),
-    Buffer("prev_actions", "state", "state", "agents", "F", "int64", doc="action before this step (-1: none)"),
-    Buffer("t", "state", "state", "agents", None, "int64", doc="steps since reset"),
+    Buffer("obs", "state", "state", "agents", "M", "int64", doc="last observation", valid="index"),
+    Buffer("qs", "state", "state", "agents", "S", "float", "S", doc="posterior over states", valid="belief"),
+    Buffer("prior", "state", "state", "agents", "S", "float", "S", doc="empirical prior of the next step", valid="belief"),
+    Buffer("qs_prev", "state", "state", "agents", "S", "float", "S", doc="posterior of the previous step", valid="belief"),
+    Buffer("q_pi", "state", "state", "agents", "P", "float", doc="policy posterior", valid="policy_posterior"),
+    Buffer("neg_efe", "state", "state", "agents", "P", "float", doc="negative expected free energy", valid="finite"),
+    Buffer("actions", "state", "state", "agents", "F", "int64", doc="last actions", valid="index"),
+    Buffer("prev_actions", "state", "state", "agents", "F", "int64", doc="action before this step (-1: none)", valid="index_or_none"),
+    Buffer("t", "state", "state", "agents", None, "int64", doc="steps since reset", valid="count"),
     # -- sequence inference and categorical observations (not read by the fused kernels yet) ----
     Buffer("obs_window", "state", None, "agents", "OW", "float", "OW", "window",
-           "observations (distributions) of the last inference_horizon steps, newest last"),
+           "observations (distributions) of the last inference_horizon steps, newest last",
+           valid="obs_window"),
     Buffer("act_window", "state", None, "agents", "AW", "int64", None, "seq",
-           "actions between the window's steps (inference_horizon - 1), newest last"),
+           "actions between the window's steps (inference_horizon - 1), newest last",
+           valid="act_window"),
     Buffer("qs_window", "state", None, "agents", "SW", "float", "SW", "seq",
-           "posterior over the window's steps, newest last"),
-    Buffer("vfe", "state", None, "agents", None, "float", doc="variational free energy of the posterior"),
+           "posterior over the window's steps, newest last", valid="qs_window"),
+    Buffer("vfe", "state", None, "agents", None, "float", doc="variational free energy of the posterior",
+           valid="vfe"),
     # -- integer layout tables (shared, read-only; derived from the model) --------------------
     *(Buffer(k, "tables", "tables", "table", None, "int64", doc=f"layout table {k}")
       for k in TABLES_FIELDS),
@@ -197,7 +207,7 @@ def options(cfg) -> np.ndarray:
     o[col.OPT_STOCHASTIC] = cfg.action_selection == "stochastic"
     o[col.OPT_MARGINAL] = cfg.sampling_mode == "marginal"
     o[col.OPT_LEARN_A], o[col.OPT_LEARN_B], o[col.OPT_LEARN_D] = cfg.learn_A, cfg.learn_B, cfg.learn_D
-    o[col.OPT_AGENT_OFFSET] = cfg.agent0
+    o[col.OPT_AGENT_OFFSET] = cfg.agent_offset
     return o
 
 

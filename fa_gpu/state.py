@@ -34,7 +34,7 @@ class Config:
     has_pA: bool
     has_pB: bool
     has_pD: bool
-    agent0: int = 0  # global index of the first agent (a cohort of a larger engine)
+    agent_offset: int = 0  # global index of the first agent (a shard, or a cohort of an engine)
     inference_horizon: int | None = None  # window of mmp/vmp (None for fpi)
     categorical_obs: bool = False  # observations are distributions (N, O_m) per modality
 
@@ -62,5 +62,5 @@ class Config:
 
     def cohort(self, lo: int, hi: int) -> "Config":
         """The configuration of agents ``lo..hi-1`` of this engine (random draws keep their
-        global indices through ``agent0``)."""
-        return dataclasses.replace(self, n_agents=hi - lo, agent0=self.agent0 + lo)
+        global indices through ``agent_offset``)."""
+        return dataclasses.replace(self, n_agents=hi - lo, agent_offset=self.agent_offset + lo)

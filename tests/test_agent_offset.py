@@ -17,7 +17,7 @@ def test_slices_with_offsets_equal_one_engine(backend, idx):
     _, whole = build(case, n, 77, backend=backend, action_selection="stochastic", alpha=0.7)
     parts = [build(case, hi - lo, 77, backend=backend, action_selection="stochastic", alpha=0.7,
                    agent_offset=lo)[1] for lo, hi in zip(cuts, cuts[1:])]
-    assert parts[1].config.agent0 == 5
+    assert parts[1].config.agent_offset == 5
     for t, obs in enumerate(random_obs(case, n, 6, 77)):
         expect = whole.step(obs)
         got = np.concatenate([p.step(obs[lo:hi]) for p, lo, hi in zip(parts, cuts, cuts[1:])])

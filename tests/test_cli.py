@@ -1,6 +1,7 @@
 """The fa-gpu command line (fa_gpu.cli, python -m fa_gpu) and the run plot (fa_gpu.plot)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import types
@@ -154,3 +155,15 @@ def test_every_option_has_help_with_its_default():
     text = " ".join(subs.choices["simulate"].format_help().split())
     for default in ("(default: grid)", "(default: auto)", "(default: 0)", "(default: float32)"):
         assert default in text
+
+
+def test_simulate_overwrite_never_deletes_a_foreign_directory(tmp_path, capsys):
+    pytest.importorskip("zarr")
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    args = ["simulate", "--env", "tmaze", "--agents", "4", "--steps", "1", "--backend", "numpy",
+            "--output", str(out), "--no-progress", "--overwrite"]
+    assert cli.main(args) == 2
+    assert "not a store written by fa_gpu.Recorder" in capsys.readouterr().err
+    assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"

@@ -228,3 +228,33 @@ def test_context_manager_closes(tmp_path):
     store = Recorder.open(tmp_path / "s")
     assert store["steps_written"] == 5 and store["attrs"]["complete"] is True
     assert_matches_step_data(store, 5)
+
+
+def test_overwrite_replaces_only_a_recorder_store(tmp_path):
+    def rec(path):
+        return Recorder(path, 2, num_modalities=1, num_factors=1, overwrite=True)
+
+    with rec(tmp_path / "run") as r:  # absent: created
+        r.record(0, np.zeros((2, 1), dtype=np.int64), np.zeros((2, 1), dtype=np.int64))
+    assert read_store(tmp_path / "run")["attrs"]["format"] == "fa_gpu-trajectories"
+    rec(tmp_path / "run").close()  # ours: replaced
+    assert read_store(tmp_path / "run")["steps_written"] == 0
+    (tmp_path / "empty").mkdir()
+    rec(tmp_path / "empty").close()  # an empty directory holds nothing to lose
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "thesis.tex").write_text("years of work")
+    (tmp_path / "file.txt").write_text("data")
+    foreign = tmp_path / "foreign.zarr"  # a zarr group someone else wrote
+    zarr.open_group(foreign, mode="w", zarr_format=3, attributes={"n_agents": 2})
+    for path, match in ((tmp_path / "docs", "not a store written by fa_gpu.Recorder"),
+                        (tmp_path / "file.txt", "is not a directory"),
+                        (foreign, "not a store written by fa_gpu.Recorder")):
+        before = sorted(p.relative_to(path) for p in path.rglob("*")) if path.is_dir() else path.read_text()
+        with pytest.raises(FileExistsError, match=match):
+            rec(path)
+        after = sorted(p.relative_to(path) for p in path.rglob("*")) if path.is_dir() else path.read_text()
+        assert before == after
+    assert (tmp_path / "docs" / "thesis.tex").read_text() == "years of work"
+    with pytest.raises(ValueError, match="reserved keys \\['format'\\]"):
+        Recorder(tmp_path / "x", 2, num_modalities=1, num_factors=1, attrs={"format": "mine"})

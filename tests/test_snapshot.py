@@ -80,7 +80,10 @@ def test_snapshots_under_concurrent_stepping_are_consistent():
 
 class _FakeEngine:
     _epoch = 0
-    _pending = None  # no step_async of the reading thread to finish
+    _pending = None  # no step_async to finish
+
+    def _check_usable(self):
+        pass
 
 
 def test_read_consistent_retries_a_read_that_a_step_overlapped():

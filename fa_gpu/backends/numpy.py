@@ -178,7 +178,7 @@ class NumpyBackend:
         b.actions[...] = ref.sample_action(
             b.q_pi, cfg.policies, cfg.num_controls, action_selection=cfg.action_selection,
             sampling_mode=cfg.sampling_mode, alpha=b.alpha, seed=cfg.seed,
-            agent_ids=xp.arange(cfg.agent0, cfg.agent0 + cfg.n_agents), steps=b.t, xp=xp)
+            agent_ids=xp.arange(cfg.agent_offset, cfg.agent_offset + cfg.n_agents), steps=b.t, xp=xp)
 
     def update_empirical_prior(self, b, cfg: Config, actions) -> None:
         """The next step's prior (mmp, vmp: D, as pymdp); the windows move one step left, the

@@ -1,11 +1,11 @@
 """Engine checkpoints: the whole engine in one ``.npz`` file, written atomically.
 
-Contents (NumPy arrays only, so loading never unpickles):
+Contents (NumPy arrays only, so loading never unpickles; every member stored uncompressed):
 
 - ``__header__``: UTF-8 JSON as uint8: ``format`` ("fa_gpu-checkpoint"), ``version``
   (:data:`FORMAT_VERSION`), ``fa_gpu_version``, ``backend``, ``config`` (the engine's
   constructor settings), ``model`` (dependencies, control factors, which arrays are present),
-  ``epoch``;
+  ``epoch`` (informative only: a loaded engine starts a fresh sequence lock);
 - ``model.<name>[.<i>]``: the model as constructed (A, B, C, D, E, pA, pB, pD, policies);
 - ``params.<name>``, ``state.<name>``: every buffer :func:`fa_gpu.schema.checkpointed` names, as
   stored (packed parameter rows: learned A/B/D and counts, derived logA, H_A, wA, wB, learning
@@ -14,28 +14,40 @@ Contents (NumPy arrays only, so loading never unpickles):
 
 The random draws are keyed by (seed, agent, t, draw), so seed and ``t`` are the whole RNG state:
 a loaded engine continues bit-identically on the backend that saved it.
+
+A file is validated like user input before anything of it reaches an engine: only the expected
+members are read, each member's declared shape and dtype (its ``.npy`` header) and its size in
+the zip directory are checked against the schema before its data is read (so a crafted member
+cannot make the loader allocate more than the file holds), and every array must satisfy its
+buffer's ``valid`` rule (:class:`fa_gpu.schema.Buffer`).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
+import re
+import secrets
+import stat
+import threading
 import zipfile
 
 import numpy as np
 
 from .. import schema
+from ..model import GenerativeModel, _tol, float_dtype
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "capture", "write_atomic", "save", "load"]
 
 FORMAT = "fa_gpu-checkpoint"
 FORMAT_VERSION = 1
 _HEADER = "__header__"
+_MAX_HEADER_BYTES = 1 << 20  # the JSON header; a real one is a few kB
 _SETTINGS = ("n_agents", "seed", "inference_algo", "num_iter", "use_utility", "use_states_info_gain",
              "use_param_info_gain", "action_selection", "sampling_mode", "learn_A", "learn_B",
-             "learn_D", "inference_horizon", "categorical_obs")
+             "learn_D", "inference_horizon", "categorical_obs", "agent_offset")
 #: settings added after format version 1 was first written, and their value in older files
-_LATER = {"inference_horizon": None, "categorical_obs": False}
+_LATER = {"inference_horizon": None, "categorical_obs": False, "agent_offset": 0}
 _MODEL_LISTS = ("A", "B", "C", "D", "pA", "pB", "pD")
 
 
@@ -43,8 +55,11 @@ def _buffers(engine) -> dict:
     """``{checkpoint name: backend array}`` of every buffer a checkpoint holds (from the schema):
     what :func:`capture` copies out and :func:`load` copies back in."""
     b = engine._buffers
-    return {("state." if schema.BY_NAME[k].group == "state" else "params.") + k: b.packed[k]
-            for k in schema.checkpointed(b.spec)}
+    return {_member_name(k): b.packed[k] for k in schema.checkpointed(b.spec)}
+
+
+def _member_name(buffer: str) -> str:
+    return ("state." if schema.BY_NAME[buffer].group == "state" else "params.") + buffer
 
 
 def capture(engine) -> dict:
@@ -78,25 +93,82 @@ def capture(engine) -> dict:
     return arrays
 
 
+# -- writing ------------------------------------------------------------------------------------
+# Temporary files are ``.<target>.<pid>.<8 hex>.tmp`` next to the target: the pid tells a stale one
+# (its writer is gone) from one another save is still writing.
+_in_flight: set = set()  # temporary paths this process is writing now
+_in_flight_lock = threading.Lock()
+
+
+def _temp_pattern(base: str) -> re.Pattern:
+    return re.compile(re.escape(f".{base}.") + r"(\d+)\.[0-9a-f]{8}\.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove_stale_temps(directory: str, base: str) -> None:
+    """Remove temporary files of earlier saves to ``base`` whose writer died (a killed save);
+    only names of our own pattern, never one a live save is writing."""
+    pattern, me = _temp_pattern(base), os.getpid()
+    with os.scandir(directory) as entries:
+        names = [e.name for e in entries if e.name.startswith(f".{base}.")]
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None:
+            continue
+        pid, path = int(match.group(1)), os.path.join(directory, name)
+        with _in_flight_lock:
+            busy = path in _in_flight if pid == me else _alive(pid)
+        if not busy:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:  # another save removed it first
+                pass
+
+
 def write_atomic(arrays: dict, path) -> None:
     """Write ``arrays`` as an ``.npz`` to ``path`` (exactly that name) so that ``path`` holds
     either the old file or the complete new one, also after a crash or power cut: temporary file
-    in the same directory, fsync, ``os.replace``, fsync of the directory."""
+    in the same directory, fsync, ``os.replace``, fsync of the directory. A new file gets the
+    default mode (``0o666`` less the umask), a replaced one keeps its mode. Temporary files that
+    a killed earlier save left next to ``path`` are removed."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    base = os.path.basename(path)
+    _remove_stale_temps(directory, base)
+    tmp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    with _in_flight_lock:
+        _in_flight.add(tmp)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        # 0o666: the kernel applies the umask, as for any file the user creates
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            with os.fdopen(fd, "wb") as f:
+                try:
+                    os.fchmod(f.fileno(), stat.S_IMODE(os.stat(path).st_mode))
+                except FileNotFoundError:
+                    pass
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+    finally:
+        with _in_flight_lock:
+            _in_flight.discard(tmp)
     # The rename itself is durable only once the directory entry is on disk.
     dfd = os.open(directory, os.O_RDONLY)
     try:
@@ -110,37 +182,95 @@ def save(engine, path) -> None:
     write_atomic(capture(engine), path)
 
 
-def _read(path) -> tuple[dict, dict]:
-    """(header, {name: array}) with every array read; ValueError naming ``path`` when the file is
-    not a complete checkpoint of a format this version reads. Opening errors (missing file,
-    permissions) propagate unchanged."""
-    with open(path, "rb") as fh:
-        return _parse(path, fh)
+# -- reading ------------------------------------------------------------------------------------
+class _Archive:
+    """The members of a checkpoint file, each read only after its ``.npy`` header and its size
+    in the zip directory agree with what the caller expects."""
+
+    def __init__(self, path, fh):
+        self.path, self.size = path, os.fstat(fh.fileno()).st_size
+        magic = fh.read(4)
+        fh.seek(0)
+        if self.size and magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise ValueError(f"{path} is not an fa_gpu checkpoint (not a zip archive: a .npz "
+                             f"written by Engine.save)")
+        self.zip = zipfile.ZipFile(fh)
+        self.infos = {}
+        for info in self.zip.infolist():
+            if not info.filename.endswith(".npy") or info.filename[:-4] in self.infos:
+                raise ValueError(f"{path} is not an fa_gpu checkpoint (unexpected member "
+                                 f"{info.filename!r})")
+            self.infos[info.filename[:-4]] = info
+        self.read_names = set()
+
+    def __contains__(self, name) -> bool:
+        return name in self.infos
+
+    def read(self, name: str, shape=None, dtype=None, kinds: str = "") -> np.ndarray:
+        """Member ``name`` as an array. ``shape``, ``dtype``: what it must declare (None: any);
+        ``kinds``: dtype kinds it may have. KeyError when it is absent."""
+        info, path = self.infos[name], self.path
+        self.read_names.add(name)
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise ValueError(f"{path}: {name} is a compressed member; checkpoints store arrays "
+                             f"uncompressed")
+        if info.file_size > self.size:
+            raise ValueError(f"{path}: {name} declares {info.file_size} bytes, more than the "
+                             f"file's {self.size}")
+        with self.zip.open(info) as fp:
+            version = np.lib.format.read_magic(fp)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"{path}: {name} has .npy format version {version}")
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            got_shape, fortran, got_dtype = read_header(fp)
+            if got_dtype.hasobject or (kinds and got_dtype.kind not in kinds):
+                raise ValueError(f"{path}: {name} has dtype {got_dtype}, expected "
+                                 f"{dtype or 'kind ' + kinds}")
+            if (shape is not None and got_shape != tuple(shape)) or (
+                    dtype is not None and got_dtype != np.dtype(dtype)):
+                raise ValueError(f"{path}: {name} has shape {got_shape} and dtype {got_dtype}; "
+                                 f"expected {tuple(shape) if shape is not None else 'any shape'} "
+                                 f"and {np.dtype(dtype) if dtype is not None else got_dtype}")
+            nbytes = math.prod(got_shape) * got_dtype.itemsize
+            if info.file_size != fp.tell() + nbytes:
+                raise ValueError(f"{path}: {name} declares {got_shape} {got_dtype} ({nbytes} "
+                                 f"bytes) but its zip entry holds {info.file_size - fp.tell()} "
+                                 f"bytes of data")
+            data = fp.read(nbytes)  # reaching the end checks the member's CRC
+        arr = np.frombuffer(data, dtype=got_dtype)
+        return (arr.reshape(got_shape[::-1]).T if fortran else arr.reshape(got_shape))
+
+    def check_all_read(self) -> None:
+        extra = sorted(set(self.infos) - self.read_names)
+        if extra:
+            raise ValueError(f"{self.path} is not an fa_gpu checkpoint of this engine "
+                             f"(unexpected members {extra})")
 
 
-def _parse(path, fh) -> tuple[dict, dict]:
+def _open(path, fh) -> tuple[_Archive, dict]:
+    """(archive, header) with the header checked: ValueError naming ``path`` when the file is
+    not a checkpoint of a format this version reads."""
     try:
-        with np.load(fh, allow_pickle=False) as z:
-            if _HEADER not in z.files:
-                raise ValueError(f"{path} is not an fa_gpu checkpoint (no {_HEADER} entry)")
-            header = json.loads(z[_HEADER].tobytes().decode())
-            if not isinstance(header, dict) or header.get("format") != FORMAT:
-                raise ValueError(f"{path} is not an fa_gpu checkpoint (format "
-                                 f"{header.get('format') if isinstance(header, dict) else None!r})")
-            if header.get("version") != FORMAT_VERSION:
-                raise ValueError(f"{path}: checkpoint format version {header.get('version')}, "
-                                 f"this fa_gpu reads {FORMAT_VERSION}")
-            arrays = {k: z[k] for k in z.files if k != _HEADER}
-    except (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError,
+        archive = _Archive(path, fh)
+        if _HEADER not in archive:
+            raise ValueError(f"{path} is not an fa_gpu checkpoint (no {_HEADER} entry)")
+        raw = archive.read(_HEADER, dtype=np.uint8)
+        if raw.ndim != 1 or raw.size > _MAX_HEADER_BYTES:
+            raise ValueError(f"{path}: {_HEADER} must be at most {_MAX_HEADER_BYTES} bytes of "
+                             f"JSON; got shape {raw.shape}")
+        header = json.loads(raw.tobytes().decode())
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, UnicodeDecodeError,
             json.JSONDecodeError) as exc:
         raise ValueError(f"{path} is not a readable fa_gpu checkpoint (truncated or corrupt: "
                          f"{type(exc).__name__}: {exc})") from exc
-    except ValueError as exc:
-        if str(exc).startswith(str(path)):
-            raise
-        # np.load's own ValueError: not an npy/npz at all (it refuses to try pickle).
-        raise ValueError(f"{path} is not an fa_gpu checkpoint ({exc})") from exc
-    return header, arrays
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an fa_gpu checkpoint (format "
+                         f"{header.get('format') if isinstance(header, dict) else None!r})")
+    if header.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format version {header.get('version')}, "
+                         f"this fa_gpu reads {FORMAT_VERSION}")
+    return archive, header
 
 
 _RUN_OPTIONS = ("num_threads", "device", "cuda_path")
@@ -150,46 +280,216 @@ def load(path, backend: str | None = None, **options):
     """The engine saved at ``path``, on ``backend`` (default: the backend that saved it; bit-
     identical continuation needs the same backend). ``options`` are the Engine's settings of
     where it runs, not saved with it: ``num_threads``, ``device``, ``cuda_path``. Raises
-    ValueError for anything that is not a complete checkpoint of this format version."""
-    from .. import Engine, GenerativeModel
-
+    ValueError, naming the member and the rule, for anything that is not a complete, valid
+    checkpoint of this format version; the file is never trusted (see the module docstring).
+    A loaded engine starts a fresh sequence lock (``snapshot``'s epoch is 0)."""
     unknown = sorted(set(options) - set(_RUN_OPTIONS))
     if unknown:
         raise TypeError(f"load() got unexpected options {unknown}; it takes {', '.join(_RUN_OPTIONS)}")
-    header, arrays = _read(path)
+    with open(path, "rb") as fh:
+        archive, header = _open(path, fh)
+        try:
+            return _restore(path, archive, header, backend, options)
+        except KeyError as exc:
+            raise ValueError(f"{path} is an incomplete fa_gpu checkpoint: {exc.args[0]} is "
+                             f"missing") from exc
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path} is not a readable fa_gpu checkpoint (truncated or corrupt: "
+                             f"{type(exc).__name__}: {exc})") from exc
+
+
+def _header_field(path, header, *keys, kind=None):
+    value = header
+    for k in keys:
+        value = value[k]  # KeyError: reported as missing
+    if kind is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise ValueError(f"{path}: header field {'.'.join(keys)} must be "
+                         f"{getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def _read_model(path, archive, header) -> GenerativeModel:
+    """The saved model, through GenerativeModel's checks."""
+    M = _header_field(path, header, "model", "num_modalities", kind=int)
+    F = _header_field(path, header, "model", "num_factors", kind=int)
+    counts = _header_field(path, header, "model", "counts", kind=list)
+    lists = {name: [archive.read(f"model.{name}.{i}", kinds="f")
+                    for i in range(M if name in ("A", "C", "pA") else F)]
+             for name in _MODEL_LISTS if name[0] != "p" or name in counts}
     try:
-        cfg, mh = header["config"], header["model"]
-        lists = {name: [arrays[f"model.{name}.{i}"] for i in range(
-                     mh["num_modalities"] if name in ("A", "C", "pA") else mh["num_factors"])]
-                 for name in _MODEL_LISTS if name[0] != "p" or name in mh["counts"]}
         # the policies are in the file already: the bound on enumerating them does not apply
-        model = GenerativeModel(**lists, E=arrays["model.E"], policies=arrays["model.policies"],
-                                A_dependencies=mh["A_dependencies"], B_dependencies=mh["B_dependencies"],
-                                control_fac_idx=mh["control_fac_idx"], max_policies=None)
-        settings = {k: cfg[k] if k in cfg or k not in _LATER else _LATER[k]
-                    for k in _SETTINGS if k != "n_agents"}
-        want = header["backend"] if backend is None else backend
-        lr = arrays["params.lr"]
-        try:  # the rates go through the constructor's checks; the restore below copies them again
-            engine = Engine(model, cfg["n_agents"], backend=want, dtype=cfg["dtype"],
-                            gamma=arrays["params.gamma"], alpha=arrays["params.alpha"],
-                            **dict(zip(schema.LR_NAMES, np.asarray(lr).T)), **settings, **options)
-        except RuntimeError as exc:
-            if backend is not None:
-                raise
-            raise RuntimeError(f"{path} was saved by the {want!r} backend, which cannot run here "
-                               f"({exc}); pass backend='auto' or another name to load it") from exc
-        be = engine._backend
-        with be.on_stream():
-            for name, dst in _buffers(engine).items():
-                src = arrays[name]
-                if src.shape != tuple(dst.shape):
-                    raise ValueError(f"{path}: {name} has shape {src.shape}, the rebuilt engine "
-                                     f"expects {tuple(dst.shape)}")
-                # In place: the pymdp-layout views (A, B, qs, ...) point into these buffers.
-                dst[...] = be.asarray(src, dtype=dst.dtype)
-            be.synchronize()
-    except KeyError as exc:
-        raise ValueError(f"{path} is an incomplete fa_gpu checkpoint: {exc.args[0]} is missing") from exc
-    engine._epoch = int(header["epoch"])
+        return GenerativeModel(
+            **lists, E=archive.read("model.E", kinds="f"),
+            policies=archive.read("model.policies", kinds="iu"),
+            A_dependencies=_header_field(path, header, "model", "A_dependencies", kind=list),
+            B_dependencies=_header_field(path, header, "model", "B_dependencies", kind=list),
+            control_fac_idx=_header_field(path, header, "model", "control_fac_idx", kind=list),
+            max_policies=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: the saved model (members model.*) is invalid: {exc}") from exc
+
+
+def _restore(path, archive, header, backend, options):
+    from .. import Engine
+
+    model = _read_model(path, archive, header)
+    cfg = _header_field(path, header, "config", kind=dict)
+    n = _header_field(path, header, "config", "n_agents", kind=int)
+    try:
+        dt = float_dtype(cfg["dtype"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: header field config.dtype: {exc}") from None
+    # the rates go through the Engine constructor's own checks
+    rates = {}
+    for b in schema.BUFFERS:
+        if b.valid == "rate":
+            shape = (n,) if b.width is None else (n, len(schema.LR_NAMES))
+            rates[b.name] = archive.read(_member_name(b.name), shape, dt)
+    settings = {k: cfg[k] if k in cfg or k not in _LATER else _LATER[k]
+                for k in _SETTINGS if k != "n_agents"}
+    want = _header_field(path, header, "backend", kind=str) if backend is None else backend
+    try:
+        engine = Engine(model, n, backend=want, dtype=dt, gamma=rates["gamma"],
+                        alpha=rates["alpha"], **dict(zip(schema.LR_NAMES, rates["lr"].T)),
+                        **settings, **options)
+    except RuntimeError as exc:
+        if backend is not None:
+            raise
+        raise RuntimeError(f"{path} was saved by the {want!r} backend, which cannot run here "
+                           f"({exc}); pass backend='auto' or another name to load it") from exc
+    except (ValueError, TypeError) as exc:
+        # the constructor's message starts with the argument's name: name the member instead
+        where = next((_member_name(b.name) for b in schema.BUFFERS if b.valid == "rate"
+                      and str(exc).startswith(schema.LR_NAMES if b.views == "lr" else b.name)),
+                     "header field config")
+        raise ValueError(f"{path}: {where}: {exc}") from exc
+
+    # Every buffer read and checked before any reaches the engine.
+    targets = _buffers(engine)
+    host = {}
+    for name, dst in targets.items():
+        host[name.split(".", 1)[1]] = archive.read(name, tuple(dst.shape), dst.dtype)
+    archive.check_all_read()
+    views = schema.Bound(host, engine._spec, engine.config, engine.layout)
+    for buf in host:
+        rule = schema.BY_NAME[buf].valid
+        if rule != "rate":
+            try:
+                _RULES[rule](buf, views, engine)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{path}: {_member_name(buf)}: {exc}") from exc
+
+    be = engine._backend
+    with be.on_stream():
+        for name, dst in targets.items():
+            # In place: the pymdp-layout views (A, B, qs, ...) point into these buffers.
+            dst[...] = be.asarray(host[name.split(".", 1)[1]], dtype=dst.dtype)
+        be.synchronize()
     return engine
+
+
+# -- the valid rules of schema.Buffer -------------------------------------------------------------
+def _rule_model(buf, views, engine) -> None:
+    """GenerativeModel's rules for this group, with the saved array in place of the model's."""
+    m = engine.model
+    arrays = {k: getattr(m, k) for k in ("A", "B", "C", "D", "E", "pA", "pB", "pD")}
+    arrays[buf] = getattr(views, buf)
+    GenerativeModel(**arrays, A_dependencies=m.A_dependencies, B_dependencies=m.B_dependencies,
+                    control_fac_idx=m.control_fac_idx, policies=m.policies, max_policies=None)
+
+
+def _first(bad: np.ndarray) -> tuple:
+    return tuple(int(i) for i in np.argwhere(bad)[0])
+
+
+def _rule_finite(buf, views, engine) -> None:
+    arr = views.packed[buf]
+    if not np.isfinite(arr).all():
+        idx = _first(~np.isfinite(arr))
+        raise ValueError(f"must be finite; entry {idx} is {arr[idx]}")
+
+
+def _distributions(rows: np.ndarray, what: str, zeros_ok: bool = False) -> None:
+    """Each row of ``rows`` (N, K) non-negative, finite and summing to 1 (or, with ``zeros_ok``,
+    all zeros), checked in the array's own dtype's tolerance."""
+    if not np.isfinite(rows).all():
+        idx = _first(~np.isfinite(rows))
+        raise ValueError(f"{what} must be finite; agent {idx[0]} entry {idx[1]} is {rows[idx]}")
+    if (rows < 0).any():
+        idx = _first(rows < 0)
+        raise ValueError(f"{what} must be non-negative; agent {idx[0]} entry {idx[1]} is {rows[idx]}")
+    sums = rows.sum(axis=1)
+    bad = np.abs(sums - 1) > _tol(rows.dtype)
+    if zeros_ok:
+        bad &= ~(rows == 0).all(axis=1)
+    if bad.any():
+        a = int(np.argmax(bad))
+        raise ValueError(f"{what} of every agent must sum to 1{' (or be all 0)' if zeros_ok else ''}; "
+                         f"agent {a} sums to {float(sums[a]):.6g}")
+
+
+def _rule_belief(buf, views, engine) -> None:
+    for f, q in enumerate(getattr(views, buf)):
+        _distributions(q, f"factor {f}")
+
+
+def _rule_policy_posterior(buf, views, engine) -> None:
+    # all zeros: reset, no policy inferred since
+    _distributions(views.packed[buf], "the policy posterior", zeros_ok=True)
+
+
+def _check_indices(arr, bounds, what: str, low: int) -> None:
+    hi = np.asarray(bounds, dtype=np.int64)
+    bad = (arr < 0) | (arr >= hi)
+    if low < 0:
+        bad &= arr != low
+    if bad.any():
+        a, k = _first(bad)
+        lo = f"{low} or [0, {hi[k]})" if low < 0 else f"[0, {hi[k]})"
+        raise ValueError(f"agent {a}, {what} {k}: {int(arr[a, k])} is outside {lo}")
+
+
+def _rule_index(buf, views, engine, low: int = 0) -> None:
+    cfg = engine.config
+    width = schema.BY_NAME[buf].width
+    bounds, what = {"M": (cfg.num_obs, "modality"), "F": (cfg.num_controls, "factor")}[width]
+    _check_indices(views.packed[buf], bounds, what, low)
+
+
+def _rule_count(buf, views, engine) -> None:
+    arr = views.packed[buf]
+    if (arr < 0).any():
+        a = int(np.argmax(arr < 0))
+        raise ValueError(f"must be >= 0; agent {a} has {int(arr[a])}")
+
+
+def _rule_obs_window(buf, views, engine) -> None:
+    for m, w in enumerate(getattr(views, buf)):  # (N, H, O_m); an empty slot is all zeros
+        _distributions(w.reshape(-1, w.shape[-1]), f"modality {m} (agent x slot rows)", zeros_ok=True)
+
+
+def _rule_act_window(buf, views, engine) -> None:
+    cfg = engine.config
+    arr = views.packed[buf].reshape(cfg.n_agents, -1, cfg.num_factors)  # (N, H - 1, F)
+    _check_indices(arr.reshape(-1, cfg.num_factors), cfg.num_controls, "(agent x slot), factor", -1)
+
+
+def _rule_qs_window(buf, views, engine) -> None:
+    for f, w in enumerate(getattr(views, buf)):  # (N, H, S_f)
+        _distributions(w.reshape(-1, w.shape[-1]), f"factor {f} (agent x slot rows)")
+
+
+def _rule_vfe(buf, views, engine) -> None:
+    arr = views.packed[buf]  # NaN: not computed by the fused step
+    if np.isinf(arr).any():
+        raise ValueError(f"must be finite (or NaN: not computed); agent {_first(np.isinf(arr))[0]} is inf")
+
+
+_RULES = {"model": _rule_model, "finite": _rule_finite, "belief": _rule_belief,
+          "policy_posterior": _rule_policy_posterior, "index": _rule_index,
+          "index_or_none": lambda buf, views, engine: _rule_index(buf, views, engine, low=-1),
+          "count": _rule_count, "obs_window": _rule_obs_window, "act_window": _rule_act_window,
+          "qs_window": _rule_qs_window, "vfe": _rule_vfe}
+for _b in schema.BUFFERS:  # every buffer a checkpoint can hold has a rule implemented here
+    if _b.group not in ("scratch", "tables") and _b.valid not in (*_RULES, "rate"):
+        raise ImportError(f"fa_gpu.runtime.checkpoint: no rule {_b.valid!r} for buffer {_b.name}")

@@ -5,7 +5,7 @@ Layout of the Zarr v3 group at ``path`` (T steps, N agents, F factors, M modalit
 - ``actions``: ``(T, N, F)`` int64 and ``obs``: ``(T, N, M)`` int64;
 - ``qs_{f}``: ``(T, N, S_f)`` in the recorder's float ``dtype``, one per factor, only with
   ``record_beliefs``;
-- group attributes: ``n_agents``, ``num_modalities``, ``num_factors``, ``num_states``,
+- group attributes: ``format`` (:data:`STORE_FORMAT`, the mark ``overwrite=True`` looks for), ``n_agents``, ``num_modalities``, ``num_factors``, ``num_states``,
   ``record_beliefs``, ``chunk_steps``, ``dtype``, ``fa_gpu_version``, the caller's ``attrs``,
   ``steps_written`` (steps whose data is on disk: after a crash trust only these rows) and
   ``complete`` (true once ``close()`` succeeded).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import operator
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,12 +28,15 @@ import zarr
 from .. import __version__
 from .topology import pool_sizes
 
-__all__ = ["Recorder", "read_store"]
+__all__ = ["Recorder", "read_store", "STORE_FORMAT"]
+
+#: value of the ``format`` attribute of every store a Recorder writes
+STORE_FORMAT = "fa_gpu-trajectories"
 
 # Uncompressed bytes per zarr chunk: large enough to compress well and keep the file count low,
 # small enough that reading a few agents does not decode the whole population.
 _CHUNK_BYTES = 4 << 20
-_RESERVED = frozenset({"n_agents", "num_modalities", "num_factors", "num_states", "record_beliefs",
+_RESERVED = frozenset({"format", "n_agents", "num_modalities", "num_factors", "num_states", "record_beliefs",
                        "chunk_steps", "dtype", "fa_gpu_version", "steps_written", "complete"})
 
 
@@ -50,7 +54,9 @@ class Recorder:
     while the simulation goes on. At most ``max_pending`` chunks are in flight; beyond that
     ``record()`` blocks. A failed write is re-raised (as ``RuntimeError`` from the original) by
     the next ``record``/``flush``/``close``. Call it from one thread; inputs are host (NumPy)
-    arrays. ``overwrite=False`` refuses a ``path`` that already holds data.
+    arrays. ``overwrite=False`` refuses a ``path`` that already holds data; ``overwrite=True``
+    replaces only a store a Recorder wrote (its ``format`` attribute says so) or an empty
+    directory, and refuses (FileExistsError, leaving it untouched) anything else.
     """
 
     def __init__(self, path, n_agents, *, num_modalities, num_factors, num_states=None,
@@ -75,7 +81,7 @@ class Recorder:
         user = dict(attrs or {})
         if _RESERVED & user.keys():
             raise ValueError(f"attrs may not set reserved keys {sorted(_RESERVED & user.keys())}")
-        meta = dict(user, n_agents=n, num_modalities=num_modalities, num_factors=num_factors,
+        meta = dict(user, format=STORE_FORMAT, n_agents=n, num_modalities=num_modalities, num_factors=num_factors,
                     num_states=num_states, record_beliefs=bool(record_beliefs),
                     chunk_steps=self._chunk_steps, dtype=float_dtype.name,
                     fa_gpu_version=__version__, steps_written=0, complete=False)
@@ -90,6 +96,8 @@ class Recorder:
         if record_beliefs:
             self._specs.update({f"qs_{f}": (f"qs[{f}]", (n, s), "f", float_dtype, f"state_{f}")
                                 for f, s in enumerate(num_states)})
+        if overwrite:
+            _check_replaceable(path)
         try:
             self._group = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3,
                                           attributes=meta)
@@ -272,6 +280,30 @@ class Recorder:
         """Write ``data[name]`` (``(n, N, width)`` each) to rows ``t0 : t0 + n``; I/O thread."""
         for name, block in data.items():
             self._arrays[name][t0: t0 + len(block)] = block
+
+
+def _check_replaceable(path) -> None:
+    """FileExistsError unless ``path`` is absent, an empty directory or a Recorder's store: what
+    ``overwrite=True`` may delete."""
+    if not isinstance(path, (str, os.PathLike)) or "://" in os.fspath(path):
+        raise ValueError(f"overwrite=True needs a local directory path, got {path!r}")
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        return
+    if os.path.islink(path) or not os.path.isdir(path):
+        raise FileExistsError(f"{path} exists and is not a directory; overwrite=True replaces "
+                              f"only a store written by fa_gpu.Recorder")
+    if not os.listdir(path):
+        return
+    try:
+        with open(os.path.join(path, "zarr.json"), "rb") as f:
+            meta = json.load(f)
+        ours = meta["node_type"] == "group" and meta["attributes"]["format"] == STORE_FORMAT
+    except (OSError, ValueError, KeyError, TypeError):
+        ours = False
+    if not ours:
+        raise FileExistsError(f"{path} is not a store written by fa_gpu.Recorder (no format="
+                              f"{STORE_FORMAT!r} attribute); overwrite=True replaces only those")
 
 
 def read_store(path) -> dict:

@@ -9,7 +9,6 @@ readers; readers pay with retries.
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -23,21 +22,24 @@ def read_consistent(engine, read):
     """``(read(), epoch)`` where ``read()`` ran entirely between two steps of ``engine``.
 
     ``read`` copies what it needs to the host (it may be called several times). Blocks while a
-    step is in flight; from the thread that started an unfinished ``step_async``, that step is
-    finished first (waiting for it to end by itself would wait forever).
+    step is in flight; a step started by ``step_async`` (on any thread) is finished here rather
+    than waited for: its starter may itself be waiting for this reader (a ``host_fn`` that
+    snapshots during ``run(..., pipeline=2)``). RuntimeError when the engine is unusable.
     """
-    pending = engine._pending
-    if pending is not None and pending.thread == threading.get_ident():
-        engine.wait()
     pause = 1e-6
     while True:
+        engine._check_usable()
         e1 = engine._epoch
         if e1 & 1:
+            if engine._pending is not None:
+                engine.wait()
+                continue
             time.sleep(pause)
             pause = min(2 * pause, _BACKOFF_MAX_S)
             continue
         out = read()
         if engine._epoch == e1:
+            engine._check_usable()  # a write torn during the copy left the epoch even
             return out, e1
 
 
