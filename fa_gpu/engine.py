@@ -575,8 +575,8 @@ class Engine:
         Before the first step, an ``env`` that declares ``num_obs`` (M outcome counts) and
         ``num_controls`` (F action counts), as every :mod:`fa_gpu.envs` world does, must declare
         the model's; a ``recorder`` must be made for this engine's ``n_agents``,
-        ``num_modalities`` and ``num_factors``, without ``record_beliefs`` (the loop records
-        actions and obs). A mismatch is a ValueError naming both sides."""
+        ``num_modalities`` and ``num_factors`` (and ``num_states`` when it records beliefs).
+        A mismatch is a ValueError naming both sides."""
         self._check_run(env, kwargs.get("recorder"))
         from .runtime.loop import run
         return run(self, env, steps, **kwargs)
@@ -597,11 +597,10 @@ class Engine:
             if made[key] != mine:
                 raise ValueError(f"the recorder was made for {key}={made[key]}, this engine has "
                                  f"{key}={mine}")
-        if made["record_beliefs"]:
-            raise ValueError("Engine.run records actions and obs only, and this recorder was made "
-                             "with record_beliefs=True (it needs qs every step): make it with "
-                             "record_beliefs=False, or step the engine yourself and call "
-                             "recorder.record(t, actions, obs, qs=engine.qs)")
+        if made["record_beliefs"] and list(made["num_states"]) != list(cfg.num_states):
+            raise ValueError(f"the recorder was made for beliefs over num_states="
+                             f"{list(made['num_states'])}, this engine has num_states="
+                             f"{list(cfg.num_states)}")
 
     def save(self, path) -> None:
         """Write the whole engine (model, counts, beliefs, RNG keys, step) atomically to ``path``."""

@@ -191,6 +191,12 @@ def _value_tampers(rule, arr, engine, buf):
         return {"low": at(low), "high": at(bound[-1], (0, arr.shape[1] - 1)), "huge": at(10**12)}
     if rule == "count":
         return {"negative": at(-1)}
+    if rule == "vfe":  # NaN is "not computed" (the fused step); inf is never
+        return {"inf": at(np.inf)}
+    if rule in ("obs_window", "qs_window"):  # an obs_window slot may be all zeros (empty)
+        return {"nan": at(np.nan), "sum": lambda a: a * 0.5 + 0.01, "negative": at(-0.5)}
+    if rule == "act_window":
+        return {"low": at(-2), "huge": at(10**12)}
     raise AssertionError(f"no tamper for rule {rule}")
 
 
@@ -212,22 +218,34 @@ def _tampers(engine, path):
             yield member, "nan", lambda a, m=member: a.__setitem__(m, np.where(True, np.nan, a[m]))
 
 
+def _sequence_engine(n=5, steps=4):
+    """An mmp engine with categorical observations: the window buffers present, stepped past
+    its horizon."""
+    case = Case("window", [3, 2], [3, 2], [3, 2])
+    _, engine = build(case, n, seed=4, backend="numpy", inference_algo="mmp", inference_horizon=3,
+                      categorical_obs=True)
+    rng = np.random.default_rng(4)
+    for _ in range(steps):
+        engine.step([rng.dirichlet(np.ones(o), size=n) for o in case.num_obs])
+    return engine
+
+
 def test_every_tampered_member_is_rejected_by_name(tmp_path):
-    engine = _full_engine()
-    good = tmp_path / "good.npz"
-    engine.save(good)
     names = set()
-    for member, label, edit in _tampers(engine, good):
-        names.add(member)
-        p = tmp_path / "bad.npz"
-        _rewrite(good, p, edit)
-        member_re = re.escape(member) if member.startswith(("state.", "params.")) else "saved model"
-        with pytest.raises(ValueError, match=member_re) as exc:
-            fa_gpu.Engine.load(p)
-        assert str(p) in str(exc.value), (member, label)
+    for engine in (_full_engine(), _sequence_engine()):
+        good = tmp_path / "good.npz"
+        engine.save(good)
+        for member, label, edit in _tampers(engine, good):
+            names.add(member)
+            p = tmp_path / "bad.npz"
+            _rewrite(good, p, edit)
+            member_re = re.escape(member) if member.startswith(("state.", "params.")) else "saved model"
+            with pytest.raises(ValueError, match=member_re) as exc:
+                fa_gpu.Engine.load(p)
+            assert str(p) in str(exc.value), (member, label)
+        assert fa_gpu.Engine.load(good).t.tolist() == engine.t.tolist()  # the untampered file loads
     checkpointed = {b.name for b in schema.BUFFERS if b.valid is not None}
     assert {n.split(".", 1)[1] for n in names if not n.startswith("model.")} == checkpointed
-    assert fa_gpu.Engine.load(good).t.tolist() == [3] * 6  # the untampered file loads
 
 
 def test_header_epoch_is_not_trusted(tmp_path):

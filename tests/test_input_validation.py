@@ -248,7 +248,8 @@ def test_run_refuses_a_recorder_it_cannot_fill_before_stepping(tmp_path):
     eng = fa_gpu.Engine(fa_gpu.models.grid_world(3), 4)
     before = state_of(eng)
     cases = [
-        (dict(n_agents=4, record_beliefs=True, num_states=[9]), r"record_beliefs=True"),
+        (dict(n_agents=4, record_beliefs=True, num_states=[8]),
+         r"made for beliefs over num_states=\[8\], this engine has num_states=\[9\]"),
         (dict(n_agents=5), r"the recorder was made for n_agents=5, this engine has n_agents=4"),
         (dict(n_agents=4, num_factors=2), r"made for num_factors=2, this engine has num_factors=1"),
     ]
@@ -260,3 +261,26 @@ def test_run_refuses_a_recorder_it_cannot_fill_before_stepping(tmp_path):
         assert state_of(eng) == before and rec.steps_written == 0
         assert read_store(tmp_path / f"r{i}.zarr")["attrs"]["complete"] is False
         rec.close()
+
+
+def test_run_records_beliefs(tmp_path):
+    """A recorder with record_beliefs gets each step's posterior from Engine.run (it used to
+    fail with 'qs must be a sequence ... got None' after the whole compile)."""
+    pytest.importorskip("zarr")
+    from fa_gpu.envs import GridWorldEnv
+
+    def engine():
+        return fa_gpu.Engine(fa_gpu.models.grid_world(3, noise=0.3), 6, backend="numpy",
+                             dtype="float64", action_selection="stochastic", seed=2)
+    eng, ref = engine(), engine()
+    with eng.recorder(tmp_path / "b.zarr", beliefs=True) as rec:
+        eng.run(GridWorldEnv(3, noise=0.3, seed=4), 4, recorder=rec, progress=False)
+    env, seen = GridWorldEnv(3, noise=0.3, seed=4), []
+    obs = env.reset(6)
+    for _ in range(4):  # the same steps by hand
+        actions = ref.step(obs)
+        seen.append(ref.qs[0])
+        obs = env.step(actions)
+    got = fa_gpu.read_store(tmp_path / "b.zarr")["qs_0"]
+    assert got.shape == (4, 6, 9) and len({g.tobytes() for g in got}) == 4
+    np.testing.assert_array_equal(got, np.stack(seen))

@@ -193,13 +193,12 @@ def test_pipeline_2_moves_the_sink_off_the_critical_path(tmp_path):
     def host_fn(agent_ids, actions):
         time.sleep(0.02)
 
-    times, rows = {}, {}
+    rows = {}  # (tests never assert wall time: the threads the sink ran on say it moved)
     for pipeline in (1, 2):
         rec = ListRecorder(delay=0.02)
         ckpt = tmp_path / f"c{pipeline}.npz"
-        times[pipeline] = _engine().run(GridWorldEnv(5, seed=4), 8, host_fn=host_fn, chunk_size=N,
-                                        recorder=rec, pipeline=pipeline, progress=False,
-                                        checkpoint_every=3, checkpoint_path=ckpt).seconds
+        _engine().run(GridWorldEnv(5, seed=4), 8, host_fn=host_fn, chunk_size=N, recorder=rec,
+                      pipeline=pipeline, progress=False, checkpoint_every=3, checkpoint_path=ckpt)
         rows[pipeline] = rec
         assert fa_gpu.Engine.load(ckpt).t[0] == 6
     assert rows[1].threads == {threading.current_thread().name}
@@ -208,7 +207,6 @@ def test_pipeline_2_moves_the_sink_off_the_critical_path(tmp_path):
         assert r1[0] == r2[0]
         np.testing.assert_array_equal(r1[1], r2[1])
         np.testing.assert_array_equal(r1[2], r2[2])
-    assert times[2] < 0.75 * times[1], times  # serial ~40 ms a step, overlapped ~20 ms
 
 
 def test_errors_from_host_fn_and_the_sink_propagate():

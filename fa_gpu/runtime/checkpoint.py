@@ -12,6 +12,11 @@ Contents (NumPy arrays only, so loading never unpickles; every member stored unc
   rates, gamma, alpha; state: prior, qs, qs_prev ``(N, sum S_f)``, obs, q_pi, neg_efe, actions,
   prev_actions, t).
 
+- with a run's state (a checkpoint ``Engine.run(..., checkpoint_every=...)`` writes): header
+  ``run`` (``step``, ``steps``, ``recorded``, ``env``: the environment's state keys) and members
+  ``run.obs`` (the next step's observations) and ``run.env.<key>`` (the environment's
+  ``state()``); ``load`` ignores them, :func:`read_run` reads them.
+
 The random draws are keyed by (seed, agent, t, draw), so seed and ``t`` are the whole RNG state:
 a loaded engine continues bit-identically on the backend that saved it.
 
@@ -37,7 +42,8 @@ import numpy as np
 from .. import schema
 from ..model import GenerativeModel, _tol, float_dtype
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "capture", "write_atomic", "save", "load"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "capture", "write_atomic", "save", "load", "run_state",
+           "read_run"]
 
 FORMAT = "fa_gpu-checkpoint"
 FORMAT_VERSION = 1
@@ -62,8 +68,10 @@ def _member_name(buffer: str) -> str:
     return ("state." if schema.BY_NAME[buffer].group == "state" else "params.") + buffer
 
 
-def capture(engine) -> dict:
+def capture(engine, run: dict | None = None) -> dict:
     """Host copies of everything :func:`save` writes, from one step boundary: ``{name: array}``.
+    ``run``: the state of a run in progress (see :func:`run_state`), saved with the engine so
+    ``Engine.run(..., resume=path)`` can continue it.
 
     From the thread that steps the engine it first finishes an unfinished ``step_async``; from
     another thread it retries until no step ran during the copy (``read_consistent``).
@@ -89,8 +97,65 @@ def capture(engine) -> dict:
                   "num_factors": m.num_factors,
                   "counts": [k for k in ("pA", "pB", "pD") if getattr(m, k) is not None]},
     }
+    if run is not None:
+        env = run["env"]
+        header["run"] = {"step": int(run["step"]), "steps": int(run["steps"]),
+                         "recorded": int(run["recorded"]), "env": None if env is None else sorted(env)}
+        arrays["run.obs"] = np.array(run["obs"], dtype=np.int64)
+        for key, value in (env or {}).items():
+            arrays[f"run.env.{key}"] = np.array(value)
     arrays[_HEADER] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     return arrays
+
+
+def run_state(step: int, steps: int, recorded: int, obs, env) -> dict:
+    """What a checkpoint taken during ``Engine.run`` holds besides the engine: ``step`` (steps of
+    the run done), ``steps`` (the run's total), ``recorded`` (rows in the recorder), ``obs`` int
+    ``(N, M)`` (the next step's input) and ``env`` (the environment's ``state()`` dict of arrays,
+    or None for a run without an environment)."""
+    return {"step": step, "steps": steps, "recorded": recorded, "obs": obs, "env": env}
+
+
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}")
+
+
+def read_run(path, engine) -> dict:
+    """The run state (:func:`run_state`'s dict) a checkpoint written during ``Engine.run`` holds,
+    checked like user input against ``engine``, which must be the engine loaded from that same
+    checkpoint (its step counters are compared). The environment's dict is checked by its own
+    ``set_state``. ValueError for a checkpoint without run state or with a bad one."""
+    with open(path, "rb") as fh:
+        archive, header = _open(path, fh)
+        run = header.get("run")
+        if not isinstance(run, dict):
+            raise ValueError(f"{path} holds no run state (it was written by save(), not by "
+                             f"run(checkpoint_every=...)), so it cannot resume a run")
+        fields = {k: _header_field(path, header, "run", k, kind=int) for k in ("step", "steps", "recorded")}
+        if not 0 <= fields["step"] <= fields["steps"] or fields["recorded"] < 0:
+            raise ValueError(f"{path}: run state {fields} is inconsistent")
+        cfg = engine.config
+        try:
+            t = archive.read("state.t", (cfg.n_agents,), np.int64)
+            obs = archive.read("run.obs", (cfg.n_agents, cfg.num_modalities), np.int64)
+        except KeyError as exc:
+            raise ValueError(f"{path} is an incomplete fa_gpu checkpoint: {exc.args[0]} is missing") from None
+        if not np.array_equal(t, engine.t):
+            raise ValueError(f"{path}: the engine's step counters are not the checkpoint's; resume "
+                             f"with the engine loaded from it (Engine.load({str(path)!r}))")
+        try:
+            _check_indices(obs, cfg.num_obs, "modality", 0)
+        except ValueError as exc:
+            raise ValueError(f"{path}: run.obs: {exc}") from None
+        env = None
+        if run.get("env") is not None:
+            keys = run["env"]
+            if not isinstance(keys, list) or not all(isinstance(k, str) and _ENV_KEY.fullmatch(k) for k in keys):
+                raise ValueError(f"{path}: header field run.env must list the environment's state keys")
+            try:
+                env = {k: archive.read(f"run.env.{k}", kinds="biuf") for k in keys}
+            except KeyError as exc:
+                raise ValueError(f"{path}: environment state member {exc.args[0]} is missing") from None
+    return dict(fields, obs=obs, env=env)
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -177,9 +242,10 @@ def write_atomic(arrays: dict, path) -> None:
         os.close(dfd)
 
 
-def save(engine, path) -> None:
-    """Write ``engine`` (model, settings, parameters, beliefs, step counters) to ``path``."""
-    write_atomic(capture(engine), path)
+def save(engine, path, run: dict | None = None) -> None:
+    """Write ``engine`` (model, settings, parameters, beliefs, step counters) to ``path``; with
+    ``run`` (:func:`run_state`), also the state of the run in progress."""
+    write_atomic(capture(engine, run), path)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -369,6 +435,8 @@ def _restore(path, archive, header, backend, options):
     host = {}
     for name, dst in targets.items():
         host[name.split(".", 1)[1]] = archive.read(name, tuple(dst.shape), dst.dtype)
+    if isinstance(header.get("run"), dict):  # a run's state: read by read_run, not by load
+        archive.read_names.update(k for k in archive.infos if k.startswith("run."))
     archive.check_all_read()
     views = schema.Bound(host, engine._spec, engine.config, engine.layout)
     for buf in host:

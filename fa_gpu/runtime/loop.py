@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import pools
-from .checkpoint import capture, write_atomic
+from .checkpoint import capture, read_run, run_state, write_atomic
 from .topology import pool_sizes
 
 __all__ = ["RunResult", "run"]
@@ -44,8 +44,9 @@ _recorded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 @dataclass(frozen=True)
 class RunResult:
-    """What :func:`run` returns. ``seconds``: wall time of the steps (without the initial
-    reset); ``first_step_seconds``: of step 0 alone, which includes one-time costs such as
+    """What :func:`run` returns. ``steps``: the steps this call ran (a resumed run: those after
+    its checkpoint); ``seconds``: wall time of the steps (without the initial
+    reset); ``first_step_seconds``: of its first step alone, which includes one-time costs such as
     Numba compilation on a cold cache; ``agent_steps_per_s``: ``steps * N / seconds``;
     ``obs``: int64 ``(N, M)``, the observations after the last step (the next step's input)."""
 
@@ -177,10 +178,16 @@ class _Sink:
             fut.result()
 
 
-def _sink_job(recorder, t, actions, obs, checkpoint, path) -> None:
+def _sink_job(recorder, t, actions, obs, qs, checkpoint, path) -> None:
     if recorder is not None:
-        recorder.record(t, actions, obs)
+        if qs is None:
+            recorder.record(t, actions, obs)
+        else:
+            recorder.record(t, actions, obs, qs=qs)
     if checkpoint is not None:
+        flush = getattr(recorder, "flush", None)
+        if flush is not None:  # every row the checkpoint counts is on disk before it is
+            flush()
         write_atomic(checkpoint, path)
 
 
@@ -197,7 +204,7 @@ def _progress_bar(total: int, enabled: bool, desc: str):
 
 def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_every=None,
         checkpoint_path=None, progress: bool = True, pipeline: int = 1, chunk_size=None,
-        reset: bool = True, obs=None) -> RunResult:
+        reset: bool = True, obs=None, resume=None) -> RunResult:
     """Step ``engine`` and ``env`` together for ``steps`` steps (see the module docstring).
 
     Parameters
@@ -212,11 +219,23 @@ def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_ever
         chunk of agents every step, concurrently (sync: I/O pool threads; async: the shared
         event loop). It may block on I/O. Exceptions propagate after all chunks finished.
     recorder : fa_gpu.Recorder, optional
-        Receives ``record(t, actions, obs)`` every step (``obs``: that step's input); appends
-        after the steps earlier runs recorded into it. The caller closes it.
+        Receives ``record(t, actions, obs)`` every step (``obs``: that step's input; with
+        ``record_beliefs``, also the posterior ``qs`` of the step); appends after the steps
+        earlier runs recorded into it. The caller closes it.
     checkpoint_every, checkpoint_path :
         Save the engine (:func:`fa_gpu.runtime.checkpoint.save` format) to ``checkpoint_path``
-        after every ``checkpoint_every`` steps, replacing the previous checkpoint atomically.
+        after every ``checkpoint_every`` steps, replacing the previous checkpoint atomically,
+        with the run's state: the step reached, the next observations, the environment's
+        ``state()`` and the recorder's position (its rows are flushed to disk first).
+    resume : path, optional
+        Continue the run whose checkpoint is at ``resume``: call it on the engine loaded from
+        it (``Engine.load(path).run(env, steps, resume=path, ...)``), with the run's arguments
+        (``steps`` is the run's total, so the call that started the run finishes it), an
+        environment like the run's (its ``set_state`` takes the saved state) and a recorder
+        opened with ``resume=True`` on the run's store (rewound to the checkpoint's step, so
+        no step is missing or recorded twice). The steps after the checkpoint are run again
+        and give the same numbers as the first time: a run killed after a checkpoint and
+        resumed ends as one never interrupted.
     progress : bool
         tqdm bar in agent-steps/s (silently absent without tqdm).
     pipeline : {1, 2}
@@ -247,23 +266,41 @@ def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_ever
     cohorts = (_Cohorts(engine, host_fn, n, M, chunk_size)
                if pipeline == 2 and host_fn is not None and n >= 2 else None)
 
-    if reset:
+    first = 0
+    if resume is not None:
+        saved = read_run(resume, engine)
+        first = saved["step"]
+        if first > steps:
+            raise ValueError(f"{resume} was taken at step {first} of its run, past steps={steps} "
+                             f"(steps is the run's total)")
+        if env is not None:
+            if saved["env"] is None or not callable(getattr(env, "set_state", None)):
+                raise ValueError(f"{resume} holds no environment state, or {type(env).__name__} "
+                                 f"has no set_state(): cannot continue this environment")
+            env.set_state(saved["env"])
+        obs = saved["obs"]
+        if recorder is not None:
+            recorder.rewind(saved["recorded"])
+            _recorded[recorder] = saved["recorded"]
+    elif reset:
         engine.reset()
         start = None if env is None else env.reset(n)
+        obs = start if obs is None else obs
     else:
         start = None if env is None else _last_obs.get(env)
-    obs = start if obs is None else obs
+        obs = start if obs is None else obs
     if obs is None:
         raise ValueError("no first observations: pass obs=..., or reset=True with an env "
                          "(reset=False continues only an env that an earlier run() stepped)")
 
-    rec_start = 0 if recorder is None else _recorded.get(recorder, 0)
+    rec_start = 0 if recorder is None else _recorded.get(recorder, 0) - first
+    beliefs = recorder is not None and getattr(recorder, "made_for", {}).get("record_beliefs", False)
     sink = _Sink(pipeline)
-    bar = _progress_bar(steps * n, progress, f"fa_gpu[{engine.backend}]")
+    bar = _progress_bar((steps - first) * n, progress, f"fa_gpu[{engine.backend}]")
     t0 = time.perf_counter()
     t_first = 0.0
     try:
-        for i in range(steps):
+        for i in range(first, steps):
             ckpt_due = bool(checkpoint_every) and (i + 1) % checkpoint_every == 0
             if cohorts is not None:
                 actions, nxt = cohorts.step(obs, env, early=i + 1 < steps and not ckpt_due)
@@ -274,14 +311,19 @@ def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_ever
                 env_obs = None if env is None else env.step(actions)  # overlaps the host_fn chunks
                 nxt = env_obs if host is None else host.finish(futures, env_obs)
 
-            ckpt = capture(engine) if ckpt_due else None
+            qs = [np.array(q) for q in engine.qs] if beliefs else None
+            ckpt = None
+            if ckpt_due:
+                state = None if env is None or not callable(getattr(env, "state", None)) else env.state()
+                recorded = 0 if recorder is None else rec_start + i + 1
+                ckpt = capture(engine, run_state(i + 1, steps, recorded, nxt, state))
             if recorder is not None or ckpt is not None:
                 sink.submit(functools.partial(_sink_job, recorder, rec_start + i, actions, obs,
-                                              ckpt, checkpoint_path))
+                                              qs, ckpt, checkpoint_path))
             if recorder is not None:
                 _recorded[recorder] = rec_start + i + 1
             obs = nxt
-            if i == 0:
+            if i == first:
                 t_first = time.perf_counter() - t0
             if bar is not None:
                 bar.update(n)
@@ -297,6 +339,6 @@ def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_ever
     obs = np.asarray(obs)
     if env is not None:
         _last_obs[env] = obs
-    return RunResult(steps=steps, seconds=seconds, first_step_seconds=t_first,
-                     agent_steps_per_s=steps * n / seconds if seconds > 0 else float("inf"),
+    return RunResult(steps=steps - first, seconds=seconds, first_step_seconds=t_first,
+                     agent_steps_per_s=(steps - first) * n / seconds if seconds > 0 else float("inf"),
                      obs=obs)

@@ -54,14 +54,15 @@ class Recorder:
     while the simulation goes on. At most ``max_pending`` chunks are in flight; beyond that
     ``record()`` blocks. A failed write is re-raised (as ``RuntimeError`` from the original) by
     the next ``record``/``flush``/``close``. Call it from one thread; inputs are host (NumPy)
-    arrays. ``overwrite=False`` refuses a ``path`` that already holds data; ``overwrite=True``
+    arrays. ``resume=True`` continues an existing store of the same shapes (after a crash: see
+    :meth:`rewind`). ``overwrite=False`` refuses a ``path`` that already holds data; ``overwrite=True``
     replaces only a store a Recorder wrote (its ``format`` attribute says so) or an empty
     directory, and refuses (FileExistsError, leaving it untouched) anything else.
     """
 
     def __init__(self, path, n_agents, *, num_modalities, num_factors, num_states=None,
                  record_beliefs=False, chunk_steps=64, max_pending=8, io_threads=None,
-                 dtype="float32", overwrite=False, attrs=None):
+                 dtype="float32", overwrite=False, attrs=None, resume=False):
         n = _positive("n_agents", n_agents)
         num_modalities = _positive("num_modalities", num_modalities)
         num_factors = _positive("num_factors", num_factors)
@@ -96,19 +97,25 @@ class Recorder:
         if record_beliefs:
             self._specs.update({f"qs_{f}": (f"qs[{f}]", (n, s), "f", float_dtype, f"state_{f}")
                                 for f, s in enumerate(num_states)})
-        if overwrite:
-            _check_replaceable(path)
-        try:
-            self._group = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3,
-                                          attributes=meta)
-        except FileExistsError as exc:
-            raise FileExistsError(f"{path} already holds data; pass overwrite=True to replace it") from exc
-        self._arrays = {}
-        for name, (_, (_, width), _, dt, axis) in self._specs.items():
-            agents = max(1, min(n, _CHUNK_BYTES // (self._chunk_steps * width * dt.itemsize)))
-            self._arrays[name] = self._group.create_array(
-                name, shape=(0, n, width), chunks=(self._chunk_steps, agents, width), dtype=dt,
-                dimension_names=("step", "agent", axis))
+        if resume and overwrite:
+            raise ValueError("resume=True continues an existing store; it cannot also overwrite it")
+        if resume:
+            self._group, self._arrays = self._reopen(path, meta)
+        else:
+            if overwrite:
+                _check_replaceable(path)
+            try:
+                self._group = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3,
+                                              attributes=meta)
+            except FileExistsError as exc:
+                raise FileExistsError(f"{path} already holds data; pass overwrite=True to replace "
+                                      f"it (or resume=True to continue it)") from exc
+            self._arrays = {}
+            for name, (_, (_, width), _, dt, axis) in self._specs.items():
+                agents = max(1, min(n, _CHUNK_BYTES // (self._chunk_steps * width * dt.itemsize)))
+                self._arrays[name] = self._group.create_array(
+                    name, shape=(0, n, width), chunks=(self._chunk_steps, agents, width), dtype=dt,
+                    dimension_names=("step", "agent", axis))
 
         self._num_factors = num_factors
         self._beliefs = bool(record_beliefs)
@@ -127,6 +134,57 @@ class Recorder:
         # More threads than chunks in flight would only ever sit idle.
         self._pool = ThreadPoolExecutor(min(io_threads, self._max_pending),
                                         thread_name_prefix="fa_gpu-recorder")
+        if resume:
+            self._written = int(self._group.attrs["steps_written"])
+            self.rewind(self._written)
+
+    def _reopen(self, path, meta):
+        """(group, arrays) of an existing store this recorder continues: a Recorder's store
+        (its ``format``) made for the same shapes, chunking and dtype, with sane attributes."""
+        try:
+            group = zarr.open_group(path, mode="r+", zarr_format=3)
+        except (FileNotFoundError, ValueError, TypeError) as exc:
+            raise ValueError(f"resume=True: {path} is not a readable Zarr v3 store ({exc})") from None
+        attrs = group.attrs.asdict()
+        if attrs.get("format") != STORE_FORMAT:
+            raise ValueError(f"resume=True: {path} is not a store written by fa_gpu.Recorder")
+        for key in ("n_agents", "num_modalities", "num_factors", "num_states", "record_beliefs",
+                    "chunk_steps", "dtype"):
+            if attrs.get(key) != meta[key]:
+                raise ValueError(f"resume=True: {path} was recorded with {key}={attrs.get(key)!r}, "
+                                 f"this recorder has {key}={meta[key]!r}")
+        written = attrs.get("steps_written")
+        if isinstance(written, bool) or not isinstance(written, int) or written < 0:
+            raise ValueError(f"resume=True: {path} has a bad steps_written attribute {written!r}")
+        arrays = {}
+        for name, (_, row, _, dt, _) in self._specs.items():
+            arr = group.get(name)
+            if arr is None or not hasattr(arr, "dtype") or arr.dtype != dt or \
+                    tuple(arr.shape[1:]) != row or arr.shape[0] < written:
+                raise ValueError(f"resume=True: {path}/{name} is missing or not ({written}+, "
+                                 f"{row[0]}, {row[1]}) {dt}")
+            arrays[name] = arr
+        return group, arrays
+
+    def rewind(self, step) -> None:
+        """Continue recording at ``step`` (at most the steps durably written): rows from ``step``
+        on will be written again, and until then ``steps_written`` says ``step``. A resumed run
+        rewinds to the step its checkpoint was taken at, so the store holds each step once."""
+        self._check_usable()
+        step = operator.index(step)
+        self.flush()
+        if not 0 <= step <= self._written:
+            raise ValueError(f"can rewind to a step in [0, {self._written}] (steps durably "
+                             f"written), not {step}")
+        t0 = step - step % self._chunk_steps
+        for name, buf in self._buf.items():  # the chunk's earlier rows are rewritten with it
+            buf[: step - t0] = self._arrays[name][t0:step]
+        self._steps = self._handed = step
+        self._t0 = t0
+        with self._meta_lock:
+            self._written = step
+            self._done = []
+            self._group.update_attributes({"steps_written": step, "complete": False})
 
     @property
     def steps_written(self) -> int:
