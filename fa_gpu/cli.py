@@ -89,16 +89,35 @@ class _Series:
     calling thread (chunks of at most ~4 MiB). ``every`` and ``at_reset`` say when a row is
     taken: after every ``every``-th step, and (``at_reset``) once after the reset."""
 
-    def __init__(self, group, name, read, shape, dtype, dims, every=1, at_reset=False, block=64):
-        self.read, self.every, self.at_reset = read, every, at_reset
+    def __init__(self, group, name, read, shape, dtype, dims, every=1, at_reset=False, block=64,
+                 resume=False):
+        self.name, self.read, self.every, self.at_reset = name, read, every, at_reset
         shape, itemsize = tuple(shape), np.dtype(dtype).itemsize
         inner = tuple(shape[1:])
         lead = (max(1, min(shape[0], (4 << 20) // (block * int(np.prod(inner)) * itemsize)))
                 if shape else None)
-        self._array = group.create_array(name, shape=(0,) + shape, dtype=dtype,
-                                         chunks=(block,) + ((lead,) + inner if shape else ()),
-                                         dimension_names=dims)
+        if resume:  # the array of the run being resumed: truncated by set_state
+            self._array = group.get(name)
+            if self._array is None or tuple(self._array.shape[1:]) != shape or self._array.dtype != dtype:
+                raise ValueError(f"the store has no {name} array of rows {shape} {np.dtype(dtype)} "
+                                 f"to resume (was it written by this command?)")
+        else:
+            self._array = group.create_array(name, shape=(0,) + shape, dtype=dtype,
+                                             chunks=(block,) + ((lead,) + inner if shape else ()),
+                                             dimension_names=dims)
         self._buf = np.empty((block,) + shape, dtype=dtype)
+        self._rows = 0
+
+    @property
+    def written(self) -> int:
+        return self._array.shape[0]
+
+    def truncate(self, rows: int) -> None:
+        """Drop rows past ``rows`` (a resumed run writes them again) and what is buffered."""
+        if not 0 <= rows <= self._array.shape[0]:
+            raise ValueError(f"{self.name}: cannot resume at row {rows}: the store holds "
+                             f"{self._array.shape[0]}")
+        self._array.resize((rows,) + self._array.shape[1:])
         self._rows = 0
 
     def add(self, env, engine) -> None:
@@ -120,14 +139,38 @@ class _Traced:
     world after step t's actions (the recorder's ``obs`` row t is what the agents saw *before*
     step t), so its last row is what ``simulate`` reports."""
 
-    def __init__(self, env, engine, path, specs: dict):
+    def __init__(self, env, engine, path, specs: dict, resume: bool = False):
         """``specs``: ``{name: (read(env, engine) -> row, shape, dtype, dims[, every,
-        at_reset])}``."""
+        at_reset])}``; ``resume``: continue the store's arrays (see :meth:`set_state`)."""
         import zarr
 
         self.env, self.engine, self._t = env, engine, 0
+        for attr in ("num_obs", "num_controls"):  # declared by the world: Engine.run checks them
+            if hasattr(env, attr):
+                setattr(self, attr, getattr(env, attr))
         group = zarr.open_group(path, mode="r+", zarr_format=3)
-        self._series = [_Series(group, name, *spec) for name, spec in specs.items()]
+        self._series = [_Series(group, name, *spec, resume=resume) for name, spec in specs.items()]
+
+    def state(self) -> dict:
+        """The world's ``state()`` and this wrapper's step and rows per array (its buffered rows
+        written first), so a resumed run continues the arrays where the checkpoint was taken."""
+        self.flush()
+        out = dict(self.env.state(), _traced_t=np.int64(self._t))
+        out.update({f"_rows_{s.name}": np.int64(s.written) for s in self._series})
+        return out
+
+    def set_state(self, state: dict) -> None:
+        state = dict(state)
+        try:
+            t = int(state.pop("_traced_t"))
+            rows = {s.name: int(state.pop(f"_rows_{s.name}")) for s in self._series}
+        except KeyError as exc:
+            raise ValueError(f"the checkpoint's environment state lacks {exc.args[0]}: it was not "
+                             f"written by fa-gpu simulate") from None
+        self.env.set_state(state)
+        for s in self._series:
+            s.truncate(rows[s.name])
+        self._t = t
 
     def reset(self, n, seed=None):
         obs = self.env.reset(n, seed)
@@ -272,14 +315,22 @@ def _build_social(args):
 
 
 def _build(args):
-    """(env, store attrs, description, engine, extra store series) of a ``simulate`` command."""
+    """(env, store attrs, description, engine, extra store series) of a ``simulate`` command;
+    with ``--resume``, the engine is the checkpoint's."""
     if args.policy_len is None:
         args.policy_len = 2 if args.env in ("grid", "tmaze") else 1
     if args.side is None:
         args.side = 16 if args.env == "foraging" else 5
     env, model, attrs, what, specs = _BUILDERS[args.env](args)
-    engine = fa_gpu.Engine(model, args.agents, backend=args.backend, dtype=args.dtype,
-                           seed=args.seed, **_SELECTION[args.env])
+    if args.resume is None:
+        engine = fa_gpu.Engine(model, args.agents, backend=args.backend, dtype=args.dtype,
+                               seed=args.seed, **_SELECTION[args.env])
+    else:
+        engine = fa_gpu.Engine.load(args.resume, backend=None if args.backend == "auto" else args.backend)
+        if engine.n_agents != args.agents or engine.config.seed != args.seed:
+            raise ValueError(f"{args.resume} holds {engine.n_agents:,} agents with seed "
+                             f"{engine.config.seed}: resume with the options of the run it "
+                             f"checkpointed (--agents, --seed, ...)")
     return env, attrs, what, engine, specs
 
 
@@ -296,8 +347,13 @@ _SELECTION = {"grid": dict(action_selection="stochastic", alpha=_ALPHA),
 
 def _simulate(args) -> int:
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        return _err(f"{out} already exists; pass --overwrite to replace it")
+    if args.resume is not None and args.overwrite:
+        return _err("--resume continues the run's store; it cannot be combined with --overwrite")
+    if args.resume is None and out.exists() and not args.overwrite:
+        return _err(f"{out} already exists; pass --overwrite to replace it (or --resume "
+                    f"CHECKPOINT to continue the run that wrote it)")
+    if args.checkpoint is None and args.checkpoint_every is not None:
+        args.checkpoint = f"{out}.ckpt"
     try:  # backend cannot run, FA_GPU_BACKEND, too many agents, policies or cells: an error
         env, attrs, what, engine, specs = _build(args)  # before anything big is allocated
     except _UsageError as exc:
@@ -310,15 +366,25 @@ def _simulate(args) -> int:
     print(f"{what}, policy_len {args.policy_len}, {args.agents:,} agents, {args.steps} steps, "
           f"seed {args.seed}, {args.dtype}", flush=True)
     attrs.update(env=args.env, backend=engine.backend, seed=args.seed, policy_len=args.policy_len)
+    resume = args.resume is not None
     try:
-        rec = engine.recorder(out, overwrite=args.overwrite, attrs=attrs)
-        world = _Traced(env, engine, out, specs)
+        rec = engine.recorder(out, overwrite=args.overwrite, attrs=attrs, resume=resume)
+        world = _Traced(env, engine, out, specs, resume=resume)
     except FileExistsError as exc:  # --overwrite of something that is not our store
+        return _err(str(exc))
+    except ValueError as exc:  # --resume of a store this run did not write
         return _err(str(exc))
     except OSError as exc:
         return _err(f"cannot write the store {out}: {exc}")
     with rec:
-        result = engine.run(world, args.steps, recorder=rec, progress=not args.no_progress)
+        try:
+            result = engine.run(world, args.steps, recorder=rec, progress=not args.no_progress,
+                                checkpoint_every=args.checkpoint_every, checkpoint_path=args.checkpoint,
+                                resume=args.resume)
+        except ValueError as exc:  # the checkpoint does not continue this command's run
+            if not resume:
+                raise
+            return _err(str(exc))
         world.flush()
     print(f"{result.steps} steps x {args.agents:,} agents in {result.seconds:.2f} s: "
           f"{result.agent_steps_per_s:,.0f} agent-steps/s")
@@ -458,6 +524,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--output", default="fa_gpu_run.zarr", help="Zarr store to write")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --output store (only a store fa-gpu wrote)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--checkpoint-every", type=_int_at_least(1), metavar="K",
+                   help="checkpoint the run every K steps (engine, world, next observations, "
+                        "store position), so --resume can continue it after a crash "
+                        "(default: no checkpoints)")
+    s.add_argument("--checkpoint", metavar="PATH",
+                   help="checkpoint file (default: OUTPUT.ckpt with --checkpoint-every)")
+    s.add_argument("--resume", metavar="PATH",
+                   help="continue the run checkpointed at PATH: repeat the command that started "
+                        "it and add --resume; --steps is the run's total (default: a new run)")
     f = s.add_argument_group("foraging")
     f.add_argument("--patches", type=_int_at_least(1), default=4,
                    help="food patches, at distinct cells drawn with --seed")

@@ -167,3 +167,41 @@ def test_simulate_overwrite_never_deletes_a_foreign_directory(tmp_path, capsys):
     assert cli.main(args) == 2
     assert "not a store written by fa_gpu.Recorder" in capsys.readouterr().err
     assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("world", ["grid", "foraging"])
+def test_simulate_resume_continues_a_crashed_run(tmp_path, monkeypatch, world, capsys):
+    """A run that dies after a checkpoint, resumed with --resume (same command), writes the store
+    of a run never interrupted: every array, row for row."""
+    zarr = pytest.importorskip("zarr")
+    from fa_gpu import envs
+
+    cls = envs.GridWorldEnv if world == "grid" else envs.Foraging
+    common = ["simulate", "--env", world, "--agents", "40", "--steps", "20", "--backend", "numpy",
+              "--no-progress", "--checkpoint-every", "6", "--seed", "3"]
+    assert cli.main(common + ["--output", str(tmp_path / "whole.zarr")]) == 0
+    step, calls = cls.step, []
+
+    def dies_at_step_15(self, actions):
+        calls.append(1)
+        if len(calls) == 15:
+            raise OSError("power cut")
+        return step(self, actions)
+
+    monkeypatch.setattr(cls, "step", dies_at_step_15)
+    broken = str(tmp_path / "broken.zarr")
+    with pytest.raises(OSError, match="power cut"):
+        cli.main(common + ["--output", broken])
+    monkeypatch.setattr(cls, "step", step)
+    assert cli.main(common + ["--output", broken]) == 2  # the store exists: not a new run
+    assert "--resume" in capsys.readouterr().err
+    assert cli.main(common + ["--output", broken, "--resume", broken + ".ckpt"]) == 0
+    out = capsys.readouterr().out
+    assert "8 steps x 40 agents" in out  # the steps after the checkpoint of step 12
+    a, b = zarr.open_group(tmp_path / "whole.zarr", mode="r"), zarr.open_group(broken, mode="r")
+    assert sorted(a.array_keys()) == sorted(b.array_keys())
+    assert b.attrs["steps_written"] == 20 and b.attrs["complete"]
+    for name in a.array_keys():
+        np.testing.assert_array_equal(b[name][:], a[name][:], err_msg=name)
+    assert cli.main(common + ["--output", broken, "--resume", broken + ".ckpt", "--agents", "41"]) == 2
+    assert "resume with the options of the run" in capsys.readouterr().err

@@ -152,7 +152,7 @@ def read_run(path, engine) -> dict:
             if not isinstance(keys, list) or not all(isinstance(k, str) and _ENV_KEY.fullmatch(k) for k in keys):
                 raise ValueError(f"{path}: header field run.env must list the environment's state keys")
             try:
-                env = {k: archive.read(f"run.env.{k}", kinds="biuf") for k in keys}
+                env = {k: archive.read(f"run.env.{k}", kinds="biufU") for k in keys}
             except KeyError as exc:
                 raise ValueError(f"{path}: environment state member {exc.args[0]} is missing") from None
     return dict(fields, obs=obs, env=env)
