@@ -17,8 +17,12 @@ Checkpoint format (``checkpoint_path`` is a directory; see :meth:`Population.sav
 
 The data files of a checkpoint are written first (each atomically, under a fresh token), then the
 manifest replaces the old one atomically, then files no manifest names are deleted: after a crash
-the manifest names one complete checkpoint. Resuming reads the manifest, ``Engine.load`` for each
-engine and ``world.set_state`` (which validates the arrays) for the world.
+the manifest names one complete checkpoint. A checkpoint written by :meth:`Population.run` also
+holds, in each engine's file, the run's state for that type (its next observations, its
+recorder's position, the step reached: ``fa_gpu.runtime.checkpoint.run_state``), so
+``Population.load(path, world).run(steps, resume=path, ...)`` continues the run as
+``Engine.run(..., resume=...)`` does: :meth:`Population.load` reads the manifest, ``Engine.load``
+for each engine and ``world.set_state`` (which validates the arrays) for the world.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ import numpy as np
 
 from .engine import Engine
 from .envs.worlds import World
-from .runtime.checkpoint import capture, write_atomic
+from .runtime.checkpoint import capture, read_run, run_state, write_atomic
 from .runtime.loop import RunResult, _Host, _positive_int, _progress_bar, _recorded, _Sink
 
 __all__ = ["Population", "CHECKPOINT_FORMAT", "read_manifest"]
@@ -127,15 +131,18 @@ class Population:
     # -- the loop ------------------------------------------------------------------------------
     def run(self, steps: int, *, recorder=None, checkpoint_every=None, checkpoint_path=None,
             host_fn=None, progress: bool = True, pipeline: int = 1, chunk_size=None,
-            reset: bool = True, obs=None) -> RunResult:
+            reset: bool = True, obs=None, resume=None) -> RunResult:
         """Step every engine and the world ``steps`` times, like :meth:`fa_gpu.Engine.run`.
 
         ``recorder``: ``{type: Recorder}`` (any subset of the types; see :meth:`recorders`),
         each gets ``record(t, actions, obs)`` of its type. ``host_fn``: ``{type: fn}``, each as
         ``Engine.run``'s (type-local agent ids; its obs override the world's). Checkpoints: see
         :meth:`save`. ``reset=False`` continues from the last observations; ``obs`` (a dict)
-        overrides both. Returns a ``RunResult`` whose ``obs`` is ``{type: (N_k, M)}`` and whose
-        rate counts the agents of all types.
+        overrides both. ``resume``: a checkpoint directory this run wrote, on a population made
+        by :meth:`load` from it, with recorders opened by ``recorders(path, resume=True)``:
+        continues the run (``steps`` is its total), as ``Engine.run(..., resume=...)``. Returns
+        a ``RunResult`` whose ``obs`` is ``{type: (N_k, M)}`` and whose rate counts the agents
+        of all types.
         """
         steps = _positive_int("steps", steps, allow_zero=True)
         if pipeline not in (1, 2):
@@ -147,25 +154,31 @@ class Population:
         recorder, host_fn = self._by_type(recorder, "recorder"), self._by_type(host_fn, "host_fn")
         hosts = {k: _Host(fn, self.engines[k].n_agents, self.engines[k].config.num_modalities, chunk_size)
                  for k, fn in host_fn.items()}
-        if reset:
+        first = 0
+        if resume is not None:
+            first = self._resume(resume, steps, recorder)
+        elif reset:
             self.reset()
-        if obs is not None:
+        if obs is not None and resume is None:
             self._obs = obs
         obs = self._current(None)
-        rec_start = {k: _recorded.get(r, 0) for k, r in recorder.items()}
+        rec_start = {k: _recorded.get(r, 0) - first for k, r in recorder.items()}
         sink, n = _Sink(pipeline), self.n_agents
-        bar = _progress_bar(steps * n, progress, "fa_gpu[population]")
+        bar = _progress_bar((steps - first) * n, progress, "fa_gpu[population]")
         t0 = time.perf_counter()
         t_first = 0.0
         try:
-            for i in range(steps):
+            for i in range(first, steps):
                 actions = self._act(obs)
                 futures = {k: h.start(actions[k]) for k, h in hosts.items()}
                 world_obs = self.world.step(actions)  # overlaps the host_fn chunks
                 nxt = {k: hosts[k].finish(futures[k], o) if k in hosts else o for k, o in world_obs.items()}
                 self.t += 1
                 due = bool(checkpoint_every) and (i + 1) % checkpoint_every == 0
-                ckpt = self._capture() if due else None
+                ckpt = None
+                if due:
+                    rows = {k: rec_start[k] + i + 1 if k in recorder else 0 for k in self.engines}
+                    ckpt = self._capture(run=(i + 1, steps, rows, nxt))
                 if recorder or ckpt is not None:
                     sink.submit(functools.partial(self._sink_job, recorder,
                                                   {k: s + i for k, s in rec_start.items()},
@@ -173,7 +186,7 @@ class Population:
                 for k, r in recorder.items():
                     _recorded[r] = rec_start[k] + i + 1
                 obs = self._obs = nxt
-                if i == 0:
+                if i == first:
                     t_first = time.perf_counter() - t0
                 if bar is not None:
                     bar.update(n)
@@ -184,9 +197,46 @@ class Population:
             if sink.pending is not None:  # an error is propagating: never leave a writer behind
                 sink.pending.exception()
         seconds = time.perf_counter() - t0
-        return RunResult(steps=steps, seconds=seconds, first_step_seconds=t_first,
-                         agent_steps_per_s=steps * n / seconds if seconds > 0 else float("inf"),
+        return RunResult(steps=steps - first, seconds=seconds, first_step_seconds=t_first,
+                         agent_steps_per_s=(steps - first) * n / seconds if seconds > 0 else float("inf"),
                          obs=obs)
+
+    def _resume(self, path, steps: int, recorders: dict) -> int:
+        """Set the world, the next observations and the recorders from the run checkpoint in
+        ``path``; returns the step reached."""
+        manifest = read_manifest(path)
+        if manifest["types"] != list(self.engines):
+            raise ValueError(f"{path} holds types {manifest['types']}, this population "
+                             f"{list(self.engines)}")
+        saved = {k: read_run(os.path.join(os.fspath(path), manifest["engines"][k]), e)
+                 for k, e in self.engines.items()}
+        first = {s["step"] for s in saved.values()}
+        if len(first) != 1:
+            raise ValueError(f"{path}: the engines' run states are of different steps {sorted(first)}")
+        first = first.pop()
+        if first > steps:
+            raise ValueError(f"{path} was taken at step {first} of its run, past steps={steps} "
+                             f"(steps is the run's total)")
+        self.world.set_state(_world_state(path, manifest))
+        self._obs = {k: s["obs"] for k, s in saved.items()}
+        self.t = manifest["steps"]
+        for k, rec in recorders.items():
+            rec.rewind(saved[k]["recorded"])
+            _recorded[rec] = saved[k]["recorded"]
+        return first
+
+    @classmethod
+    def load(cls, path, world: World, backend: str | None = None, **options) -> "Population":
+        """The population checkpointed in directory ``path``: every engine (``Engine.load``,
+        ``backend`` and ``options`` as there) and ``world`` set to the saved state (the world
+        object is built by the caller, like the one that was saved)."""
+        manifest = read_manifest(path)
+        engines = {k: Engine.load(os.path.join(os.fspath(path), manifest["engines"][k]),
+                                  backend=backend, **options) for k in manifest["types"]}
+        pop = cls(engines, world)
+        world.set_state(_world_state(path, manifest))
+        pop.t = manifest["steps"]
+        return pop
 
     def _by_type(self, value, name: str) -> dict:
         if value is None:
@@ -203,27 +253,35 @@ class Population:
             _write_checkpoint(ckpt, path)
 
     # -- recording and checkpoints ---------------------------------------------------------------
-    def recorders(self, path, *, overwrite: bool = False, **options) -> dict:
+    def recorders(self, path, *, overwrite: bool = False, resume: bool = False, **options) -> dict:
         """One :class:`fa_gpu.Recorder` per type, each a Zarr group ``path/<type>`` inside one
         root group at ``path`` (attributes ``types`` and ``counts``). ``options`` go to every
-        Recorder (``chunk_steps``, ``attrs``, ...). Close them when done."""
+        Recorder (``chunk_steps``, ``attrs``, ...); ``resume=True`` reopens the groups of a run
+        to continue (see :meth:`run`). Close them when done."""
         import zarr
 
         from .runtime.recorder import Recorder
 
-        try:
-            zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3,
-                            attributes={"types": list(self.engines), "counts": self.counts})
-        except FileExistsError as exc:
-            raise FileExistsError(f"{path} already holds data; pass overwrite=True to replace it") from exc
+        if not resume:
+            try:
+                zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3,
+                                attributes={"types": list(self.engines), "counts": self.counts})
+            except FileExistsError as exc:
+                raise FileExistsError(f"{path} already holds data; pass overwrite=True to replace it") from exc
         return {k: Recorder(os.path.join(os.fspath(path), k), e.n_agents,
                             num_modalities=e.config.num_modalities, num_factors=e.config.num_factors,
-                            num_states=list(e.config.num_states), overwrite=True, **options)
+                            num_states=list(e.config.num_states), overwrite=not resume,
+                            resume=resume, **options)
                 for k, e in self.engines.items()}
 
-    def _capture(self) -> dict:
+    def _capture(self, run=None) -> dict:
+        """Host copies of a checkpoint; ``run``: (step, steps, {type: recorder rows},
+        {type: next obs}) of a run in progress, saved in each engine's file."""
         w = self.world
-        return {"engines": {k: capture(e) for k, e in self.engines.items()}, "world": w.state(),
+        engines = {k: capture(e, None if run is None else run_state(run[0], run[1], run[2][k],
+                                                                     run[3][k], None))
+                   for k, e in self.engines.items()}
+        return {"engines": engines, "world": w.state(),
                 "steps": self.t, "counts": self.counts,
                 "world_class": f"{type(w).__module__}.{type(w).__qualname__}"}
 
@@ -252,6 +310,12 @@ def _write_checkpoint(ckpt: dict, path) -> None:
     for name in os.listdir(path):
         if name not in keep and re.fullmatch(r"(engine\d+|world)\.[0-9a-f]{12}\.npz", name):
             os.unlink(os.path.join(path, name))
+
+
+def _world_state(path, manifest) -> dict:
+    """The saved world state (checked by the world's own ``set_state``)."""
+    with np.load(os.path.join(os.fspath(path), manifest["world"]), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def read_manifest(path) -> dict:

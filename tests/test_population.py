@@ -134,3 +134,49 @@ def test_population_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="not a population checkpoint"):
         np.savez(tmp_path / "manifest.npz", manifest=np.frombuffer(b'{"format": "x"}', np.uint8))
         read_manifest(tmp_path)
+
+
+def test_population_run_resumes_after_a_crash_bit_for_bit(tmp_path, monkeypatch):
+    """A population run that dies after a checkpoint, resumed with Population.load(path,
+    world).run(steps, resume=path), ends as a run never interrupted: engines, world and store."""
+    pytest.importorskip("zarr")
+    from fa_gpu.runtime.recorder import read_store
+
+    def run(store, ckpt, crash_at=None):
+        pop = fa_gpu.Population(_engines("numba"), _world())
+        recs = pop.recorders(store, chunk_steps=3)
+        if crash_at is not None:
+            step, calls = envs.Foraging.step, []
+
+            def dies(self, actions):
+                calls.append(1)
+                if len(calls) == crash_at:
+                    raise OSError("power cut")
+                return step(self, actions)
+            monkeypatch.setattr(envs.Foraging, "step", dies)
+        try:
+            pop.run(14, recorder=recs, checkpoint_every=4, checkpoint_path=ckpt, progress=False)
+        finally:
+            monkeypatch.undo()
+            for r in recs.values():
+                r.close()
+        return pop
+
+    whole = run(tmp_path / "whole.zarr", tmp_path / "whole.ckpt")
+    with pytest.raises(OSError, match="power cut"):
+        run(tmp_path / "broken.zarr", tmp_path / "broken.ckpt", crash_at=11)  # checkpoint of step 8 stands
+    pop = fa_gpu.Population.load(tmp_path / "broken.ckpt", _world())
+    recs = pop.recorders(tmp_path / "broken.zarr", chunk_steps=3, resume=True)
+    res = pop.run(14, recorder=recs, checkpoint_every=4, checkpoint_path=tmp_path / "broken.ckpt",
+                  resume=tmp_path / "broken.ckpt", progress=False)
+    for r in recs.values():
+        r.close()
+    assert res.steps == 6 and pop.t == whole.t == 14
+    for k in whole.engines:
+        np.testing.assert_array_equal(pop.engines[k].q_pi, whole.engines[k].q_pi)
+        np.testing.assert_array_equal(pop.engines[k].actions, whole.engines[k].actions)
+        a, b = read_store(tmp_path / "whole.zarr" / k), read_store(tmp_path / "broken.zarr" / k)
+        assert a["steps_written"] == b["steps_written"] == 14
+        np.testing.assert_array_equal(b["actions"], a["actions"])
+        np.testing.assert_array_equal(b["obs"], a["obs"])
+    np.testing.assert_array_equal(pop.world.food, whole.world.food)
