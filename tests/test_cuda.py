@@ -63,7 +63,7 @@ def test_simulator_trajectories_equal_reference():
     assert "auto ok" in out and "numba off ok" in out and "batched memory ok" in out
     assert "paths ['global', 'shared']" in out
     assert "cohorts ok" in out  # model in shared memory, and per-agent (learning)
-    assert "agent offset ok" in out
+    assert "agent offset ok" in out and "worlds ok" in out
     assert "ties ok" in out
 
 

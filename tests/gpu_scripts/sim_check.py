@@ -62,6 +62,19 @@ _, shard = build(case, 4, 9, backend="cuda", action_selection="stochastic", alph
 for o in random_obs(case, 6, 3, 9):
     np.testing.assert_array_equal(shard.step(o[2:]), whole.step(o)[2:])
 print("agent offset ok")
+# shared worlds: a population whose engines run on the simulator sees the observations of one
+# whose engines run on the reference, step by step (same seeds)
+pops = []
+for backend in ("numpy", "cuda"):
+    eng = {k: fa_gpu.Engine(fa_gpu.models.foraging(), n, backend=backend, dtype="float64",
+                            action_selection="stochastic", seed=s) for k, n, s in (("a", 5, 1), ("b", 3, 2))}
+    pops.append(fa_gpu.Population(eng, fa_gpu.envs.Foraging(5, patches=2, regrowth=[0.5, 1.5], capacity=3, seed=4)))
+obs = [p.reset() for p in pops]
+for _ in range(4):
+    (_, o_ref), (_, o_sim) = (p.step() for p in pops)
+    for k in o_ref:
+        np.testing.assert_array_equal(o_sim[k], o_ref[k])
+print("worlds ok")
 # ties: the symmetric grid world (tied policies summed in different orders) gives the
 # reference's deterministic actions, full and marginal, both precisions
 for dtype in ("float64", "float32"):
