@@ -24,5 +24,6 @@ def __getattr__(name):
         return value
     if name == "Population":  # imports the runtime loop: on first use, keeping `import fa_gpu` light
         from .population import Population
-        return Population
+        value = globals()[name] = Population  # found directly from now on
+        return value
     raise AttributeError(f"module 'fa_gpu' has no attribute {name!r}")

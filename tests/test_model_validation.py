@@ -167,8 +167,8 @@ def test_engine_argument_rules():
         fa_gpu.Engine(m, 0)
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64', got float16"):
         fa_gpu.Engine(m, 4, dtype="float16")
-    with pytest.raises(ValueError, match=r"inference_algo must be one of 'fpi'; got 'mmp'"):
-        fa_gpu.Engine(m, 4, inference_algo="mmp")
+    with pytest.raises(ValueError, match=r"inference_algo must be one of 'fpi', 'mmp', 'vmp'; got 'ovf'"):
+        fa_gpu.Engine(m, 4, inference_algo="ovf")
     with pytest.raises(ValueError, match=r"action_selection must be one of 'deterministic', 'stochastic'; got 'greedy'"):
         fa_gpu.Engine(m, 4, action_selection="greedy")
     with pytest.raises(ValueError, match=r"sampling_mode must be one of 'full', 'marginal'; got 'joint'"):
