@@ -554,11 +554,11 @@ def build_parser(prog: str = "python -m benchmarks.compare"):
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--models", default=",".join(MODELS),
-                   help=f"comma-separated, from {', '.join(MODELS)} (default: all)")
+                   help=f"comma-separated, from {', '.join(MODELS)}")
     p.add_argument("--n", default="1,1000,10000", type=lambda t: _int_list(t, "--n"),
-                   help="numbers of agents (default 1,1000,10000)")
+                   help="numbers of agents")
     p.add_argument("--policy-len", default=None, type=lambda t: _int_list(t, "--policy-len"),
-                   help="policy horizons for the grid models (default: grid5 1,3; grid20 1); "
+                   help="policy horizons for the grid models (None: grid5 1,3; grid20 1); "
                         "tmaze uses 2 and threefactor 2")
     p.add_argument("--repeats", type=int, default=5,
                    help="minimum timed steps per cell (median reported)")
