@@ -30,7 +30,6 @@ import functools
 import json
 import os
 import re
-import time
 import uuid
 
 import numpy as np
@@ -38,7 +37,7 @@ import numpy as np
 from .engine import Engine
 from .envs.worlds import World
 from .runtime.checkpoint import capture, read_run, run_state, write_atomic
-from .runtime.loop import RunResult, _Host, _positive_int, _progress_bar, _recorded, _Sink
+from .runtime.loop import RunResult, _Clock, _Host, _positive_int, _recorded, _Sink
 
 __all__ = ["Population", "CHECKPOINT_FORMAT", "read_manifest"]
 
@@ -163,10 +162,8 @@ class Population:
             self._obs = obs
         obs = self._current(None)
         rec_start = {k: _recorded.get(r, 0) - first for k, r in recorder.items()}
-        sink, n = _Sink(pipeline), self.n_agents
-        bar = _progress_bar((steps - first) * n, progress, "fa_gpu[population]")
-        t0 = time.perf_counter()
-        t_first = 0.0
+        sink = _Sink(pipeline)
+        clock = _Clock(first, steps, self.n_agents, progress, "fa_gpu[population]")
         try:
             for i in range(first, steps):
                 actions = self._act(obs)
@@ -186,20 +183,13 @@ class Population:
                 for k, r in recorder.items():
                     _recorded[r] = rec_start[k] + i + 1
                 obs = self._obs = nxt
-                if i == first:
-                    t_first = time.perf_counter() - t0
-                if bar is not None:
-                    bar.update(n)
+                clock.tick(i)
             sink.drain()
         finally:
-            if bar is not None:
-                bar.close()
+            clock.close()
             if sink.pending is not None:  # an error is propagating: never leave a writer behind
                 sink.pending.exception()
-        seconds = time.perf_counter() - t0
-        return RunResult(steps=steps - first, seconds=seconds, first_step_seconds=t_first,
-                         agent_steps_per_s=(steps - first) * n / seconds if seconds > 0 else float("inf"),
-                         obs=obs)
+        return clock.result(obs)
 
     def _resume(self, path, steps: int, recorders: dict) -> int:
         """Set the world, the next observations and the recorders from the run checkpoint in

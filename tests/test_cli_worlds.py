@@ -2,7 +2,6 @@
 at small N: the store against the world replayed by hand, the printed summary against the store."""
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest

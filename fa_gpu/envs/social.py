@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import rng
-from .worlds import World, array_module, check_int, check_real, host
+from .worlds import World, array_module, check_int, check_real
 
 __all__ = ["SocialNetwork", "watts_strogatz", "barabasi_albert", "consensus_polarization"]
 

@@ -202,6 +202,33 @@ def _progress_bar(total: int, enabled: bool, desc: str):
     return tqdm(total=total, unit="agent-step", unit_scale=True, desc=desc, dynamic_ncols=True)
 
 
+class _Clock:
+    """Wall time, the first step's time and the tqdm bar of a run's steps ``first..steps-1`` of
+    ``n`` agents each; :meth:`result` makes its :class:`RunResult`."""
+
+    def __init__(self, first: int, steps: int, n: int, progress: bool, desc: str):
+        self.first, self.steps, self.n = first, steps, n
+        self.bar = _progress_bar((steps - first) * n, progress, desc)
+        self.t0, self.t_first = time.perf_counter(), 0.0
+
+    def tick(self, i: int) -> None:
+        """Step ``i`` is done."""
+        if i == self.first:
+            self.t_first = time.perf_counter() - self.t0
+        if self.bar is not None:
+            self.bar.update(self.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def result(self, obs) -> RunResult:
+        seconds, done = time.perf_counter() - self.t0, self.steps - self.first
+        return RunResult(steps=done, seconds=seconds, first_step_seconds=self.t_first,
+                         agent_steps_per_s=done * self.n / seconds if seconds > 0 else float("inf"),
+                         obs=obs)
+
+
 def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_every=None,
         checkpoint_path=None, progress: bool = True, pipeline: int = 1, chunk_size=None,
         reset: bool = True, obs=None, resume=None) -> RunResult:
@@ -296,9 +323,7 @@ def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_ever
     rec_start = 0 if recorder is None else _recorded.get(recorder, 0) - first
     beliefs = recorder is not None and getattr(recorder, "made_for", {}).get("record_beliefs", False)
     sink = _Sink(pipeline)
-    bar = _progress_bar((steps - first) * n, progress, f"fa_gpu[{engine.backend}]")
-    t0 = time.perf_counter()
-    t_first = 0.0
+    clock = _Clock(first, steps, n, progress, f"fa_gpu[{engine.backend}]")
     try:
         for i in range(first, steps):
             ckpt_due = bool(checkpoint_every) and (i + 1) % checkpoint_every == 0
@@ -323,22 +348,15 @@ def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_ever
             if recorder is not None:
                 _recorded[recorder] = rec_start + i + 1
             obs = nxt
-            if i == first:
-                t_first = time.perf_counter() - t0
-            if bar is not None:
-                bar.update(n)
+            clock.tick(i)
         sink.drain()
     finally:
         if cohorts is not None:
             cohorts.settle()
-        if bar is not None:
-            bar.close()
+        clock.close()
         if sink.pending is not None:  # an error is propagating: still never leave a writer behind
             concurrent.futures.wait([sink.pending])
-    seconds = time.perf_counter() - t0
     obs = np.asarray(obs)
     if env is not None:
         _last_obs[env] = obs
-    return RunResult(steps=steps - first, seconds=seconds, first_step_seconds=t_first,
-                     agent_steps_per_s=(steps - first) * n / seconds if seconds > 0 else float("inf"),
-                     obs=obs)
+    return clock.result(obs)
