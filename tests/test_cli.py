@@ -167,3 +167,16 @@ def test_simulate_overwrite_never_deletes_a_foreign_directory(tmp_path, capsys):
     assert cli.main(args) == 2
     assert "not a store written by fa_gpu.Recorder" in capsys.readouterr().err
     assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
+
+
+def test_without_ray_shards_and_info_say_why(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    assert cli.main(["simulate", "--shards", "2", "--agents", "10", "--steps", "1",
+                     "--output", str(tmp_path / "r.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fa-gpu: ") and err.count("\n") == 1 and "pip install 'fa_gpu[distributed]'" in err
+    assert not (tmp_path / "r.zarr").exists()
+    assert cli.main(["info"]) == 0
+    assert "Ray cluster: Ray is not installed (pip install 'fa_gpu[distributed]')" in capsys.readouterr().out
+    assert cli.main(["simulate", "--address", "x:1", "--output", str(tmp_path / "r.zarr")]) == 2
+    assert "--address needs --shards" in capsys.readouterr().err

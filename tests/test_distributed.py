@@ -295,3 +295,45 @@ def test_run_rejects_bad_arguments(tmp_path):
             ShardedEngine(_models()["grid"], 8, shards=2, backend="numpy", chunk_agents=0)
     finally:
         sharded.shutdown()
+
+
+# -- the command line ----------------------------------------------------------------------
+def test_cli_simulate_shards_records_what_one_engine_records(tmp_path, capsys):
+    from fa_gpu import cli
+
+    common = ["simulate", "--agents", "21", "--steps", "4", "--backend", "numpy", "--seed", "4",
+              "--no-progress", "--side", "3"]
+    assert cli.main(common + ["--output", str(tmp_path / "one.zarr")]) == 0
+    assert cli.main(common + ["--shards", "3", "--output", str(tmp_path / "sh.zarr")]) == 0
+    out = capsys.readouterr().out
+    assert "backend: numpy, 3 Ray shards" in out and "at the goal after the last step" in out
+    a, b = fa_gpu.read_store(tmp_path / "one.zarr"), fa_gpu.read_store(tmp_path / "sh.zarr")
+    assert a["steps_written"] == b["steps_written"] == 4 and b["attrs"]["complete"]
+    for k in ("actions", "obs"):
+        np.testing.assert_array_equal(b[k], a[k])
+    import zarr
+    np.testing.assert_array_equal(zarr.open_group(tmp_path / "sh.zarr", mode="r")["true_state"][:],
+                                  zarr.open_group(tmp_path / "one.zarr", mode="r")["true_state"][:])
+    assert cli.main(common + ["--shards", "22", "--output", str(tmp_path / "x.zarr")]) == 2
+    assert "shards=22 is more than n_agents=21" in capsys.readouterr().err
+
+
+def test_cli_info_shows_the_ray_cluster(capsys):
+    import subprocess
+    import sys
+
+    from fa_gpu import cli
+
+    assert cli.main(["info"]) == 0  # this process is connected to the module's Ray
+    assert "Ray cluster: 1 nodes, 2 CPUs, 0 GPUs" in capsys.readouterr().out
+    address = ray.get_runtime_context().gcs_address
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    got = subprocess.run([sys.executable, "-m", "fa_gpu", "info", "--address", address],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert got.returncode == 0, got.stderr
+    assert f"Ray cluster at {address}: 1 nodes, 2 CPUs, 0 GPUs" in got.stdout
+    assert "  node " in got.stdout
+    got = subprocess.run([sys.executable, "-m", "fa_gpu", "info"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert "Ray cluster: not connected (pass --address ADDR, or set RAY_ADDRESS)" in got.stdout

@@ -398,3 +398,9 @@ class ShardedStore:
     def close(self) -> None:
         """Driver: mark the store ``complete``."""
         self._group.update_attributes({"complete": True})
+
+    def __enter__(self) -> "ShardedStore":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
