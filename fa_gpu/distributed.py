@@ -352,8 +352,8 @@ class ShardedEngine:
         are written again) and the run goes on: the result equals an uninterrupted run. Without
         checkpoints a lost shard ends the run with the error.
 
-        Returns :class:`fa_gpu.runtime.loop.RunResult`; its ``first_step_seconds`` is the first
-        block's time (with checkpoints: of ``checkpoint_every`` steps).
+        Returns :class:`fa_gpu.runtime.loop.RunResult` (``first_step_seconds``: step 0, run by
+        itself, with the shards' start).
         """
         from .runtime.loop import RunResult, _progress_bar
 
@@ -534,9 +534,14 @@ class _Run:
             self.checkpoint()
 
     def block(self) -> None:
-        """The next ``checkpoint_every`` steps (or all), then the store mark and checkpoint."""
+        """Step 0 alone, then up to the next multiple of ``checkpoint_every`` (or the end); then
+        the store mark and, at a multiple, the checkpoint."""
         ray, actors = _ray(), self.s._actors
-        n = min(self.every or self.steps, self.steps - self.done)
+        n = self.steps - self.done
+        if self.every is not None:
+            n = min(n, self.every - self.done % self.every)
+        if self.done == 0:
+            n = min(n, 1)  # step 0 alone: RunResult.first_step_seconds, as Engine.run reports it
         t = self.store0 + self.done
         if self.world is None:
             ray.get([a.run_block.remote(n, t) for a in actors])
