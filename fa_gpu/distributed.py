@@ -119,8 +119,9 @@ class _Shard:
     def pid(self) -> int:
         return os.getpid()
 
-    def backend(self) -> str:
-        return self.engine.backend
+    def describe(self) -> tuple:
+        """(backend name, float dtype name) of this shard's engine."""
+        return self.engine.backend, np.dtype(self.engine.config.dtype).name
 
     def step(self, obs):
         return self.engine.step(obs)
@@ -281,7 +282,7 @@ class ShardedEngine:
         actor = ray.remote(num_gpus=1 if options["backend"] == "cuda" else 0, num_cpus=0,
                            max_restarts=MAX_RESTARTS)(_Shard)
         self._actors = [actor.remote(model, lo, hi, options) for lo, hi in bounds]
-        self.backend = ray.get(self._actors[0].backend.remote())
+        self.backend, self._dtype = ray.get(self._actors[0].describe.remote())
 
     # -- the step ------------------------------------------------------------------------
     def step(self, obs) -> np.ndarray:
@@ -322,7 +323,7 @@ class ShardedEngine:
         cfg = self.model
         return ShardedStore.create(path, self.n_agents, self.chunk_agents, num_modalities=cfg.num_modalities,
                                    num_factors=cfg.num_factors, num_states=list(cfg.num_states),
-                                   dtype=self._options.get("dtype") or "float32", **options)
+                                   dtype=self._dtype, **options)
 
     def run(self, env, steps: int, *, recorder=None, checkpoint_every=None, checkpoint_path=None,
             progress: bool = True, chunk_steps: int = 64):

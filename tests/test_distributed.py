@@ -289,6 +289,8 @@ def test_run_rejects_bad_arguments(tmp_path):
         other = ShardedEngine(_models()["grid"], 9, shards=2, backend="numpy")
         store = other.recorder(tmp_path / "nine.zarr")
         other.shutdown()
+        default = fa_gpu.Engine(_models()["grid"], 9, backend="numpy").config.dtype
+        assert fa_gpu.read_store(tmp_path / "nine.zarr")["attrs"]["dtype"] == np.dtype(default).name
         with pytest.raises(ValueError, match="recorder was made for"):
             sharded.run(_grid(), 2, recorder=store)
         with pytest.raises(ValueError, match="chunk_agents"):
