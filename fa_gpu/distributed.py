@@ -9,15 +9,25 @@ beliefs of one engine on the same backend, whatever K.
 What moves per step: a step with observations from the driver sends each shard its ``(n_k, M)``
 slice and gets ``(n_k, F)`` actions back (numpy arrays through Ray's object store). In
 :meth:`ShardedEngine.run` with an independent-copy environment nothing moves per step: each shard
-steps its own slice of the worlds (``env.reset(n_k, seed, agent_offset=lo_k)``), and the driver
-only hears from the shards at checkpoints and at the end. A shared world (``fa_gpu.envs``'
+steps its own slice of the worlds (``env.reset(n_k, agent_offset=lo_k)`` on its copy of the
+environment), and the driver only hears from the shards at checkpoints and at the end. A shared world (``fa_gpu.envs``'
 multi-agent worlds) is stepped by the driver: the shards' actions go to it, the observations
 come back, and each shard starts its next step as soon as its own slice arrives.
 
 Checkpoints (:meth:`ShardedEngine.save`, ``run(checkpoint_every=...)``) are a directory: one
-engine checkpoint per shard (``fa_gpu.runtime.checkpoint`` format) and a ``manifest.json`` that
-names them. The manifest is replaced atomically after every shard file of a generation is
-written, so it only ever names complete files; files of older generations are then removed.
+engine checkpoint per shard (``shard-KKKK-gG.ckpt``, ``fa_gpu.runtime.checkpoint`` format) and a
+``manifest.json`` that names them. A generation written by ``run`` also holds the run state: per
+shard ``shard-KKKK-gG.run.npz`` (its environment slice's ``state()`` as ``env.<key>`` and its
+next ``obs``) or, for a world stepped by the driver, ``world-gG.npz`` (``world.<key>`` and
+``obs``), and the manifest's ``run`` record (``id`` of the run, ``step`` reached, ``store_step``:
+the store row the run continues at, ``files``, ``world``). The manifest is replaced atomically
+after every file of a generation is written, so it only ever names complete files; files of
+other generations (older ones, or the debris of a save that died) are then removed.
+
+Recording (``run(recorder=...)``) goes to one Zarr store in :class:`fa_gpu.Recorder`'s layout
+(:class:`fa_gpu.runtime.recorder.ShardedStore`), chunked by ``chunk_agents`` agents, with the
+shard boundaries on chunk boundaries: each shard writes its own rows and chunks; the driver
+resizes the arrays and moves ``steps_written`` after every block all shards have written.
 
 A lost worker is not a lost run: actors are created with ``max_restarts``; when one dies inside
 :meth:`ShardedEngine.run` (its process killed), Ray restarts it, every shard reloads the last
