@@ -190,8 +190,7 @@ def _killing_grid(marker, at_clock):
                 os.kill(os.getpid(), signal.SIGKILL)
             return super().step(actions)
 
-    env = KillingGrid(3, noise=0.3, goal=8, seed=9)
-    return env
+    return KillingGrid(3, noise=0.3, goal=8, seed=9)
 
 
 def test_a_killed_shard_is_not_a_lost_run(tmp_path):
