@@ -1,10 +1,11 @@
 """The ``fa-gpu`` command (also ``python -m fa_gpu``): simulate, info, bench, plot.
 
 - ``simulate``: N agents in the grid world (or T-maze, or the shared worlds foraging and
-  social) for T steps on the best backend; prints the backend (and why others were skipped), the
+  social) for T steps on the best backend (``--shards K``: over K Ray actors); prints the backend (and why others were skipped), the
   throughput and a one-line outcome, records actions and observations to a Zarr store with what
   the plots need about the world (see :class:`_Traced`).
-- ``info``: backends and why not, NVIDIA driver and devices, CPU topology, host pool sizes.
+- ``info``: backends and why not, NVIDIA driver and devices, CPU topology, host pool sizes, and
+  the Ray cluster's nodes, CPUs and GPUs (``--address`` or ``RAY_ADDRESS``).
 - ``bench``: fa_gpu's speed against pymdp 1.0.4 (agent-steps/s, ratio), by
   ``benchmarks/compare.py`` of a source checkout, with the remaining arguments.
 - ``plot RUN``: PNG summary of a ``simulate`` store; ``--animate OUT.gif``: a GIF of a
@@ -322,16 +323,36 @@ def _build(args):
     if args.side is None:
         args.side = 16 if args.env == "foraging" else 5
     env, model, attrs, what, specs = _BUILDERS[args.env](args)
-    if args.resume is None:
-        engine = fa_gpu.Engine(model, args.agents, backend=args.backend, dtype=args.dtype,
-                               seed=args.seed, **_SELECTION[args.env])
-    else:
+    if args.resume is not None:
         engine = fa_gpu.Engine.load(args.resume, backend=None if args.backend == "auto" else args.backend)
         if engine.n_agents != args.agents or engine.config.seed != args.seed:
             raise ValueError(f"{args.resume} holds {engine.n_agents:,} agents with seed "
                              f"{engine.config.seed}: resume with the options of the run it "
                              f"checkpointed (--agents, --seed, ...)")
+    elif args.shards is None:
+        engine = fa_gpu.Engine(model, args.agents, backend=args.backend, dtype=args.dtype,
+                               seed=args.seed, **_SELECTION[args.env])
+    else:
+        # The CLI steps the world in the driver even for independent copies: the store's world
+        # series (and the summary) read it every step. ShardedEngine.run in a script steps
+        # independent copies inside the shards instead.
+        engine = _distributed().ShardedEngine(model, args.agents, shards=args.shards, backend=args.backend,
+                                              address=args.address, dtype=args.dtype, seed=args.seed,
+                                              **_SELECTION[args.env])
     return env, attrs, what, engine, specs
+
+
+_NO_RAY = "needs Ray, which is not installed: pip install 'fa_gpu[distributed]'"
+
+
+def _distributed():
+    """``fa_gpu.distributed``; ``_UsageError`` (one line) when Ray is missing."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise _UsageError(f"--shards {_NO_RAY}") from None
+    from . import distributed
+    return distributed
 
 
 _BUILDERS = {"grid": _build_grid, "tmaze": _build_tmaze, "foraging": _build_foraging,
@@ -346,6 +367,12 @@ _SELECTION = {"grid": dict(action_selection="stochastic", alpha=_ALPHA),
 
 
 def _simulate(args) -> int:
+    if args.address is not None and args.shards is None:
+        return _err("simulate: --address needs --shards")
+    if args.shards is not None and (args.resume is not None or args.checkpoint_every is not None):
+        return _err("simulate: --shards runs without --checkpoint-every/--resume here; for "
+                    "recoverable sharded runs use ShardedEngine.run(..., checkpoint_every=...) "
+                    "in a script")
     out = Path(args.output)
     if args.resume is not None and args.overwrite:
         return _err("--resume continues the run's store; it cannot be combined with --overwrite")
@@ -358,10 +385,11 @@ def _simulate(args) -> int:
         env, attrs, what, engine, specs = _build(args)  # before anything big is allocated
     except _UsageError as exc:
         return _err(str(exc))
-    except (RuntimeError, ValueError, MemoryError) as exc:
+    except (RuntimeError, ValueError, MemoryError, ConnectionError) as exc:
         return _err(str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}")
-    print(f"backend: {engine.backend}")
-    for name, why in engine.backend_skipped.items():
+    shards = "" if args.shards is None else f", {args.shards} Ray shards"
+    print(f"backend: {engine.backend}{shards}")
+    for name, why in getattr(engine, "backend_skipped", {}).items():
         print(f"  skipped {name}: {why}")
     print(f"{what}, policy_len {args.policy_len}, {args.agents:,} agents, {args.steps} steps, "
           f"seed {args.seed}, {args.dtype}", flush=True)
@@ -378,13 +406,19 @@ def _simulate(args) -> int:
         return _err(f"cannot write the store {out}: {exc}")
     with rec:
         try:
-            result = engine.run(world, args.steps, recorder=rec, progress=not args.no_progress,
-                                checkpoint_every=args.checkpoint_every, checkpoint_path=args.checkpoint,
-                                resume=args.resume)
+            if args.shards is None:
+                result = engine.run(world, args.steps, recorder=rec, progress=not args.no_progress,
+                                    checkpoint_every=args.checkpoint_every,
+                                    checkpoint_path=args.checkpoint, resume=args.resume)
+            else:
+                result = engine.run(world, args.steps, recorder=rec, progress=not args.no_progress)
         except ValueError as exc:  # the checkpoint does not continue this command's run
             if not resume:
                 raise
             return _err(str(exc))
+        finally:
+            if args.shards is not None:
+                engine.shutdown()
         world.flush()
     print(f"{result.steps} steps x {args.agents:,} agents in {result.seconds:.2f} s: "
           f"{result.agent_steps_per_s:,.0f} agent-steps/s")
@@ -450,7 +484,40 @@ def _info(args) -> int:
     print(f"CPU: {info['cpu']}")
     pools = info["pools"]
     print(f"host pools: {pools['compute_threads']} compute threads, {pools['io_threads']} I/O threads")
+    print(_ray_cluster(args.address))
     return 0
+
+
+def _ray_cluster(address) -> str:
+    """Lines on the Ray cluster at ``address`` (or ``RAY_ADDRESS``, or the one this process is
+    connected to): nodes, CPUs, GPUs; else one line saying why not."""
+    import os
+
+    try:
+        import ray
+    except ImportError:
+        return "Ray cluster: Ray is not installed (pip install 'fa_gpu[distributed]')"
+    address = address or os.environ.get("RAY_ADDRESS")
+    connected = ray.is_initialized()
+    if not connected and not address:
+        return "Ray cluster: not connected (pass --address ADDR, or set RAY_ADDRESS)"
+    if not connected:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            return f"Ray cluster: cannot connect to {address} ({type(exc).__name__}: {exc})"
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+    finally:
+        if not connected:
+            ray.shutdown()
+    total = {k: sum(n["Resources"].get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+    lines = [f"Ray cluster{' at ' + address if address else ''}: {len(nodes)} nodes, "
+             f"{total['CPU']:g} CPUs, {total['GPU']:g} GPUs"]
+    lines += [f"  node {n['NodeManagerAddress']}: {n['Resources'].get('CPU', 0):g} CPUs, "
+              f"{n['Resources'].get('GPU', 0):g} GPUs" for n in nodes]
+    return "\n".join(lines)
 
 
 def _import_compare():
@@ -533,6 +600,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", metavar="PATH",
                    help="continue the run checkpointed at PATH: repeat the command that started "
                         "it and add --resume; --steps is the run's total (default: a new run)")
+    s.add_argument("--shards", type=_int_at_least(1),
+                   help="split the agents over this many Ray actors (fa_gpu.distributed; same "
+                        "numbers as one engine; needs the distributed extra) (default: one engine)")
+    s.add_argument("--address", help="--shards: Ray cluster to join (default: RAY_ADDRESS, or a "
+                                     "new local Ray instance)")
     f = s.add_argument_group("foraging")
     f.add_argument("--patches", type=_int_at_least(1), default=4,
                    help="food patches, at distinct cells drawn with --seed")
@@ -554,7 +626,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="probability a step that the hidden state jumps")
     s.set_defaults(func=_simulate)
 
-    sub.add_parser("info", help="backends, devices, CPU topology, pools").set_defaults(func=_info)
+    i = sub.add_parser("info", help="backends, devices, CPU topology, pools, Ray cluster")
+    i.add_argument("--address", help="Ray cluster to describe (default: RAY_ADDRESS)")
+    i.set_defaults(func=_info)
     sub.add_parser("bench", add_help=False,
                    help="time fa_gpu against pymdp 1.0.4 (agent-steps/s and ratio); source "
                         "checkout only; `fa-gpu bench --help` lists its options, --targets adds "

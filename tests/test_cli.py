@@ -205,3 +205,16 @@ def test_simulate_resume_continues_a_crashed_run(tmp_path, monkeypatch, world, c
         np.testing.assert_array_equal(b[name][:], a[name][:], err_msg=name)
     assert cli.main(common + ["--output", broken, "--resume", broken + ".ckpt", "--agents", "41"]) == 2
     assert "resume with the options of the run" in capsys.readouterr().err
+
+
+def test_without_ray_shards_and_info_say_why(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    assert cli.main(["simulate", "--shards", "2", "--agents", "10", "--steps", "1",
+                     "--output", str(tmp_path / "r.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fa-gpu: ") and err.count("\n") == 1 and "pip install 'fa_gpu[distributed]'" in err
+    assert not (tmp_path / "r.zarr").exists()
+    assert cli.main(["info"]) == 0
+    assert "Ray cluster: Ray is not installed (pip install 'fa_gpu[distributed]')" in capsys.readouterr().out
+    assert cli.main(["simulate", "--address", "x:1", "--output", str(tmp_path / "r.zarr")]) == 2
+    assert "--address needs --shards" in capsys.readouterr().err

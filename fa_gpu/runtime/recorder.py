@@ -382,3 +382,83 @@ def read_store(path) -> dict:
     out = {name: group[name][:t] for name in names}
     out.update(steps_written=t, attrs=attrs)
     return out
+
+
+class ShardedStore:
+    """A :class:`Recorder`-layout store written by several processes, each its own agents.
+
+    For :class:`fa_gpu.distributed.ShardedEngine`: the driver makes the store
+    (:meth:`create`: the group, its attributes and empty ``actions`` / ``obs`` arrays, as a
+    Recorder would, without beliefs) with ``chunk_agents`` agents per chunk; every shard, whose
+    agent range starts on a multiple of ``chunk_agents``, opens it by path and writes its rows
+    (:meth:`write`), so no two writers ever touch one chunk. Only the driver resizes
+    (:meth:`resize`, before any shard writes the new rows) and moves ``steps_written``
+    (:meth:`mark_written`, once every shard has written those steps), so :func:`read_store`
+    reads it like any Recorder store, also while it is written.
+    """
+
+    def __init__(self, path):
+        """Open the store a :meth:`create` made (a shard, or the driver again)."""
+        self.path = os.fspath(path)
+        self._group = zarr.open_group(self.path, mode="r+", zarr_format=3)
+        attrs = self._group.attrs
+        if attrs.get("format") != STORE_FORMAT or attrs.get("record_beliefs"):
+            raise ValueError(f"{self.path} is not a fa_gpu trajectory store without beliefs")
+        self._arrays = {name: self._group[name] for name in ("actions", "obs")}
+
+    @classmethod
+    def create(cls, path, n_agents, chunk_agents, *, num_modalities, num_factors, num_states=None,
+               chunk_steps=64, dtype="float32", overwrite=False, attrs=None) -> "ShardedStore":
+        """Make the store: ``actions`` ``(0, N, F)`` and ``obs`` ``(0, N, M)`` int64 in chunks of
+        ``(chunk_steps, chunk_agents, width)``, a Recorder's attributes (``record_beliefs``
+        false, ``dtype`` and ``num_states`` for the record). ``overwrite`` as for Recorder."""
+        n = _positive("n_agents", n_agents)
+        chunk_agents = _positive("chunk_agents", chunk_agents)
+        # A Recorder with no writer threads makes the group and attributes exactly as usual.
+        rec = Recorder(path, n, num_modalities=num_modalities, num_factors=num_factors,
+                       num_states=num_states, chunk_steps=chunk_steps, dtype=dtype,
+                       overwrite=overwrite, attrs=attrs, io_threads=1, max_pending=1)
+        rec._pool.shutdown(wait=True)
+        group = zarr.open_group(path, mode="r+", zarr_format=3)
+        for name, width, axis in (("actions", num_factors, "factor"), ("obs", num_modalities, "modality")):
+            group.create_array(name, shape=(0, n, width), chunks=(chunk_steps, min(chunk_agents, n), width),
+                               dtype=np.int64, dimension_names=("step", "agent", axis), overwrite=True)
+        return cls(path)
+
+    @property
+    def steps_written(self) -> int:
+        return int(self._group.attrs["steps_written"])
+
+    @property
+    def made_for(self) -> dict:
+        """As :attr:`Recorder.made_for`."""
+        attrs = self._group.attrs
+        return {k: attrs[k] for k in ("n_agents", "num_modalities", "num_factors", "num_states",
+                                      "record_beliefs")}
+
+    def resize(self, steps: int) -> None:
+        """Driver: room for ``steps`` rows (grows only; before shards write them)."""
+        for arr in self._arrays.values():
+            if arr.shape[0] < steps:
+                arr.resize((steps,) + arr.shape[1:])
+
+    def write(self, t0: int, lo: int, actions: np.ndarray, obs: np.ndarray) -> None:
+        """Shard: rows ``t0 : t0 + len(actions)`` of agents ``lo : lo + actions.shape[1]``
+        (``actions`` ``(T, n, F)``, ``obs`` ``(T, n, M)`` int)."""
+        hi = lo + actions.shape[1]
+        self._arrays["actions"][t0: t0 + len(actions), lo:hi] = actions
+        self._arrays["obs"][t0: t0 + len(obs), lo:hi] = obs
+
+    def mark_written(self, steps: int) -> None:
+        """Driver: every shard has written rows ``0 .. steps - 1``."""
+        self._group.update_attributes({"steps_written": int(steps)})
+
+    def close(self) -> None:
+        """Driver: mark the store ``complete``."""
+        self._group.update_attributes({"complete": True})
+
+    def __enter__(self) -> "ShardedStore":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
