@@ -396,7 +396,8 @@ def _simulate(args) -> int:
     attrs.update(env=args.env, backend=engine.backend, seed=args.seed, policy_len=args.policy_len)
     resume = args.resume is not None
     try:
-        rec = engine.recorder(out, overwrite=args.overwrite, attrs=attrs, resume=resume)
+        rec = engine.recorder(out, overwrite=args.overwrite, attrs=attrs,
+                              **({"resume": True} if resume else {}))  # (sharded runs never resume here)
         world = _Traced(env, engine, out, specs, resume=resume)
     except FileExistsError as exc:  # --overwrite of something that is not our store
         return _err(str(exc))
