@@ -358,6 +358,16 @@ def test_graph_constructors():
         envs.barabasi_albert(10, 0)
 
 
+def test_posts_figures_from_counts_equal_the_one_hot_ones():
+    from fa_gpu.envs.social import posts_consensus_polarization
+    rng = np.random.default_rng(7)
+    for K in (2, 3, 5):
+        for n in (1, 7, 1000):
+            a = rng.integers(0, K, size=n) if n > 1 else np.array([K - 1])
+            got = posts_consensus_polarization(a, K)
+            np.testing.assert_allclose(got, envs.consensus_polarization(np.eye(K)[a]), rtol=1e-12, atol=1e-12)
+
+
 def test_consensus_polarization():
     eye = np.eye(2)
     assert envs.consensus_polarization(eye[[0, 0, 0]]) == (1.0, 0.0)
