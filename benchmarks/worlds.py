@@ -40,19 +40,22 @@ def row(name, n, t_eng, t_world):
           f"{100 * t_world / total:>7.1f}% {n / total:>14,.0f}")
 
 
-def ideal_free(n: int, steps: int, backend: str) -> None:
-    """Agents on a 16x16 grid with 4 patches of unequal regrowth: occupancy vs regrowth."""
+def ideal_free(n: int, steps: int, backend: str, figure=None) -> None:
+    """Agents on a 16x16 grid with 4 patches of unequal regrowth: occupancy vs regrowth (and,
+    with ``figure``, a PNG of the agents on each patch over time and the two shares)."""
     rates = np.array([0.25, 0.5, 1.0, 2.0])
     world = envs.Foraging(16, patches=[(3, 3), (3, 12), (12, 3), (12, 12)], regrowth=rates,
                           capacity=20, seed=1)
     eng = fa_gpu.Engine(models.foraging(), n, backend=backend, action_selection="stochastic", seed=1)
     obs = world.reset(n)
     occ, intake, food = np.zeros(4), np.zeros(4), np.zeros(4)
+    series = np.zeros((steps, 4))
     half = steps // 2
     for t in range(steps):
         a = eng.step(obs)
         at = world.positions.copy()
         obs = world.step(a)
+        series[t] = world.occupancy()[world.patch_cells]
         if t >= half:
             occ += world.occupancy()[world.patch_cells]
             ate = obs[:, 2] == 1
@@ -68,12 +71,41 @@ def ideal_free(n: int, steps: int, backend: str) -> None:
     print(f"agents on any patch cell: {occ.sum() / k:.1f} of {n} "
           f"({100 * occ.sum() / k / n:.1f}%); total intake {intake.sum() / k:.2f}/step "
           f"of {rates.sum():.2f} regrowing")
+    if figure is not None:
+        _ideal_free_figure(figure, rates, series, occ, n, steps, half)
+
+
+def _ideal_free_figure(path, rates, series, occ, n, steps, half) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    w = max(1, steps // 25)
+    kernel = np.ones(w) / w
+    for p, r in enumerate(rates):
+        ax0.plot(np.arange(w, steps + 1), np.convolve(series[:, p], kernel, mode="valid"),
+                 label=f"patch {p} (regrowth {r:g}/step)")
+    ax0.axvline(half, color="0.6", lw=0.8, ls="--")
+    ax0.set(xlabel="step", ylabel=f"agents on the patch cell (mean of {w} steps)",
+            title=f"{n:,} foragers, 16x16 grid, 4 patches")
+    ax0.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
+    x = np.arange(len(rates))
+    ax1.bar(x - 0.2, rates / rates.sum(), 0.4, label="share of regrowth (ideal free)")
+    ax1.bar(x + 0.2, occ / occ.sum(), 0.4, label="share of agents on patches (measured)")
+    ax1.set(xticks=x, xticklabels=[f"patch {p}\n{r:g}/step" for p, r in enumerate(rates)],
+            ylabel="share", title=f"steps {half + 1}..{steps}: undermatching")
+    ax1.legend(loc="upper left", fontsize=8, frameon=False)
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--backend", default="numba")
+    ap.add_argument("--figure", default=None, help="also draw the ideal-free-distribution run "
+                                                   "to this PNG")
     args = ap.parse_args()
     big, huge, steps = (5_000, 20_000, 3) if args.quick else (100_000, 1_000_000, 5)
     be = args.backend
@@ -93,7 +125,7 @@ def main() -> None:
         *timed_steps(eng, envs.SocialNetwork(graph, seed=1), max(2, steps // 2)))
     print(f"(building the {huge:,}-node Barabasi-Albert graph, {graph.nnz:,} entries: {t_graph:.1f} s)")
 
-    ideal_free(500 if args.quick else 4000, 100 if args.quick else 600, be)
+    ideal_free(500 if args.quick else 4000, 100 if args.quick else 600, be, args.figure)
 
 
 if __name__ == "__main__":
