@@ -67,6 +67,7 @@ def test_simulator_trajectories_equal_reference():
     assert "ties ok" in out
 
 
+@pytest.mark.slow  # ~90 s on 2 cores: run by .ci/run's second call (-m "slow or faults_long")
 def test_kernel_compiles_to_ptx():
     """sm_80 and sm_90, both dtypes, model in global and in shared memory; the two targets
     compile side by side (each compile is one thread)."""

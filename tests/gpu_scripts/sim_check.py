@@ -64,16 +64,21 @@ for o in random_obs(case, 6, 3, 9):
 print("agent offset ok")
 # shared worlds: a population whose engines run on the simulator sees the observations of one
 # whose engines run on the reference, step by step (same seeds)
-pops = []
-for backend in ("numpy", "cuda"):
-    eng = {k: fa_gpu.Engine(fa_gpu.models.foraging(), n, backend=backend, dtype="float64",
-                            action_selection="stochastic", seed=s) for k, n, s in (("a", 5, 1), ("b", 3, 2))}
-    pops.append(fa_gpu.Population(eng, fa_gpu.envs.Foraging(5, patches=2, regrowth=[0.5, 1.5], capacity=3, seed=4)))
-obs = [p.reset() for p in pops]
-for _ in range(4):
-    (_, o_ref), (_, o_sim) = (p.step() for p in pops)
-    for k in o_ref:
-        np.testing.assert_array_equal(o_sim[k], o_ref[k])
+graph = fa_gpu.envs.watts_strogatz(8, 4, 0.3, seed=2)
+worlds = {"foraging": (fa_gpu.models.foraging,
+                       lambda: fa_gpu.envs.Foraging(5, patches=2, regrowth=[0.5, 1.5], capacity=3, seed=4)),
+          "social": (fa_gpu.models.social, lambda: fa_gpu.envs.SocialNetwork(graph, seed=4))}
+for name, (make_model, make_world) in worlds.items():
+    pops = []
+    for backend in ("numpy", "cuda"):
+        eng = {k: fa_gpu.Engine(make_model(), n, backend=backend, dtype="float64",
+                                action_selection="stochastic", seed=s) for k, n, s in (("a", 5, 1), ("b", 3, 2))}
+        pops.append(fa_gpu.Population(eng, make_world()))
+    obs = [p.reset() for p in pops]
+    for _ in range(4):
+        (_, o_ref), (_, o_sim) = (p.step() for p in pops)
+        for k in o_ref:
+            np.testing.assert_array_equal(o_sim[k], o_ref[k], err_msg=name)
 print("worlds ok")
 # ties: the symmetric grid world (tied policies summed in different orders) gives the
 # reference's deterministic actions, full and marginal, both precisions
