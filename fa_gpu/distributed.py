@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .model import agent_indices
+
 __all__ = ["ShardedEngine", "ShardLost", "shard_bounds"]
 
 MANIFEST = "manifest.json"
@@ -308,15 +310,7 @@ class ShardedEngine:
         if agents is None:
             ray.get([a.reset.remote(None) for a in self._actors])
             return
-        idx = np.asarray(agents)
-        if idx.dtype == bool:
-            if idx.shape != (self.n_agents,):
-                raise ValueError(f"a boolean agents mask must have shape ({self.n_agents},); got {idx.shape}")
-            idx = np.flatnonzero(idx)
-        if not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 1:
-            raise TypeError("agents must be None, a 1-D array of agent indices, or a boolean mask")
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n_agents):
-            raise ValueError(f"agents indices must be in [0, {self.n_agents})")
+        idx = agent_indices(agents, self.n_agents)
         ray.get([a.reset.remote(idx[(idx >= lo) & (idx < hi)] - lo)
                  for a, (lo, hi) in zip(self._actors, self.bounds)])
 

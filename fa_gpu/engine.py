@@ -10,7 +10,7 @@ import numpy as np
 
 from . import backends, layout, schema
 from .backends.cuda import PATHS as CUDA_PATHS
-from .model import GenerativeModel, _tol, check_actions, float_dtype
+from .model import GenerativeModel, _tol, agent_indices, check_actions, float_dtype
 from .state import Config
 
 _ALGOS = ("fpi", "mmp", "vmp")
@@ -623,17 +623,9 @@ class Engine:
         if agents is None:
             idx = slice(None)
         else:
-            a = np.asarray(agents)
-            if a.size == 0 and a.ndim == 1 and a.dtype != bool:  # [] is float64 to NumPy
+            a = agent_indices(agents, cfg.n_agents)
+            if a.size == 0:
                 return
-            if a.dtype == bool:
-                if a.shape != (cfg.n_agents,):
-                    raise ValueError(f"a boolean agents mask must have shape ({cfg.n_agents},); got {a.shape}")
-                a = np.flatnonzero(a)
-            if not np.issubdtype(a.dtype, np.integer) or a.ndim != 1:
-                raise TypeError("agents must be None, a 1-D array of agent indices, or a boolean mask")
-            if a.size and (a.min() < 0 or a.max() >= cfg.n_agents):
-                raise ValueError(f"agents indices must be in [0, {cfg.n_agents}); got {int(a.min())}..{int(a.max())}")
             idx = self._backend.asarray(a, dtype=np.int64)
         with self._writing():
             for f in range(cfg.num_factors):

@@ -105,6 +105,23 @@ def float_dtype(dtype) -> np.dtype:
     return dt
 
 
+def agent_indices(agents, n: int) -> np.ndarray:
+    """``agents`` (int indices, or a boolean mask of length ``n``) as int64 indices ``(k,)`` in
+    ``[0, n)``; an empty list gives an empty array. TypeError/ValueError otherwise."""
+    a = np.asarray(agents)
+    if a.size == 0 and a.ndim == 1 and a.dtype != bool:  # [] is float64 to NumPy
+        return np.zeros(0, dtype=np.int64)
+    if a.dtype == bool:
+        if a.shape != (n,):
+            raise ValueError(f"a boolean agents mask must have shape ({n},); got {a.shape}")
+        a = np.flatnonzero(a)
+    if not np.issubdtype(a.dtype, np.integer) or a.ndim != 1:
+        raise TypeError("agents must be None, a 1-D array of agent indices, or a boolean mask")
+    if a.size and (a.min() < 0 or a.max() >= n):
+        raise ValueError(f"agents indices must be in [0, {n}); got {int(a.min())}..{int(a.max())}")
+    return a.astype(np.int64)
+
+
 def check_actions(actions, num_controls, n: int, n_name: str = "n_agents") -> np.ndarray:
     """``actions`` as an int64 ``(n, F)`` array with ``0 <= actions[:, f] < num_controls[f]``,
     else a TypeError/ValueError naming the first bad agent and factor. ``n_name`` names the

@@ -37,7 +37,7 @@ import numpy as np
 from .engine import Engine
 from .envs.worlds import World
 from .runtime.checkpoint import capture, read_run, run_state, write_atomic
-from .runtime.loop import RunResult, _Clock, _Host, _positive_int, _recorded, _Sink
+from .runtime.loop import RunResult, _Clock, _Host, _recorded, _run_args, _Sink
 
 __all__ = ["Population", "CHECKPOINT_FORMAT", "read_manifest"]
 
@@ -143,13 +143,7 @@ class Population:
         a ``RunResult`` whose ``obs`` is ``{type: (N_k, M)}`` and whose rate counts the agents
         of all types.
         """
-        steps = _positive_int("steps", steps, allow_zero=True)
-        if pipeline not in (1, 2):
-            raise ValueError(f"pipeline must be 1 or 2, got {pipeline!r}")
-        if checkpoint_every is not None:
-            checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
-            if checkpoint_path is None:
-                raise ValueError("checkpoint_every needs checkpoint_path")
+        steps, checkpoint_every = _run_args(steps, pipeline, checkpoint_every, checkpoint_path)
         recorder, host_fn = self._by_type(recorder, "recorder"), self._by_type(host_fn, "host_fn")
         hosts = {k: _Host(fn, self.engines[k].n_agents, self.engines[k].config.num_modalities, chunk_size)
                  for k, fn in host_fn.items()}

@@ -64,6 +64,18 @@ def _positive_int(name: str, value, allow_zero: bool = False) -> int:
     return int(value)
 
 
+def _run_args(steps, pipeline, checkpoint_every, checkpoint_path) -> tuple:
+    """(steps, checkpoint_every) of a run, checked (Engine.run and Population.run)."""
+    steps = _positive_int("steps", steps, allow_zero=True)
+    if pipeline not in (1, 2):
+        raise ValueError(f"pipeline must be 1 or 2, got {pipeline!r}")
+    if checkpoint_every is not None:
+        checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
+        if checkpoint_path is None:
+            raise ValueError("checkpoint_every needs checkpoint_path")
+    return steps, checkpoint_every
+
+
 class _Host:
     """``host_fn`` over fixed chunks of agents. Chunk ``k`` gets read-only ``agent_ids`` int64
     ``(n_k,)`` and ``actions`` ``(n_k, F)`` and returns ``(n_k, M)`` integer obs, or None to
@@ -279,13 +291,7 @@ def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_ever
     -------
     RunResult(steps, seconds, first_step_seconds, agent_steps_per_s, obs)
     """
-    steps = _positive_int("steps", steps, allow_zero=True)
-    if pipeline not in (1, 2):
-        raise ValueError(f"pipeline must be 1 or 2, got {pipeline!r}")
-    if checkpoint_every is not None:
-        checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
-        if checkpoint_path is None:
-            raise ValueError("checkpoint_every needs checkpoint_path")
+    steps, checkpoint_every = _run_args(steps, pipeline, checkpoint_every, checkpoint_path)
     if env is None and host_fn is None:
         raise ValueError("run needs an env, or a host_fn that returns every observation")
     n, M = engine.n_agents, engine.config.num_modalities
