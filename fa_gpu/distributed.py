@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import agent_indices
+from .model import agent_indices, positive_int
 
 __all__ = ["ShardedEngine", "ShardLost", "shard_bounds"]
 
@@ -73,8 +73,7 @@ def shard_bounds(n_agents: int, shards: int, quantum: int = 1) -> list:
     """Contiguous ranges ``[(lo, hi), ...]`` of K shards covering ``range(n_agents)``, as even as
     possible, inner boundaries on multiples of ``quantum`` (so a store chunked by ``quantum``
     agents never has two shards writing one chunk). Every range is non-empty."""
-    if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or shards < 1:
-        raise ValueError(f"shards must be a positive integer, got {shards!r}")
+    shards = positive_int(shards, "shards")
     if shards > n_agents:
         raise ValueError(f"shards={shards} is more than n_agents={n_agents}")
     units = -(-n_agents // quantum)
@@ -275,13 +274,12 @@ class ShardedEngine:
         if model.batch_size is not None:
             raise ValueError("ShardedEngine needs a model shared by all agents; this one has "
                              f"per-agent arrays for {model.batch_size} agents")
-        if isinstance(n_agents, bool) or not isinstance(n_agents, (int, np.integer)) or n_agents < 1:
-            raise ValueError(f"n_agents must be a positive integer, got {n_agents!r}")
+        positive_int(n_agents, "n_agents")
         if "agent_offset" in engine_options:
             raise TypeError("agent_offset is set per shard by ShardedEngine")
         if chunk_agents is None:
             chunk_agents = max(1, min(CHUNK_AGENTS, int(n_agents) // (4 * max(1, int(shards)))))
-        bounds = shard_bounds(int(n_agents), shards, quantum=_positive("chunk_agents", chunk_agents))
+        bounds = shard_bounds(int(n_agents), shards, quantum=positive_int(chunk_agents, "chunk_agents"))
         self._start(model, int(n_agents), bounds, int(chunk_agents), dict(engine_options, backend=backend),
                     address)
 
@@ -360,20 +358,12 @@ class ShardedEngine:
         Returns :class:`fa_gpu.runtime.loop.RunResult` (``first_step_seconds``: step 0, run by
         itself, with the shards' start).
         """
-        from .runtime.loop import RunResult, _progress_bar
+        from .engine import check_world
+        from .runtime.loop import _Clock, _run_args
 
         ray = _ray()
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-        if checkpoint_every is not None:
-            checkpoint_every = _positive("checkpoint_every", checkpoint_every)
-            if checkpoint_path is None:
-                raise ValueError("checkpoint_every needs checkpoint_path")
-        for attr in ("num_obs", "num_controls"):
-            theirs = getattr(env, attr, None)
-            if theirs is not None and [int(x) for x in theirs] != [int(x) for x in getattr(self.model, attr)]:
-                raise ValueError(f"{type(env).__name__} has {attr} {[int(x) for x in theirs]}, the "
-                                 f"model has {attr} {list(getattr(self.model, attr))}")
+        steps, checkpoint_every = _run_args(steps, 1, checkpoint_every, checkpoint_path)
+        check_world(env, self.model)
         inside = "agent_offset" in inspect.signature(env.reset).parameters
         store, own_store = recorder, False
         if recorder is not None and not hasattr(recorder, "mark_written"):
@@ -389,9 +379,7 @@ class ShardedEngine:
         loop = _Run(self, env if inside else None, None if inside else env, store, steps,
                     checkpoint_every, None if checkpoint_path is None else Path(checkpoint_path),
                     chunk_steps)
-        bar = _progress_bar(steps * self.n_agents, progress, f"fa_gpu[{self.backend} x{len(self._actors)}]")
-        t0 = time.perf_counter()
-        t_first = 0.0
+        clock = _Clock(0, steps, self.n_agents, progress, f"fa_gpu[{self.backend} x{len(self._actors)}]")
         try:
             loop.start()
             while loop.done < steps:
@@ -401,20 +389,13 @@ class ShardedEngine:
                 except (ray.exceptions.RayActorError, ShardLost) as exc:
                     loop.recover(exc)
                     continue
-                if before == 0:
-                    t_first = time.perf_counter() - t0
-                if bar is not None:
-                    bar.update((loop.done - before) * self.n_agents)
-            obs = loop.final_obs()
+                clock.tick(before, loop.done - before)
+            result = clock.result(loop.final_obs())
         finally:
-            if bar is not None:
-                bar.close()
-        seconds = time.perf_counter() - t0
+            clock.close()
         if own_store:
             store.close()
-        return RunResult(steps=steps, seconds=seconds, first_step_seconds=t_first,
-                         agent_steps_per_s=steps * self.n_agents / seconds if seconds > 0 else float("inf"),
-                         obs=obs)
+        return result
 
     # -- reads -----------------------------------------------------------------------------
     def _gather(self, refs):
@@ -621,12 +602,6 @@ class _Run:
 def _host(x) -> np.ndarray:
     """A NumPy int64 copy of observations from a world on NumPy or CuPy."""
     return np.array(x.get() if hasattr(x, "get") else x, dtype=np.int64)
-
-
-def _positive(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _read_manifest(path: Path, missing_ok: bool = False):

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import backends, layout, schema
 from .backends.cuda import PATHS as CUDA_PATHS
-from .model import GenerativeModel, _tol, agent_indices, check_actions, float_dtype
+from .model import GenerativeModel, _tol, agent_indices, check_actions, float_dtype, positive_int
 from .state import Config
 
 _ALGOS = ("fpi", "mmp", "vmp")
@@ -96,6 +96,18 @@ def _per_agent_scalar(value, name: str, n: int, dtype) -> np.ndarray:
             raise ValueError(f"{name} must {rule}; " + (f"agent {i} has " if arr.ndim else "got ")
                              + f"{got}{why}")
     return out
+
+
+def check_world(env, model) -> None:
+    """ValueError unless ``env`` declares (as every :mod:`fa_gpu.envs` world does) the
+    ``num_obs`` and ``num_controls`` of ``model`` (a GenerativeModel or an engine's Config); an
+    environment that declares neither is not checked."""
+    for attr in ("num_obs", "num_controls"):
+        theirs = getattr(env, attr, None)
+        if theirs is not None and [int(x) for x in theirs] != [int(x) for x in getattr(model, attr)]:
+            raise ValueError(f"{type(env).__name__} has {attr} {[int(x) for x in theirs]}, the "
+                             f"engine's model has {attr} {[int(x) for x in getattr(model, attr)]}: "
+                             "this environment is not the world this model describes")
 
 
 def _choice(value, name, options):
@@ -212,9 +224,7 @@ class Engine:
                  categorical_obs: bool = False):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a fa_gpu.GenerativeModel, got {type(model).__name__}")
-        if isinstance(n_agents, bool) or not isinstance(n_agents, (int, np.integer)) or n_agents < 1:
-            raise ValueError(f"n_agents must be a positive integer, got {n_agents!r}")
-        n = int(n_agents)
+        n = positive_int(n_agents, "n_agents")
         if model.batch_size is not None and model.batch_size != n:
             raise ValueError(f"the model has per-agent arrays for {model.batch_size} agents, "
                              f"but n_agents={n}")
@@ -229,11 +239,9 @@ class Engine:
         _choice(action_selection, "action_selection", _SELECTIONS)
         _choice(sampling_mode, "sampling_mode", _MODES)
         _choice(cuda_path, "cuda_path", CUDA_PATHS)
-        if isinstance(num_iter, bool) or not isinstance(num_iter, (int, np.integer)) or num_iter < 1:
-            raise ValueError(f"num_iter must be a positive integer, got {num_iter!r}")
-        if inference_horizon is not None and (isinstance(inference_horizon, bool) or not isinstance(
-                inference_horizon, (int, np.integer)) or inference_horizon < 1):
-            raise ValueError(f"inference_horizon must be None or a positive integer, got {inference_horizon!r}")
+        positive_int(num_iter, "num_iter")
+        if inference_horizon is not None:
+            positive_int(inference_horizon, "inference_horizon")
         if inference_algo != "fpi" and inference_horizon is None:
             raise ValueError(f"inference_algo={inference_algo!r} needs an inference_horizon (the window "
                              "of past steps lives in fixed buffers; pymdp's None keeps the whole history)")
@@ -583,12 +591,7 @@ class Engine:
 
     def _check_run(self, env, recorder) -> None:
         cfg = self.config
-        for attr in ("num_obs", "num_controls"):
-            theirs = getattr(env, attr, None)
-            if theirs is not None and [int(x) for x in theirs] != list(getattr(cfg, attr)):
-                raise ValueError(f"{type(env).__name__} has {attr} {[int(x) for x in theirs]}, the "
-                                 f"engine's model has {attr} {list(getattr(cfg, attr))}: this "
-                                 "environment is not the world this model describes")
+        check_world(env, cfg)
         made = getattr(recorder, "made_for", None)
         if made is None:
             return

@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from .model import GenerativeModel, check_host_memory, float_dtype
+from .model import GenerativeModel, check_host_memory, float_dtype, positive_int
 
 __all__ = ["grid_world", "tmaze", "foraging", "social", "GRID_ACTIONS", "TMAZE_LOCATIONS",
            "TMAZE_CONDITIONS", "TMAZE_REWARD_OUTCOMES", "TMAZE_CUES", "FORAGING_ACTIONS"]
@@ -264,9 +264,7 @@ def foraging(*, food_pref: float = 3.0, crowd_cost: float = 1.0, share=(0.9, 0.6
     A = [marg(s // 6, 3, noise), marg((s // 2) % 3, 3, noise), marg(s % 2, 2, 0.0)]
     C = [np.zeros(3), -crowd_cost * np.array([0.0, 0.5, 1.0]), np.array([0.0, food_pref])]
     if position_outcomes is not None:
-        if isinstance(position_outcomes, bool) or not isinstance(position_outcomes, (int, np.integer)) \
-                or position_outcomes < 1:
-            raise ValueError(f"position_outcomes must be a positive integer, got {position_outcomes!r}")
+        positive_int(position_outcomes, "position_outcomes")
         A.append(np.full((int(position_outcomes), 18), 1.0 / position_outcomes))
         C.append(np.zeros(int(position_outcomes)))
     D = np.einsum("i,j,k->ijk", np.full(3, 1 / 3), np.full(3, 1 / 3), [1.0, 0.0]).reshape(18)

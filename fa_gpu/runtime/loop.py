@@ -223,12 +223,12 @@ class _Clock:
         self.bar = _progress_bar((steps - first) * n, progress, desc)
         self.t0, self.t_first = time.perf_counter(), 0.0
 
-    def tick(self, i: int) -> None:
-        """Step ``i`` is done."""
+    def tick(self, i: int, done: int = 1) -> None:
+        """Steps ``i..i+done-1`` are done."""
         if i == self.first:
             self.t_first = time.perf_counter() - self.t0
         if self.bar is not None:
-            self.bar.update(self.n)
+            self.bar.update(done * self.n)
 
     def close(self) -> None:
         if self.bar is not None:
