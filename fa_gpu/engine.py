@@ -193,16 +193,16 @@ class Engine:
 
         Carried over: the arrays (:meth:`GenerativeModel.from_pymdp`: arrays equal across pymdp's
         batch are shared, others per-agent), ``gamma``, ``alpha`` (per-agent when they differ),
-        ``num_iter``, ``inference_algo``, ``inference_horizon``, ``categorical_obs``, ``use_utility``, ``use_states_info_gain``,
-        ``use_param_info_gain``, ``action_selection``, ``sampling_mode``, ``learn_A``, ``learn_B``;
-        ``n_agents`` defaults to ``agent.batch_size`` and ``dtype`` to the agent's float dtype.
-        ``overrides`` are any other :class:`Engine` arguments (``seed``, ``lr_pA``, ``lr_pB``:
-        pymdp takes learning rates per ``infer_parameters`` call, default 1.0) and win over the
-        agent's. Options fa_gpu cannot honour (``use_inductive``,
-        ``learn_C``, ``learn_D``, ``learn_E``, ``learning_mode`` other than ``"online"``,
-        ``B_action_dependencies``, ``preprocess_fn``, an ``inference_algo`` other than fpi, mmp,
-        vmp) raise
-        ``ValueError`` naming each (see :mod:`fa_gpu.interop`).
+        ``num_iter``, ``inference_algo``, ``inference_horizon``, ``categorical_obs``,
+        ``use_utility``, ``use_states_info_gain``, ``use_param_info_gain``,
+        ``action_selection``, ``sampling_mode``, ``learn_A``, ``learn_B``; ``n_agents`` defaults
+        to ``agent.batch_size`` and ``dtype`` to the agent's float dtype. ``overrides`` are any
+        other :class:`Engine` arguments (``seed``, ``lr_pA``, ``lr_pB``: pymdp takes learning
+        rates per ``infer_parameters`` call, default 1.0) and win over the agent's. Options fa_gpu
+        cannot honour (``use_inductive``, ``learn_C``, ``learn_D``, ``learn_E``,
+        ``learning_mode`` other than ``"online"``, ``B_action_dependencies``, ``preprocess_fn``,
+        an ``inference_algo`` other than fpi, mmp, vmp) raise ``ValueError`` naming each (see
+        :mod:`fa_gpu.interop`).
         """
         from . import interop
 
