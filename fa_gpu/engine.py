@@ -240,8 +240,9 @@ class Engine:
         _choice(sampling_mode, "sampling_mode", _MODES)
         _choice(cuda_path, "cuda_path", CUDA_PATHS)
         positive_int(num_iter, "num_iter")
-        if inference_horizon is not None:
-            positive_int(inference_horizon, "inference_horizon")
+        if inference_horizon is not None and (isinstance(inference_horizon, (bool, np.bool_)) or not isinstance(
+                inference_horizon, (int, np.integer)) or inference_horizon < 1):
+            raise ValueError(f"inference_horizon must be None or a positive integer, got {inference_horizon!r}")
         if inference_algo != "fpi" and inference_horizon is None:
             raise ValueError(f"inference_algo={inference_algo!r} needs an inference_horizon (the window "
                              "of past steps lives in fixed buffers; pymdp's None keeps the whole history)")
