@@ -32,6 +32,7 @@ class Layout:
     B_meta: np.ndarray  # (F, 7) see B_* columns; B_NEXT = offset in B_next or -1
     B_deps: np.ndarray  # (nnz, 2)
     B_next: np.ndarray  # next-state index of one-hot B columns, (U_f, J_f) per one-hot factor
+    sparse: np.ndarray  # product plans of shared A and B blocks (see product_plan)
     policies: np.ndarray  # (P, T, F)
     branch: np.ndarray  # (P,) first time step where policy p differs from policy p-1
     sizes: dict  # buffer widths: "A", "H", "C", "B", "S", "E"; "LL": summed log-likelihoods
@@ -81,6 +82,37 @@ def _dep_table(deps_list, num_states):
     return np.array(rows, dtype=np.int64).reshape(-1, 2), lo_hi, J
 
 
+#: a plan is kept when it costs at most this fraction of the dense product (row products)
+PLAN_GAIN = 0.6
+
+
+def product_plan(M: np.ndarray) -> list | None:
+    """The product plan of a shared block ``M`` ``(R, J)`` (``kernels.columns``, A_SP): each
+    column's base is its smallest entry when that is positive and met at least twice (a noisy
+    identity's ``noise / S``), else 0; ``M x`` is then ``base . x`` plus, per row, the entries
+    that differ from their column's base. All terms are non-negative (M >= 0, entries >= base),
+    so nothing cancels. None when the plan would not cost less than ``PLAN_GAIN`` of the dense
+    product (a dense random matrix; the dense product skips all-zero quadruples of rows), or M
+    has a negative entry."""
+    M = np.asarray(M, dtype=np.float64)
+    if M.size == 0 or (M < 0).any():
+        return None
+    R4 = M.shape[0] // 4 * 4
+    dense = 4 * int(np.any(M[:R4].reshape(-1, 4, M.shape[1]) != 0, axis=1).sum()) + np.count_nonzero(M[R4:])
+    low = M.min(axis=0)
+    based = (low > 0) & ((M == low).sum(axis=0) >= 2)
+    base_row = np.where(based, np.argmin(M, axis=0), -1)
+    dev = M != np.where(based, low, 0.0)
+    cost = int(based.sum()) + (M.shape[0] if based.any() else 0) + int(dev.sum())
+    if cost > PLAN_GAIN * dense:
+        return None
+    cols = np.flatnonzero(based)
+    plan = [len(cols)] + np.column_stack([cols, base_row[cols]]).ravel().tolist()
+    plan += np.concatenate([[0], np.cumsum(dev.sum(axis=1))]).tolist()
+    rows, js = np.nonzero(dev)  # row-major: each row's entries together
+    return plan + np.column_stack([js, base_row[js]]).ravel().tolist()
+
+
 def build_layout(model, B_onehot_ok: bool = True) -> Layout:
     """Tables for ``model``; ``B_onehot_ok`` allows the one-hot transition shortcut (shared B
     that is never learned)."""
@@ -91,22 +123,37 @@ def build_layout(model, B_onehot_ok: bool = True) -> Layout:
     A_meta = np.zeros((model.num_modalities, A_COLS), dtype=np.int64)
     a_off = h_off = c_off = ll_off = 0
     leads = {}  # dependency tuple -> (first modality, its A_LL offset)
+    sparse = []  # product plans, appended as found
+
+    def add_plan(M):
+        plan = product_plan(M)
+        if plan is None:
+            return -1
+        sparse.extend(plan)
+        return len(sparse) - len(plan)
+
     for m, (o, deps) in enumerate(zip(model.num_obs, model.A_dependencies)):
         lead, ll = leads.setdefault(tuple(deps), (m, ll_off))
         if lead == m:
             ll_off += A_Js[m]
-        A_meta[m] = (o, a_off, h_off, c_off, *A_lh[m], A_Js[m], lead, ll)
+        sp = add_plan(np.asarray(model.A[m]).reshape(o, A_Js[m])) if model.is_shared(f"A[{m}]") else -1
+        A_meta[m] = (o, a_off, h_off, c_off, *A_lh[m], A_Js[m], lead, ll, sp)
         a_off, h_off, c_off = a_off + o * A_Js[m], h_off + A_Js[m], c_off + o
     B_meta = np.zeros((model.num_factors, B_COLS), dtype=np.int64)
     nexts, b_off, n_off = [], 0, 0
     for f, (s, u) in enumerate(zip(S, model.num_controls)):
-        nxt = -1
+        nxt = sp = -1
         if B_onehot_ok and model.is_shared(f"B[{f}]"):
             b = np.moveaxis(np.asarray(model.B[f]), -1, 0).reshape(u, s, B_Js[f])  # (U, S_f, J)
             if np.all((b == 0) | (b == 1)):
                 nexts.append(np.argmax(b, axis=1).ravel())  # (U*J,)
                 nxt, n_off = n_off, n_off + u * B_Js[f]
-        B_meta[f] = (s, u, b_off, *B_lh[f], B_Js[f], nxt)
+            else:
+                plans = [add_plan(b[a]) for a in range(u)]
+                if max(plans) >= 0:
+                    sp = len(sparse)
+                    sparse.extend(plans)
+        B_meta[f] = (s, u, b_off, *B_lh[f], B_Js[f], nxt, sp)
         b_off += u * s * B_Js[f]
     pol = np.ascontiguousarray(model.policies, dtype=np.int64)
     branch = np.zeros(len(pol), dtype=np.int64)
@@ -116,5 +163,6 @@ def build_layout(model, B_onehot_ok: bool = True) -> Layout:
     return Layout(
         S_off=S_off, A_meta=A_meta, A_deps=A_deps, B_meta=B_meta, B_deps=B_deps,
         B_next=np.concatenate(nexts).astype(np.int64) if nexts else np.zeros(1, dtype=np.int64),
+        sparse=np.asarray(sparse or [0], dtype=np.int64),
         policies=pol, branch=branch,
         sizes=dict(A=a_off, H=h_off, C=c_off, B=b_off, S=int(S_off[-1]), E=len(pol), LL=ll_off))

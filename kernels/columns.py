@@ -3,12 +3,20 @@
 
 # Layout.A_meta columns, one row per modality. A_LEAD: the first modality with the same
 # dependencies (fixed-point iteration contracts their summed log-likelihoods once); A_LL: offset
-# of that sum in the iteration's scratch
-A_O, A_OFF, H_OFF, C_OFF, A_DLO, A_DHI, A_J, A_LEAD, A_LL = range(9)
-A_COLS = 9
-# Layout.B_meta columns, one row per factor; B_NEXT = offset in B_next, -1 unless B is one-hot
-B_S, B_U, B_OFF, B_DLO, B_DHI, B_J, B_NEXT = range(7)
-B_COLS = 7
+# of that sum in the iteration's scratch; A_SP: offset of the shared A's product plan in
+# Layout.sparse, -1 for none
+A_O, A_OFF, H_OFF, C_OFF, A_DLO, A_DHI, A_J, A_LEAD, A_LL, A_SP = range(10)
+A_COLS = 10
+# Layout.B_meta columns, one row per factor; B_NEXT = offset in B_next, -1 unless B is one-hot;
+# B_SP: offset in Layout.sparse of U_f plan offsets (one per action, -1 for none), -1 for none
+B_S, B_U, B_OFF, B_DLO, B_DHI, B_J, B_NEXT, B_SP = range(8)
+B_COLS = 8
+# A product plan in Layout.sparse (kernels.lanes.matvec_rows), for a shared (R, J) block M:
+# [nb, then nb pairs (j, r): the columns whose base (their smallest entry, met at least twice,
+# positive) is M[r, j]; then R + 1 row starts (relative to the first entry); then the entries:
+# pairs (j, r) of M[o, j] != base_j, r = -1 when column j has no base]. M x = base . x in every
+# row, plus each row's entries (M[o, j] - M[r, j]) x_j: noisy identities and sparse matrices cost
+# J + R + their deviations instead of R J (fa_gpu.layout.product_plan builds them)
 # opts vector passed to a fused step; OPT_AGENT_OFFSET: global index of the engine's agent 0 (a
 # shard of a larger population), added to the agent key of the random draws
 (OPT_NUM_ITER, OPT_UTILITY, OPT_STATE_INFO, OPT_WA, OPT_WB, OPT_STOCHASTIC, OPT_MARGINAL,
@@ -33,4 +41,5 @@ LANES = 32
 # change of fields or order must compile afresh, never load code that reads fields by old positions.
 STATE_FIELDS = ("obs", "qs", "prior", "qs_prev", "q_pi", "neg_efe", "actions", "prev_actions", "t")
 MODEL_FIELDS = ("A", "logA", "H_A", "C", "B", "D", "E", "pA", "pB", "pD", "wA", "wB", "gamma", "alpha", "lr")
-TABLES_FIELDS = ("A_meta", "A_deps", "B_meta", "B_deps", "B_next", "S_off", "policies", "branch", "tile", "opts")
+TABLES_FIELDS = ("A_meta", "A_deps", "B_meta", "B_deps", "B_next", "sparse", "S_off", "policies", "branch", "tile",
+                 "opts")

@@ -32,8 +32,8 @@ in the same order per agent, with ``vmath``'s ``log``/``exp`` (a few ulp from li
 from __future__ import annotations
 
 from .agent import agent_tail, dep_index
-from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, B_DHI, B_DLO, B_J, B_NEXT, B_OFF, B_S,
-                      C_OFF, H_OFF, OPT_NUM_ITER, OPT_STATE_INFO, OPT_UTILITY, OPT_WA, OPT_WB,
+from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, A_SP, B_DHI, B_DLO, B_J, B_NEXT, B_OFF,
+                      B_S, B_SP, C_OFF, H_OFF, OPT_NUM_ITER, OPT_STATE_INFO, OPT_UTILITY, OPT_WA, OPT_WB,
                       TILE_ACC, TILE_BEL, TILE_G, TILE_LLS, TILE_LP, TILE_LQ, TILE_PI, TILE_Q, TILE_QO,
                       TILE_RED, TILE_ROWS, TILE_VAL, TILE_WB)
 from .jit import LANE_FASTMATH, device_jit, minval_like
@@ -74,16 +74,13 @@ def softmax_rows(t, lo, hi, red):
 
 @device_jit(inline=True)
 def weights_rows(t, qoff, S_off, deps, lo, hi, J, woff):
-    """Rows woff..woff+J-1 <- joint-state weights of beliefs at row qoff, for the dependency
-    list deps[lo:hi] (as ``agent.weights``)."""
+    """The first of J rows holding the joint-state weights of the beliefs at row qoff, for the
+    dependency list deps[lo:hi] (as ``agent.weights``): one dependency's weights are its belief
+    rows themselves; several are written to rows woff..woff+J-1."""
     W = t.shape[1]
     if hi - lo == 1:
-        base = qoff + S_off[deps[lo, 0]]
-        for j in range(J):
-            src, dst = t[base + j], t[woff + j]
-            for l in range(W):
-                dst[l] = src[l]
-    elif hi - lo == 2:
+        return qoff + S_off[deps[lo, 0]]
+    if hi - lo == 2:
         d0, d1 = deps[lo, 0], deps[lo + 1, 0]
         S0, S1 = S_off[d0 + 1] - S_off[d0], S_off[d1 + 1] - S_off[d1]
         for a in range(S0):
@@ -101,15 +98,44 @@ def weights_rows(t, qoff, S_off, deps, lo, hi, J, woff):
                 q = t[qoff + S_off[deps[k, 0]] + dep_index(deps, k, j, S_off)]
                 for l in range(W):
                     dst[l] *= q[l]
+    return woff
 
 
 @device_jit(inline=True)
-def matvec_rows(M, n0, moff, O, J, t, x, out):
+def matvec_rows(M, n0, moff, O, J, t, x, out, sparse, plan):
     """Rows out..out+O-1 <- sum_j M[., moff + o*J + j] * row x+j: M's row 0 when shared, each
-    lane's agent's row when per-agent. A shared M goes four output rows at a time (each source
-    row loaded once for four products), its all-zero quadruples skipped (adding 0 * x changes no
-    bit): sparse A and B, such as identity-like modalities, cost what their nonzeros cost."""
+    lane's agent's row when per-agent. A shared M with a product plan (``plan >= 0``: its offset
+    in ``sparse``, see ``kernels.columns``) costs its columns' bases, its rows and its deviations
+    from them; without one it goes four output rows at a time (each source row loaded once for
+    four products), its all-zero quadruples skipped (adding 0 * x changes no bit)."""
     W = t.shape[1]
+    if M.shape[0] == 1 and plan >= 0:
+        nb = sparse[plan]
+        starts = plan + 1 + 2 * nb
+        first = starts + O + 1  # the entries
+        acc = t[out]
+        for l in range(W):
+            acc[l] = 0.0
+        for k in range(nb):
+            j, r = sparse[plan + 1 + 2 * k], sparse[plan + 2 + 2 * k]
+            m, src = M[0, moff + r * J + j], t[x + j]
+            for l in range(W):
+                acc[l] += m * src[l]
+        for o in range(1, O):
+            dst = t[out + o]
+            for l in range(W):
+                dst[l] = acc[l]
+        for o in range(O):
+            dst = t[out + o]
+            for e in range(sparse[starts + o], sparse[starts + o + 1]):
+                j, r = sparse[first + 2 * e], sparse[first + 2 * e + 1]
+                m = M[0, moff + o * J + j]
+                if r >= 0:
+                    m -= M[0, moff + r * J + j]
+                src = t[x + j]
+                for l in range(W):
+                    dst[l] += m * src[l]
+        return
     for o in range(O):
         dst = t[out + o]
         for l in range(W):
@@ -257,7 +283,7 @@ def transition_rows(n0, W, md, tb, p, ts, t, qt, qn):
         Sf, J = B_meta[f, B_S], B_meta[f, B_J]
         u = pol[p, ts * F + f]
         o0 = qn + S_off[f]
-        weights_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
+        x = weights_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
         nxt = B_meta[f, B_NEXT]
         if nxt >= 0:
             for s in range(Sf):
@@ -265,11 +291,13 @@ def transition_rows(n0, W, md, tb, p, ts, t, qt, qn):
                 for l in range(W):
                     dst[l] = 0.0
             for j in range(J):
-                src, dst = t[wb + j], t[o0 + B_next[nxt + u * J + j]]
+                src, dst = t[x + j], t[o0 + B_next[nxt + u * J + j]]
                 for l in range(W):
                     dst[l] += src[l]
         else:
-            matvec_rows(B, n0, B_meta[f, B_OFF] + u * Sf * J, Sf, J, t, wb, o0)
+            sp = B_meta[f, B_SP]
+            matvec_rows(B, n0, B_meta[f, B_OFF] + u * Sf * J, Sf, J, t, x, o0, tb.sparse,
+                        tb.sparse[sp + u] if sp >= 0 else -1)
 
 
 @device_jit(inline=True)
@@ -299,10 +327,10 @@ def step_value_rows(n0, W, md, tb, p, ts, t, qt, qn):
         g[l] = 0.0
     for m in range(A_meta.shape[0]):
         O, J, aoff = A_meta[m, A_O], A_meta[m, A_J], A_meta[m, A_OFF]
-        weights_rows(t, qn, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb)
-        matvec_rows(md.A, n0, aoff, O, J, t, wb, qo)
+        x = weights_rows(t, qn, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb)
+        matvec_rows(md.A, n0, aoff, O, J, t, x, qo, tb.sparse, A_meta[m, A_SP])
         if opts[OPT_STATE_INFO]:
-            matvec_rows(md.H_A, n0, A_meta[m, H_OFF], 1, J, t, wb, qo + O)  # E_q[H[A]]
+            matvec_rows(md.H_A, n0, A_meta[m, H_OFF], 1, J, t, x, qo + O, tb.sparse, -1)  # E_q[H[A]]
             for o in range(O):
                 qv = t[qo + o]
                 for l in range(W):
@@ -322,14 +350,14 @@ def step_value_rows(n0, W, md, tb, p, ts, t, qt, qn):
                     for l in range(W):
                         g[l] += qv[l] * C[n0 + l, coff + o]
         if opts[OPT_WA]:
-            param_info_rows(wA, n0, aoff, O, J, t, wb, qo, g)
+            param_info_rows(wA, n0, aoff, O, J, t, x, qo, g)
     if opts[OPT_WB]:
         F = B_meta.shape[0]
         for f in range(F):
             Sf, J = B_meta[f, B_S], B_meta[f, B_J]
-            weights_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
+            x = weights_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
             base = B_meta[f, B_OFF] + tb.policies[p, ts * F + f] * Sf * J
-            param_info_rows(wB, n0, base, Sf, J, t, wb, qn + S_off[f], g)
+            param_info_rows(wB, n0, base, Sf, J, t, x, qn + S_off[f], g)
 
 
 @device_jit(fastmath=LANE_FASTMATH)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fa_gpu.kernels.columns import B_NEXT
 from randmodels import CASES, Case, build, random_obs
 
 pytest.importorskip("numba")
@@ -63,7 +64,7 @@ def test_one_hot_transitions_used_and_exact():
     A = rng.dirichlet(np.ones(O), size=S).T
     model = fa_gpu.GenerativeModel([A], [B], C=[rng.normal(size=O)], policy_len=2)
     eng = fa_gpu.Engine(model, 3, backend="numba", dtype="float64")
-    assert eng.layout.B_meta[0, -1] >= 0  # B_NEXT offset: the one-hot shortcut is on
+    assert eng.layout.B_meta[0, B_NEXT] >= 0  # B_NEXT offset: the one-hot shortcut is on
     ref = fa_gpu.Engine(model, 3, backend="numpy", dtype="float64")
     for o in rng.integers(0, O, size=(5, 3, 1)):
         np.testing.assert_array_equal(eng.step(o), ref.step(o))
@@ -109,3 +110,76 @@ def test_modalities_sharing_dependencies_are_summed_once():
         np.testing.assert_array_equal(fast.step(o), ref.step(o))
         for x, y in zip(fast.qs, ref.qs):
             np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-12)
+
+
+def _plan_product(plan, M, x):
+    """M @ x computed the way a product plan says (the kernel's order of terms)."""
+    R = M.shape[0]
+    nb = plan[0]
+    bases = plan[1:1 + 2 * nb]
+    starts = plan[1 + 2 * nb:2 + 2 * nb + R]
+    entries = plan[2 + 2 * nb + R:]
+    out = np.full(R, sum((M[r, j] * x[j] for j, r in zip(bases[::2], bases[1::2])), 0.0))
+    for o in range(R):
+        for e in range(starts[o], starts[o + 1]):
+            j, r = entries[2 * e], entries[2 * e + 1]
+            out[o] += (M[o, j] - (M[r, j] if r >= 0 else 0.0)) * x[j]
+    return out
+
+
+def test_product_plans_reproduce_their_matrix():
+    """A plan is kept for noisy identities and sparse blocks, not for dense random ones, and the
+    plan's product equals M @ x on random x (every row)."""
+    from fa_gpu import layout
+
+    rng = np.random.default_rng(8)
+    S = 30
+    noisy = 0.85 * np.eye(S) + 0.15 / S
+    sparse = np.where(rng.random((S, S)) < 0.08, rng.random((S, S)), 0.0)
+    sparse[0, :] += 1.0  # no zero column
+    mixed = noisy.copy()
+    mixed[:, :5] = rng.dirichlet(np.ones(S), size=5).T  # five dense columns, no base
+    for M in (noisy, sparse / sparse.sum(0), mixed):
+        plan = layout.product_plan(M)
+        assert plan is not None
+        x = rng.random(S)
+        np.testing.assert_allclose(_plan_product(plan, M, x), M @ x, rtol=1e-13, atol=0)
+    assert layout.product_plan(rng.dirichlet(np.ones(S), size=S).T) is None
+    assert layout.product_plan(np.array([[1.0, -0.5], [0.0, 1.5]])) is None
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 2e-5)])
+def test_planned_products_equal_the_reference(dtype, tol):
+    """Shared noisy-identity and sparse A and a shared noisy (not one-hot) B, two factors with
+    A over both: the fused kernel's planned products equal the reference, every element; with
+    a per-agent A (no plan used) too. N = 45 is not a multiple of the tile."""
+    import fa_gpu
+
+    rng = np.random.default_rng(21)
+    S0, S1, n = 9, 2, 45
+    A0 = 0.8 * np.eye(S0) + 0.2 / S0  # noisy identity over factor 0
+    O1 = 8
+    A1 = np.zeros((O1, S0, S1))  # sparse, over both factors: mostly one-hot columns
+    A1[rng.integers(0, O1, size=(S0, S1)), np.arange(S0)[:, None], np.arange(S1)[None, :]] = 1.0
+    A1 += rng.dirichlet(np.ones(O1), size=(S0, S1)).transpose(2, 0, 1) * (rng.random((1, S0, S1)) < 0.15)
+    A1 /= A1.sum(0, keepdims=True)
+    B0 = np.stack([0.9 * np.roll(np.eye(S0), u, axis=0) + 0.1 / S0 for u in range(3)], axis=-1)
+    B1 = np.stack([np.eye(S1), np.eye(S1)[::-1]], axis=-1)
+    C = [rng.normal(size=S0), rng.normal(size=O1)]
+    model = fa_gpu.GenerativeModel([A0, A1], [B0, B1], C=C, A_dependencies=[[0], [0, 1]], policy_len=2)
+    lay = fa_gpu.layout.build_layout(model)
+    from fa_gpu.kernels.columns import A_SP, B_SP
+
+    assert (lay.A_meta[:, A_SP] >= 0).all() and lay.B_meta[0, B_SP] >= 0  # the plans are used
+    per_agent = fa_gpu.GenerativeModel([np.broadcast_to(A0, (n,) + A0.shape).copy(), A1], [B0, B1], C=C,
+                                       A_dependencies=[[0], [0, 1]], policy_len=2)
+    for m in (model, per_agent):
+        fast = fa_gpu.Engine(m, n, backend="numba", dtype=dtype, action_selection="stochastic", seed=3)
+        ref = fa_gpu.Engine(m, n, backend="numpy", dtype=dtype, action_selection="stochastic", seed=3)
+        for t in range(6):
+            o = np.stack([rng.integers(0, S0, size=n), rng.integers(0, O1, size=n)], axis=1)
+            np.testing.assert_array_equal(fast.step(o), ref.step(o), err_msg=f"actions at step {t}")
+            np.testing.assert_allclose(fast.neg_efe, ref.neg_efe, rtol=tol, atol=tol)
+            np.testing.assert_allclose(fast.q_pi, ref.q_pi, rtol=tol, atol=tol)
+            for x, y in zip(fast.qs + fast.prior, ref.qs + ref.prior):
+                np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
