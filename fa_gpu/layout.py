@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels.columns import (A_COLS, A_J, A_O, A_OFF, B_COLS, B_J, B_OFF, B_U,  # noqa: F401 (re-exported)
-                              C_OFF, H_OFF, LANES, TILE_ROWS)
+                              C_OFF, H_OFF, LANE_STEP, MAX_LANES, TILE_BYTES, TILE_LANES, TILE_ROWS)
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Layout:
     policies: np.ndarray  # (P, T, F)
     branch: np.ndarray  # (P,) first time step where policy p differs from policy p-1
     sizes: dict  # buffer widths: "A", "H", "C", "B", "S", "E"; "LL": summed log-likelihoods
+    itemsize: int = 4  # bytes of the engine's float dtype (sizes the CPU kernel's tiles)
 
     @property
     def maxima(self) -> tuple[int, int, int]:
@@ -54,18 +55,26 @@ class Layout:
     @property
     def tile(self) -> np.ndarray:
         """(TILE_COLS,) int64 row offsets of the agent-lanes kernel's tile, in
-        ``kernels.columns.TILE_*`` order (a layout table the kernels read)."""
+        ``kernels.columns.TILE_*`` order, then its lanes (a layout table the kernels read)."""
         S, T, P = self.sizes["S"], self.policies.shape[1], self.policies.shape[0]
         O_max, _, J_max = self.maxima
         rows = ((T + 1) * S, T + 1, O_max + 1, J_max, 1, S, S, S, self.sizes["LL"], P, P, 4)
-        return np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(rows)])
+        lanes = LANE_STEP * (TILE_BYTES // (int(offsets[-1]) * self.itemsize * LANE_STEP))
+        return np.append(offsets, min(MAX_LANES, max(LANE_STEP, lanes))).astype(np.int64)
+
+    @property
+    def lanes(self) -> int:
+        """Agents per tile of the agent-lanes CPU kernel: the most (a multiple of ``LANE_STEP``,
+        at most ``MAX_LANES``) whose tile fits in ``TILE_BYTES``, and at least ``LANE_STEP``."""
+        return int(self.tile[TILE_LANES])
 
     @property
     def lane_scratch_size(self) -> int:
         """Per-thread scratch of the agent-lanes CPU kernel (elements): its tile (``TILE_ROWS``
-        rows of ``LANES``), then the per-agent tail's scratch (joint weights or action marginals)."""
+        rows of ``lanes``), then the per-agent tail's scratch (joint weights or action marginals)."""
         _, U_max, J_max = self.maxima
-        return int(self.tile[TILE_ROWS]) * LANES + max(J_max, U_max)
+        return int(self.tile[TILE_ROWS]) * self.lanes + max(J_max, U_max)
 
 
 def _dep_table(deps_list, num_states):
@@ -113,9 +122,9 @@ def product_plan(M: np.ndarray) -> list | None:
     return plan + np.column_stack([js, base_row[js]]).ravel().tolist()
 
 
-def build_layout(model, B_onehot_ok: bool = True) -> Layout:
+def build_layout(model, B_onehot_ok: bool = True, itemsize: int = 4) -> Layout:
     """Tables for ``model``; ``B_onehot_ok`` allows the one-hot transition shortcut (shared B
-    that is never learned)."""
+    that is never learned); ``itemsize``: bytes of the engine's float dtype."""
     S = model.num_states
     S_off = np.concatenate([[0], np.cumsum(S)]).astype(np.int64)
     A_deps, A_lh, A_Js = _dep_table(model.A_dependencies, S)
@@ -165,4 +174,5 @@ def build_layout(model, B_onehot_ok: bool = True) -> Layout:
         B_next=np.concatenate(nexts).astype(np.int64) if nexts else np.zeros(1, dtype=np.int64),
         sparse=np.asarray(sparse or [0], dtype=np.int64),
         policies=pol, branch=branch,
-        sizes=dict(A=a_off, H=h_off, C=c_off, B=b_off, S=int(S_off[-1]), E=len(pol), LL=ll_off))
+        sizes=dict(A=a_off, H=h_off, C=c_off, B=b_off, S=int(S_off[-1]), E=len(pol), LL=ll_off),
+        itemsize=int(itemsize))

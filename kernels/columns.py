@@ -22,18 +22,22 @@ B_COLS = 8
 (OPT_NUM_ITER, OPT_UTILITY, OPT_STATE_INFO, OPT_WA, OPT_WB, OPT_STOCHASTIC, OPT_MARGINAL,
  OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D, OPT_AGENT_OFFSET) = range(11)
 N_OPTS = 11
-# Layout.tile: row offsets inside the agent-lanes kernel's tile (kernels.lanes), each row LANES
-# values of one quantity, one per agent: beliefs of the policy roll-out ((T+1) x S; the first S are
-# the posterior), partial sums (T+1), predicted outcomes (O_max + 1), joint weights (J_max), one
-# step's value, state inference (log prior S, log posterior S, posterior S, summed
-# log-likelihoods LL), neg EFE (P), policy posterior (P), 4 per-agent scalars; TILE_ROWS: total
+# Layout.tile: row offsets inside the agent-lanes kernel's tile (kernels.lanes), each row one
+# value per lane (agent) of one quantity: beliefs of the policy roll-out ((T+1) x S; the first S
+# are the posterior), partial sums (T+1), predicted outcomes (O_max + 1), joint weights (J_max),
+# one step's value, state inference (log prior S, log posterior S, posterior S, summed
+# log-likelihoods LL), neg EFE (P), policy posterior (P), 4 per-agent scalars; TILE_ROWS: total;
+# TILE_LANES: agents per tile (Layout.lanes)
 (TILE_BEL, TILE_ACC, TILE_QO, TILE_WB, TILE_VAL, TILE_LP, TILE_LQ, TILE_Q, TILE_LLS, TILE_G, TILE_PI,
- TILE_RED, TILE_ROWS) = range(13)
-TILE_COLS = 13
-#: agents per tile of the CPU kernel (at most; a range's last tile holds what is left). LLVM
-#: vectorizes a lane loop 8 float32 wide (one AVX register) and interleaves 4: 32 lanes run its
-#: vector body once, 16 would fall through to its 4-wide remainder loop
-LANES = 32
+ TILE_RED, TILE_ROWS, TILE_LANES) = range(14)
+TILE_COLS = 14
+#: a tile's lanes are a multiple of this: LLVM vectorizes a lane loop 8 float32 wide (one AVX
+#: register) and interleaves 4, so 32 lanes run its vector body once, none its remainder loop
+LANE_STEP = 32
+#: the most lanes a tile has, and the bytes a tile may take: each lane loop costs its set-up (alias
+#: checks, trip count) once whatever its length, so wider tiles run faster (1.6x from 32 to 128
+#: lanes on a 3-factor model) until the tile no longer stays in the core's L2 cache
+MAX_LANES, TILE_BYTES = 256, 512 * 1024
 
 # The fields of the kernels' argument bundles, in order (named tuples built by fa_gpu.schema, which
 # checks at import that its buffer table holds exactly these). They live here, in the kernel

@@ -1,7 +1,7 @@
 """Fused CPU step over a range of agents: the one compiled, cached CPU kernel.
 
 ``step_range(state, model, tables, seed, work, row, lo, hi)`` steps agents ``lo <= n < hi`` in
-tiles of up to ``LANES`` agents (``kernels.lanes.tile_step``: every inner loop runs across a
+tiles of up to ``tables.tile[TILE_LANES]`` agents (``Layout.lanes``) (``kernels.lanes.tile_step``: every inner loop runs across a
 tile's agents, so it vectorizes), with temporaries in ``work[row]``, so nothing is allocated per
 agent. It releases the GIL: the numba backend runs it on disjoint agent ranges from the host
 compute pool (``fa_gpu.runtime.pools``), one scratch row per thread. A whole step, a cohort and a
@@ -17,7 +17,7 @@ float dtype.
 """
 from __future__ import annotations
 
-from .columns import LANES
+from .columns import TILE_LANES
 from .jit import LANE_FASTMATH, kernel_njit
 from .lanes import tile_step
 
@@ -26,5 +26,6 @@ from .lanes import tile_step
 # call would bump shared counters atomically, which costs more than the arithmetic.
 @kernel_njit(_nrt=False, fastmath=LANE_FASTMATH)
 def step_range(state, model, tables, seed, work, row, lo, hi):
-    for n0 in range(lo, hi, LANES):
-        tile_step(n0, min(LANES, hi - n0), state, model, tables, seed, work, row)
+    lanes = tables.tile[TILE_LANES]
+    for n0 in range(lo, hi, lanes):
+        tile_step(n0, min(lanes, hi - n0), state, model, tables, seed, work, row)

@@ -1,10 +1,11 @@
-"""The CPU step across agents: tiles of ``LANES`` agents, every inner loop over the tile's lanes.
+"""The CPU step across agents: tiles of up to ``Layout.lanes`` agents (32 to 256, the most whose
+tile fits in ``kernels.columns.TILE_BYTES``), every inner loop over the tile's lanes.
 
 One agent's step is a few thousand flops spread over loops of length 2-5 (states, outcomes,
 actions) plus ``log``/``exp`` calls: as scalar code (``kernels.agent``, one agent at a time) it
 runs ~10x below this CPU's scalar peak, and LLVM cannot vectorize it. Here the same algorithm
-runs on ``LANES`` agents at once: each quantity of the step (a belief ``q_f[s]``, a predicted
-outcome, a partial EFE sum) is one tile row of ``LANES`` values, one per agent, and every
+runs on a tile of agents at once: each quantity of the step (a belief ``q_f[s]``, a predicted
+outcome, a partial EFE sum) is one tile row of values, one per agent, and every
 innermost loop runs over the lanes, so LLVM emits one vector instruction per operation, and
 ``vmath``'s polynomial ``log``/``exp`` vectorize with it. The tile lives in the calling thread's
 scratch row (``work[row]``, row offsets from ``Layout.tile``, see ``kernels.columns.TILE_*``).
@@ -12,8 +13,8 @@ scratch row (``work[row]``, row offsets from ``Layout.tile``, see ``kernels.colu
 Divergence between agents is handled inside the tile: observations select their log-likelihood
 columns per lane (a gather at the start of state inference); policies, and so the actions of
 the roll-out, are the same for every agent; per-agent (learned) parameters are read per lane,
-shared ones once per tile row. A tile's last agents may be missing (N, a cohort or a chunk not a
-multiple of ``LANES``): their lanes repeat the tile's first agent and are never written back.
+shared ones once per tile row. A range's last tile holds what is left (N, a cohort or a chunk
+not a multiple of the lanes): a narrower tile, down to one agent.
 Lanes never mix, so an agent's numbers do not depend on which tile or lane it ran in: whole
 steps, cohorts and any thread split agree bitwise.
 
@@ -408,7 +409,7 @@ def policy_rows(n0, W, md, tb, t):
 # -- the whole step --------------------------------------------------------------------------
 @device_jit(inline=True)
 def tile_step(n0, W, st, md, tb, seed, w, wr):
-    """The whole step of agents n0..n0+W-1 (W <= LANES): state inference, neg EFE and policy
+    """The whole step of agents n0..n0+W-1 (W <= Layout.lanes): state inference, neg EFE and policy
     posterior across the tile's W lanes (the tile: the first ``TILE_ROWS * W`` elements of
     scratch row ``w[wr]``, seen as ``(TILE_ROWS, W)``), written back; then each agent's
     ``agent_tail`` (learning, action, empirical prior) with scratch past the tile."""

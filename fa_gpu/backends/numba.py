@@ -21,7 +21,6 @@ import time
 import numba
 import numpy as np
 
-from ..kernels.columns import LANES
 from ..runtime import pools
 from ..runtime.topology import pool_sizes
 from .numpy import NumpyBackend
@@ -80,6 +79,7 @@ class NumbaBackend(NumpyBackend):
         """mmp, vmp and categorical observations: the kernel does not take the window yet, so
         their steps run the reference (NumPy) on the same buffers."""
         self.path = "reference" if cfg.sequence or cfg.categorical_obs else "fused"
+        self.lanes = layout.lanes
 
     def temp_bytes(self, cfg, layout) -> int:
         """A fused step allocates nothing (its scratch is the schema's ``work``); the reference
@@ -104,7 +104,7 @@ class NumbaBackend(NumpyBackend):
         # Chunks handed out as the threads ask (a few per thread): a thread slowed by other work
         # on its core takes fewer, instead of the whole step waiting for its fixed share.
         size = max(SERIAL_BELOW // 2, min(MAX_CHUNK, -(-(hi - lo) // (CHUNKS_PER_THREAD * rows))))
-        size = -(-size // LANES) * LANES  # whole tiles of the kernel, but the last
+        size = -(-size // self.lanes) * self.lanes  # whole tiles of the kernel, but the last
         starts = iter(range(lo, hi, size))  # next() on it is atomic under the GIL
 
         def run(row):
