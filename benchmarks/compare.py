@@ -696,9 +696,10 @@ def evaluate_targets(rows, one, mem, scaling):
     out.append(_target("grid20 policy_len=1 N=10,000 numba >= 100,000 agent-steps/s", nb,
                        None if nb is None else nb >= 1e5,
                        "not measured" if nb is None else f"{nb:,.0f} agent-steps/s"))
-    # the agent-lanes issue's ratios to pymdp (float32, N=10,000, same run)
+    # the agent-lanes issue's ratios to pymdp (float32, N=10,000, same run), and the sequence
+    # inference issue's (mmp, horizon 3, on pymdp's T-maze)
     for model, pl, want in (("pymdp_tmaze", 2, 10.0), ("threefactor", 2, 10.0), ("grid5", 1, 25.0),
-                            ("grid5", 3, 25.0), ("explorer", 1, 100.0)):
+                            ("grid5", 3, 25.0), ("explorer", 1, 100.0), ("tmaze_mmp", 2, 10.0)):
         nb, pm = tput(model, "numba", 10000, pl), tput(model, "pymdp", 10000, pl)
         ratio = None if nb is None or pm is None else nb / pm
         out.append(_target(f"{model} policy_len={pl} N=10,000 numba >= {want:g}x pymdp", ratio,
