@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -258,3 +259,28 @@ def test_overwrite_replaces_only_a_recorder_store(tmp_path):
     assert (tmp_path / "docs" / "thesis.tex").read_text() == "years of work"
     with pytest.raises(ValueError, match="reserved keys \\['format'\\]"):
         Recorder(tmp_path / "x", 2, num_modalities=1, num_factors=1, attrs={"format": "mine"})
+
+
+def test_block_left_by_an_exception_flushes_but_is_not_complete(tmp_path):
+    """A ``with`` block that raises: the exception propagates, the steps recorded are on disk,
+    and ``complete`` stays false (the run did not finish)."""
+    with pytest.raises(KeyError, match="boom"):
+        with small(tmp_path / "s", chunk_steps=8) as rec:
+            for t in range(3):
+                rec.record(t, *step_data(t))
+            raise KeyError("boom")
+    store = Recorder.open(tmp_path / "s")
+    assert store["steps_written"] == 3 and store["attrs"]["complete"] is False
+    assert_matches_step_data(store, 3)
+
+
+def test_sharded_store_block_left_by_an_exception_is_not_complete(tmp_path):
+    from fa_gpu.runtime.recorder import ShardedStore
+
+    for fail in (False, True):
+        path = tmp_path / f"s{fail}"
+        with pytest.raises(KeyError) if fail else contextlib.nullcontext():
+            with ShardedStore.create(path, 4, 2, num_modalities=1, num_factors=1):
+                if fail:
+                    raise KeyError("boom")
+        assert Recorder.open(path)["attrs"]["complete"] is (not fail)

@@ -8,7 +8,8 @@ Layout of the Zarr v3 group at ``path`` (T steps, N agents, F factors, M modalit
 - group attributes: ``format`` (:data:`STORE_FORMAT`, the mark ``overwrite=True`` looks for), ``n_agents``, ``num_modalities``, ``num_factors``, ``num_states``,
   ``record_beliefs``, ``chunk_steps``, ``dtype``, ``fa_gpu_version``, the caller's ``attrs``,
   ``steps_written`` (steps whose data is on disk: after a crash trust only these rows) and
-  ``complete`` (true once ``close()`` succeeded).
+  ``complete`` (true once ``close()`` succeeded; a ``with`` block left by an exception flushes
+  what was recorded but leaves it false).
 
 It is plain Zarr (zarr, xarray, dask read it directly); ``read_store`` is a convenience.
 "Durably written" means handed to the OS by an atomic file replace (zarr's ``LocalStore``), so it
@@ -243,13 +244,15 @@ class Recorder:
             self._cond.wait_for(lambda: self._pending == 0)
         self._raise_if_failed()
 
-    def close(self) -> None:
-        """Flush, set the ``complete`` attribute and stop the writer threads (idempotent)."""
+    def close(self, complete: bool = True) -> None:
+        """Flush, set the ``complete`` attribute (unless ``complete`` is False: the run did not
+        finish) and stop the writer threads (idempotent)."""
         if self._closed:
             return
         try:
             self.flush()
-            self._group.update_attributes({"complete": True})
+            if complete:
+                self._group.update_attributes({"complete": True})
         finally:
             self._closed = True
             self._pool.shutdown(wait=True)
@@ -257,8 +260,18 @@ class Recorder:
     def __enter__(self) -> Recorder:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Close; when the block raised, the steps recorded are flushed but the store is not
+        marked complete, and a failure to flush them is added to the block's exception as a
+        note instead of replacing it."""
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close(complete=False)
+        except Exception as err:  # the block's exception is the one to see
+            if exc is not None:
+                exc.add_note(f"closing the recorder also failed: {err!r}")
 
     @staticmethod
     def open(path) -> dict:
@@ -460,5 +473,7 @@ class ShardedStore:
     def __enter__(self) -> "ShardedStore":
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Mark the store complete, unless the block raised (the run did not finish)."""
+        if exc_type is None:
+            self.close()
