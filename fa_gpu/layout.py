@@ -35,6 +35,7 @@ class Layout:
     policies: np.ndarray  # (P, T, F)
     branch: np.ndarray  # (P,) first time step where policy p differs from policy p-1
     sizes: dict  # buffer widths: "A", "H", "C", "B", "S", "E"; "LL": summed log-likelihoods
+    window: int = 0  # steps of the fused kernel's window sweep (mmp, vmp, categorical obs); 0: none
 
     @property
     def maxima(self) -> tuple[int, int, int]:
@@ -56,7 +57,10 @@ class Layout:
         ``kernels.columns.TILE_*`` order (a layout table the kernels read)."""
         S, T, P = self.sizes["S"], self.policies.shape[1], self.policies.shape[0]
         O_max, _, J_max = self.maxima
-        rows = ((T + 1) * S, T + 1, O_max + 1, J_max, 1, S, S, S, self.sizes["LL"], P, P, 4)
+        H, F = self.window, self.B_meta.shape[0]
+        S_max = int(np.diff(self.S_off).max())
+        win = (H * S, H * S, H * self.sizes["LL"], max(H - 1, 0) * F, 3 * S_max, 3) if H else (0,) * 6
+        rows = ((T + 1) * S, T + 1, O_max + 1, J_max, 1, S, S, S, self.sizes["LL"], P, P, 4) + win
         return np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
 
     @property
@@ -81,9 +85,10 @@ def _dep_table(deps_list, num_states):
     return np.array(rows, dtype=np.int64).reshape(-1, 2), lo_hi, J
 
 
-def build_layout(model, B_onehot_ok: bool = True) -> Layout:
+def build_layout(model, B_onehot_ok: bool = True, window: int = 0) -> Layout:
     """Tables for ``model``; ``B_onehot_ok`` allows the one-hot transition shortcut (shared B
-    that is never learned)."""
+    that is never learned); ``window``: steps of the fused kernel's window sweep (the engine's
+    ``Config.window`` for mmp, vmp and categorical observations; 0 for index-observation fpi)."""
     S = model.num_states
     S_off = np.concatenate([[0], np.cumsum(S)]).astype(np.int64)
     A_deps, A_lh, A_Js = _dep_table(model.A_dependencies, S)
@@ -116,5 +121,5 @@ def build_layout(model, B_onehot_ok: bool = True) -> Layout:
     return Layout(
         S_off=S_off, A_meta=A_meta, A_deps=A_deps, B_meta=B_meta, B_deps=B_deps,
         B_next=np.concatenate(nexts).astype(np.int64) if nexts else np.zeros(1, dtype=np.int64),
-        policies=pol, branch=branch,
+        policies=pol, branch=branch, window=int(window),
         sizes=dict(A=a_off, H=h_off, C=c_off, B=b_off, S=int(S_off[-1]), E=len(pol), LL=ll_off))

@@ -10,18 +10,25 @@ A_COLS = 9
 B_S, B_U, B_OFF, B_DLO, B_DHI, B_J, B_NEXT = range(7)
 B_COLS = 7
 # opts vector passed to a fused step; OPT_AGENT_OFFSET: global index of the engine's agent 0 (a
-# shard of a larger population), added to the agent key of the random draws
+# shard of a larger population), added to the agent key of the random draws; OPT_ALGO: state
+# inference (ALGO_FPI, ALGO_MMP, ALGO_VMP); OPT_HORIZON: steps of the observation window (1 for
+# fpi); OPT_CATEGORICAL: observations are distributions (the window's newest slot)
 (OPT_NUM_ITER, OPT_UTILITY, OPT_STATE_INFO, OPT_WA, OPT_WB, OPT_STOCHASTIC, OPT_MARGINAL,
- OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D, OPT_AGENT_OFFSET) = range(11)
-N_OPTS = 11
+ OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D, OPT_AGENT_OFFSET, OPT_ALGO, OPT_HORIZON, OPT_CATEGORICAL) = range(14)
+N_OPTS = 14
+ALGO_FPI, ALGO_MMP, ALGO_VMP = range(3)
 # Layout.tile: row offsets inside the agent-lanes kernel's tile (kernels.lanes), each row LANES
 # values of one quantity, one per agent: beliefs of the policy roll-out ((T+1) x S; the first S are
 # the posterior), partial sums (T+1), predicted outcomes (O_max + 1), joint weights (J_max), one
 # step's value, state inference (log prior S, log posterior S, posterior S, summed
-# log-likelihoods LL), neg EFE (P), policy posterior (P), 4 per-agent scalars; TILE_ROWS: total
+# log-likelihoods LL), neg EFE (P), policy posterior (P), 4 per-agent scalars; then the window
+# sweep's rows (``kernels.window``; none without a window, Layout.window == 0): beliefs (H x S),
+# their next values (H x S), summed log-likelihoods per step (H x LL), actions between the steps
+# ((H-1) x F), messages (3 S_max), 3 per-agent scalars (first live slot, prior used, free energy);
+# TILE_ROWS: total
 (TILE_BEL, TILE_ACC, TILE_QO, TILE_WB, TILE_VAL, TILE_LP, TILE_LQ, TILE_Q, TILE_LLS, TILE_G, TILE_PI,
- TILE_RED, TILE_ROWS) = range(13)
-TILE_COLS = 13
+ TILE_RED, TILE_WQ, TILE_WX, TILE_WLL, TILE_WACT, TILE_WMSG, TILE_WLANE, TILE_ROWS) = range(19)
+TILE_COLS = 19
 #: agents per tile of the CPU kernel (at most; a range's last tile holds what is left). LLVM
 #: vectorizes a lane loop 8 float32 wide (one AVX register) and interleaves 4: 32 lanes run its
 #: vector body once, 16 would fall through to its 4-wide remainder loop
@@ -31,6 +38,7 @@ LANES = 32
 # checks at import that its buffer table holds exactly these). They live here, in the kernel
 # sources, because the compiled kernels' on-disk cache is keyed by a hash of these files: a
 # change of fields or order must compile afresh, never load code that reads fields by old positions.
-STATE_FIELDS = ("obs", "qs", "prior", "qs_prev", "q_pi", "neg_efe", "actions", "prev_actions", "t")
+STATE_FIELDS = ("obs", "qs", "prior", "qs_prev", "q_pi", "neg_efe", "actions", "prev_actions", "t",
+                "obs_window", "act_window", "qs_window", "vfe")
 MODEL_FIELDS = ("A", "logA", "H_A", "C", "B", "D", "E", "pA", "pB", "pD", "wA", "wB", "gamma", "alpha", "lr")
 TABLES_FIELDS = ("A_meta", "A_deps", "B_meta", "B_deps", "B_next", "S_off", "policies", "branch", "tile", "opts")

@@ -73,17 +73,20 @@ def softmax_rows(t, lo, hi, red):
 
 
 @device_jit(inline=True)
-def weights_rows(t, qoff, S_off, deps, lo, hi, J, woff):
+def weights_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip):
     """Rows woff..woff+J-1 <- joint-state weights of beliefs at row qoff, for the dependency
-    list deps[lo:hi] (as ``agent.weights``)."""
+    list deps[lo:hi] (as ``agent.weights``), leaving dependency ``skip`` out of the products
+    (-1: none; with one left out, row j multiplies the other dependencies' beliefs at their
+    indices in j, 1 when there are none)."""
     W = t.shape[1]
-    if hi - lo == 1:
+    if skip < 0 and hi - lo == 1:
         base = qoff + S_off[deps[lo, 0]]
         for j in range(J):
             src, dst = t[base + j], t[woff + j]
             for l in range(W):
                 dst[l] = src[l]
-    elif hi - lo == 2:
+        return
+    if skip < 0 and hi - lo == 2:
         d0, d1 = deps[lo, 0], deps[lo + 1, 0]
         S0, S1 = S_off[d0 + 1] - S_off[d0], S_off[d1 + 1] - S_off[d1]
         for a in range(S0):
@@ -92,23 +95,26 @@ def weights_rows(t, qoff, S_off, deps, lo, hi, J, woff):
                 qb, dst = t[qoff + S_off[d1] + b], t[woff + a * S1 + b]
                 for l in range(W):
                     dst[l] = qa[l] * qb[l]
-    else:
-        for j in range(J):
-            dst = t[woff + j]
+        return
+    for j in range(J):
+        dst = t[woff + j]
+        for l in range(W):
+            dst[l] = 1.0
+        for k in range(lo, hi):
+            if k == skip:
+                continue
+            q = t[qoff + S_off[deps[k, 0]] + dep_index(deps, k, j, S_off)]
             for l in range(W):
-                dst[l] = 1.0
-            for k in range(lo, hi):
-                q = t[qoff + S_off[deps[k, 0]] + dep_index(deps, k, j, S_off)]
-                for l in range(W):
-                    dst[l] *= q[l]
+                dst[l] *= q[l]
 
 
 @device_jit(inline=True)
-def matvec_rows(M, n0, moff, O, J, t, x, out):
-    """Rows out..out+O-1 <- sum_j M[., moff + o*J + j] * row x+j: M's row 0 when shared, each
-    lane's agent's row when per-agent. A shared M goes four output rows at a time (each source
-    row loaded once for four products), its all-zero quadruples skipped (adding 0 * x changes no
-    bit): sparse A and B, such as identity-like modalities, cost what their nonzeros cost."""
+def matvec_rows(M, n0, moff, O, J, t, x, out, logm):
+    """Rows out..out+O-1 <- sum_j M[., moff + o*J + j] * row x+j (``logm``: log max(M, MINVAL)
+    in M's place): M's row 0 when shared, each lane's agent's row when per-agent. A shared M goes
+    four output rows at a time (each source row loaded once for four products), its all-zero
+    quadruples skipped (adding 0 * x changes no bit): sparse A and B, such as identity-like
+    modalities, cost what their nonzeros cost."""
     W = t.shape[1]
     for o in range(O):
         dst = t[out + o]
@@ -119,8 +125,12 @@ def matvec_rows(M, n0, moff, O, J, t, x, out):
             dst = t[out + o]
             for j in range(J):
                 src, i = t[x + j], moff + o * J + j
-                for l in range(W):
-                    dst[l] += M[n0 + l, i] * src[l]
+                if logm:
+                    for l in range(W):
+                        dst[l] += vlog_stable(M[n0 + l, i]) * src[l]
+                else:
+                    for l in range(W):
+                        dst[l] += M[n0 + l, i] * src[l]
         return
     o = 0
     while o + 4 <= O:
@@ -128,6 +138,8 @@ def matvec_rows(M, n0, moff, O, J, t, x, out):
         for j in range(J):
             i = moff + o * J + j
             m0, m1, m2, m3 = M[0, i], M[0, i + J], M[0, i + 2 * J], M[0, i + 3 * J]
+            if logm:
+                m0, m1, m2, m3 = vlog_stable(m0), vlog_stable(m1), vlog_stable(m2), vlog_stable(m3)
             if m0 == 0.0 and m1 == 0.0 and m2 == 0.0 and m3 == 0.0:
                 continue
             src = t[x + j]
@@ -142,6 +154,8 @@ def matvec_rows(M, n0, moff, O, J, t, x, out):
         dst = t[out + o]
         for j in range(J):
             m = M[0, moff + o * J + j]
+            if logm:
+                m = vlog_stable(m)
             if m == 0.0:
                 continue
             src = t[x + j]
@@ -177,6 +191,45 @@ def gather_ll(obs, logA, A_meta, m, n0, t, dst, add):
 
 
 @device_jit(fastmath=LANE_FASTMATH)
+def ll_rows(A_meta, A_deps, S_off, t, q, lq, lls, red):
+    """Rows lq.. (S) += every modality group's summed log-likelihoods (rows lls + A_LL, J_m
+    each) contracted with the beliefs at rows q.. on all its dependencies but the one receiving
+    (one sweep's likelihood term, as ``agent.infer_states``); row red + 2 is scratch."""
+    W = t.shape[1]
+    for m in range(A_meta.shape[0]):
+        if A_meta[m, A_LEAD] != m:
+            continue
+        J, lo, hi = A_meta[m, A_J], A_meta[m, A_DLO], A_meta[m, A_DHI]
+        base = lls + A_meta[m, A_LL]
+        if hi - lo == 2:
+            o0, o1 = S_off[A_deps[lo, 0]], S_off[A_deps[lo + 1, 0]]
+            S0, S1 = S_off[A_deps[lo, 0] + 1] - o0, S_off[A_deps[lo + 1, 0] + 1] - o1
+            for a in range(S0):
+                qa, la = t[q + o0 + a], t[lq + o0 + a]
+                for b in range(S1):
+                    ll = t[base + a * S1 + b]
+                    qb, lb = t[q + o1 + b], t[lq + o1 + b]
+                    for l in range(W):
+                        la[l] += ll[l] * qb[l]
+                        lb[l] += ll[l] * qa[l]
+            continue
+        prod = t[red + 2]
+        for j in range(J):
+            ll = t[base + j]
+            for k in range(lo, hi):
+                for l in range(W):
+                    prod[l] = ll[l]
+                for k2 in range(lo, hi):
+                    if k2 != k:
+                        qk = t[q + S_off[A_deps[k2, 0]] + dep_index(A_deps, k2, j, S_off)]
+                        for l in range(W):
+                            prod[l] *= qk[l]
+                dst = t[lq + S_off[A_deps[k, 0]] + dep_index(A_deps, k, j, S_off)]
+                for l in range(W):
+                    dst[l] += prod[l]
+
+
+@device_jit(fastmath=LANE_FASTMATH)
 def infer_rows(n0, W, st, md, tb, t):
     """Tile rows TILE_BEL.. (S) <- each agent's fixed-point posterior given its observation and
     prior (as ``agent.infer_states``)."""
@@ -207,37 +260,7 @@ def infer_rows(n0, W, st, md, tb, t):
                 vlq[l] = vlp[l]
         for f in range(F):
             softmax_rows(t, q + S_off[f], q + S_off[f + 1], red)
-        for m in range(M):
-            if A_meta[m, A_LEAD] != m:
-                continue
-            J, lo, hi = A_meta[m, A_J], A_meta[m, A_DLO], A_meta[m, A_DHI]
-            base = lls + A_meta[m, A_LL]
-            if hi - lo == 2:
-                o0, o1 = S_off[A_deps[lo, 0]], S_off[A_deps[lo + 1, 0]]
-                S0, S1 = S_off[A_deps[lo, 0] + 1] - o0, S_off[A_deps[lo + 1, 0] + 1] - o1
-                for a in range(S0):
-                    qa, la = t[q + o0 + a], t[lq + o0 + a]
-                    for b in range(S1):
-                        ll = t[base + a * S1 + b]
-                        qb, lb = t[q + o1 + b], t[lq + o1 + b]
-                        for l in range(W):
-                            la[l] += ll[l] * qb[l]
-                            lb[l] += ll[l] * qa[l]
-                continue
-            prod = t[red + 2]
-            for j in range(J):
-                ll = t[base + j]
-                for k in range(lo, hi):
-                    for l in range(W):
-                        prod[l] = ll[l]
-                    for k2 in range(lo, hi):
-                        if k2 != k:
-                            qk = t[q + S_off[A_deps[k2, 0]] + dep_index(A_deps, k2, j, S_off)]
-                            for l in range(W):
-                                prod[l] *= qk[l]
-                    dst = t[lq + S_off[A_deps[k, 0]] + dep_index(A_deps, k, j, S_off)]
-                    for l in range(W):
-                        dst[l] += prod[l]
+        ll_rows(A_meta, A_deps, S_off, t, q, lq, lls, red)
     for s in range(S):
         src, dst = t[lq + s], t[q0 + s]
         for l in range(W):
@@ -257,7 +280,7 @@ def transition_rows(n0, W, md, tb, p, ts, t, qt, qn):
         Sf, J = B_meta[f, B_S], B_meta[f, B_J]
         u = pol[p, ts * F + f]
         o0 = qn + S_off[f]
-        weights_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
+        weights_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, -1)
         nxt = B_meta[f, B_NEXT]
         if nxt >= 0:
             for s in range(Sf):
@@ -269,7 +292,7 @@ def transition_rows(n0, W, md, tb, p, ts, t, qt, qn):
                 for l in range(W):
                     dst[l] += src[l]
         else:
-            matvec_rows(B, n0, B_meta[f, B_OFF] + u * Sf * J, Sf, J, t, wb, o0)
+            matvec_rows(B, n0, B_meta[f, B_OFF] + u * Sf * J, Sf, J, t, wb, o0, False)
 
 
 @device_jit(inline=True)
@@ -299,10 +322,10 @@ def step_value_rows(n0, W, md, tb, p, ts, t, qt, qn):
         g[l] = 0.0
     for m in range(A_meta.shape[0]):
         O, J, aoff = A_meta[m, A_O], A_meta[m, A_J], A_meta[m, A_OFF]
-        weights_rows(t, qn, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb)
-        matvec_rows(md.A, n0, aoff, O, J, t, wb, qo)
+        weights_rows(t, qn, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb, -1)
+        matvec_rows(md.A, n0, aoff, O, J, t, wb, qo, False)
         if opts[OPT_STATE_INFO]:
-            matvec_rows(md.H_A, n0, A_meta[m, H_OFF], 1, J, t, wb, qo + O)  # E_q[H[A]]
+            matvec_rows(md.H_A, n0, A_meta[m, H_OFF], 1, J, t, wb, qo + O, False)  # E_q[H[A]]
             for o in range(O):
                 qv = t[qo + o]
                 for l in range(W):
@@ -327,7 +350,7 @@ def step_value_rows(n0, W, md, tb, p, ts, t, qt, qn):
         F = B_meta.shape[0]
         for f in range(F):
             Sf, J = B_meta[f, B_S], B_meta[f, B_J]
-            weights_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
+            weights_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, -1)
             base = B_meta[f, B_OFF] + tb.policies[p, ts * F + f] * Sf * J
             param_info_rows(wB, n0, base, Sf, J, t, wb, qn + S_off[f], g)
 
@@ -375,29 +398,3 @@ def policy_rows(n0, W, md, tb, t):
             for l in range(W):
                 pv[l] = gam[l] * gv[l] + vlog_stable(E[n0 + l, p])
     softmax_rows(t, pi, pi + P, red)
-
-
-# -- the whole step --------------------------------------------------------------------------
-@device_jit(inline=True)
-def tile_step(n0, W, st, md, tb, seed, w, wr):
-    """The whole step of agents n0..n0+W-1 (W <= LANES): state inference, neg EFE and policy
-    posterior across the tile's W lanes (the tile: the first ``TILE_ROWS * W`` elements of
-    scratch row ``w[wr]``, seen as ``(TILE_ROWS, W)``), written back; then each agent's
-    ``agent_tail`` (learning, action, empirical prior) with scratch past the tile."""
-    tile = tb.tile
-    t = w[wr, 0:tile[TILE_ROWS] * W].reshape((tile[TILE_ROWS], W))
-    S, P = tb.S_off[tb.S_off.shape[0] - 1], tb.policies.shape[0]
-    infer_rows(n0, W, st, md, tb, t)
-    neg_efe_rows(n0, W, md, tb, t)
-    policy_rows(n0, W, md, tb, t)
-    bel, g0, pi = tile[TILE_BEL], tile[TILE_G], tile[TILE_PI]
-    for l in range(W):
-        n = n0 + l
-        for s in range(S):
-            st.qs[n, s] = t[bel + s, l]
-        for p in range(P):
-            st.neg_efe[n, p] = t[g0 + p, l]
-            st.q_pi[n, p] = t[pi + p, l]
-    tail = tile[TILE_ROWS] * W
-    for l in range(W):
-        agent_tail(n0 + l, st, md, tb, seed, w, wr, tail)

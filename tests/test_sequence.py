@@ -52,7 +52,7 @@ def test_numba_equals_numpy(case, kw):
     pytest.importorskip("numba")
     _, ref = build(case, N, 11, backend="numpy", **kw)
     _, fast = build(case, N, 11, backend="numba", **kw)
-    assert fast.step_path == "reference"
+    assert fast.step_path == "fused"
     for t, o in enumerate(inputs(case, kw, 11)):
         np.testing.assert_array_equal(ref.step(o), fast.step(o), err_msg=f"actions at step {t}")
         assert_same(state(ref), state(fast), 1e-10, f"at step {t}")

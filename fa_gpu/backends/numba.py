@@ -67,6 +67,7 @@ class NumbaBackend(NumpyBackend):
     def __init__(self, num_threads: int | None = None):
         self.num_threads = pool_sizes(compute_threads=num_threads).compute_threads
         self._entry = None  # compiled step_range, bound at the first step
+        self._vfe = False  # the kernel writes vfe (window sweep)
 
     def work_rows(self, n: int) -> int:
         """One scratch row per thread (one thread below :data:`SERIAL_BELOW` agents)."""
@@ -77,23 +78,22 @@ class NumbaBackend(NumpyBackend):
         return layout.lane_scratch_size
 
     def prepare(self, cfg, layout, shared_model: bool) -> None:
-        """mmp, vmp and categorical observations: the kernel does not take the window yet, so
-        their steps run the reference (NumPy) on the same buffers."""
-        self.path = "reference" if cfg.sequence or cfg.categorical_obs else "fused"
+        """Every configuration runs the fused kernel: fpi, and mmp, vmp and categorical
+        observations through its window sweep (``kernels.window``), which also computes the
+        free energy."""
+        self.path = "fused"
+        self._vfe = layout.window > 0
 
     def temp_bytes(self, cfg, layout) -> int:
-        """A fused step allocates nothing (its scratch is the schema's ``work``); the reference
-        path, the reference's temporaries."""
-        return NumpyBackend.temp_bytes(self, cfg, layout) if self.path == "reference" else 0
+        """A fused step allocates nothing (its scratch is the schema's ``work``)."""
+        return 0
 
     def step(self, b, cfg, lo: int = 0, hi: int | None = None) -> None:
-        """The fused kernel for agents ``lo..hi-1`` (default: all); the reference on the
-        reference path. The kernel leaves the free energy out: ``vfe`` is NaN after it."""
+        """The fused kernel for agents ``lo..hi-1`` (default: all). The fpi step from index
+        observations leaves the free energy out: ``vfe`` is NaN after it."""
         hi = cfg.n_agents if hi is None else hi
-        if self.path == "reference":
-            NumpyBackend.step(self, b, cfg, lo, hi)
-            return
-        b.vfe[lo:hi] = np.nan
+        if not self._vfe:
+            b.vfe[lo:hi] = np.nan
         args = b.kernel_args(cfg.seed)
         if self._entry is None:
             self._entry = compiled_step(args + (0, 0, 0))
