@@ -106,7 +106,10 @@ def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, out, tmp, pair, red):
     g = B_deps[kd, 0]
     Sg = S_off[g + 1] - S_off[g]
     wb = tb.tile[TILE_WB]
-    weights_rows(t, q, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, kd)
+    # a shared B of one dependency: pair[i, :] is B's row i, the same for every lane
+    single = B.shape[0] == 1 and B_meta[f, B_DHI] - B_meta[f, B_DLO] == 1
+    if not single:
+        weights_rows(t, q, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, kd)
     act, z = t[tb.tile[TILE_WACT] + e * F + f], t[red + 2]
     for u in range(U):
         cnt = 0
@@ -120,11 +123,27 @@ def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, out, tmp, pair, red):
             for l in range(W):
                 d[l] = 0.0
         for i in range(Sf):
+            base = boff + (u * Sf + i) * J
+            a = t[qn + S_off[f] + i]
+            if single:  # its normalization is one scalar per row
+                zs = B[0, base] - B[0, base]
+                if mmp:
+                    for s in range(Sg):
+                        zs += B[0, base + s]
+                    mv = minval_like(zs)
+                    zs = zs if zs > mv else mv
+                for s in range(Sg):
+                    c = B[0, base + s] / zs if mmp else vlog_stable(B[0, base + s])
+                    if c == 0.0:
+                        continue
+                    d = t[dst + s]
+                    for l in range(W):
+                        d[l] += a[l] * c
+                continue
             for s in range(Sg):
                 p = t[pair + s]
                 for l in range(W):
                     p[l] = 0.0
-            base = boff + (u * Sf + i) * J
             for j in range(J):
                 p, w = t[pair + dep_index(B_deps, kd, j, S_off)], t[wb + j]
                 if B.shape[0] > 1:
@@ -140,7 +159,6 @@ def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, out, tmp, pair, red):
                         continue
                     for l in range(W):
                         p[l] += c * w[l]
-            a = t[qn + S_off[f] + i]
             if mmp:  # q'_f[i] / sum_g pair[i, g]: the pair normalized over the parent
                 for l in range(W):
                     z[l] = 0.0
@@ -158,16 +176,16 @@ def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, out, tmp, pair, red):
                 p, d = t[pair + s], t[dst + s]
                 for l in range(W):
                     d[l] += z[l] * p[l]
-        if mmp:
-            for s in range(Sg):
-                d = t[dst + s]
-                for l in range(W):
-                    d[l] = 0.5 * vlog_stable(d[l])
         if cnt < W:
             for s in range(Sg):
                 src, d = t[tmp + s], t[out + s]
                 for l in range(W):
                     d[l] = src[l] if act[l] == u else d[l]
+    if mmp:
+        for s in range(Sg):
+            d = t[out + s]
+            for l in range(W):
+                d[l] = 0.5 * vlog_stable(d[l])
 
 
 @device_jit(fastmath=LANE_FASTMATH)
