@@ -18,8 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels.columns import (A_COLS, A_J, A_O, A_OFF, B_COLS, B_J, B_OFF, B_U,  # noqa: F401 (re-exported)
+from .kernels.columns import (A_COLS, A_J, A_O, A_OFF, B_COLS, B_J, B_OFF, B_S, B_U,  # noqa: F401 (re-exported)
                               C_OFF, H_OFF, LANES, TILE_ROWS)
+
+#: largest per-thread tile block of the window sweep's per-lane transition matrices (bytes, at
+#: 8 bytes a value); a larger model's sweep reads B itself, once per action present in a tile
+SEL_MAX_BYTES = 512 * 1024
 
 
 @dataclass
@@ -59,9 +63,21 @@ class Layout:
         O_max, _, J_max = self.maxima
         H, F = self.window, self.B_meta.shape[0]
         S_max = int(np.diff(self.S_off).max())
-        win = (H * S, H * S, H * self.sizes["LL"], max(H - 1, 0) * F, 3 * S_max, 3) if H else (0,) * 6
+        win = (H * S, H * S, H * self.sizes["LL"], max(H - 1, 0) * F, 3 * S_max, 3,
+               self.window_sel_rows) if H else (0,) * 7
         rows = ((T + 1) * S, T + 1, O_max + 1, J_max, 1, S, S, S, self.sizes["LL"], P, P, 4) + win
         return np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+
+    @property
+    def window_sel_rows(self) -> int:
+        """Tile rows of the window sweep's per-lane transition matrices (each edge of the window,
+        each factor: the matrix of the action taken and its parent-normalized twin, 2 S_f J_f
+        rows), or 0 when they would exceed :data:`SEL_MAX_BYTES` per thread (the sweep then
+        takes each action's product from B and selects per lane)."""
+        if self.window < 2:
+            return 0
+        rows = (self.window - 1) * 2 * int(np.sum(self.B_meta[:, B_S] * self.B_meta[:, B_J]))
+        return rows if rows * LANES * 8 <= SEL_MAX_BYTES else 0
 
     @property
     def lane_scratch_size(self) -> int:

@@ -24,11 +24,12 @@ ALGO_FPI, ALGO_MMP, ALGO_VMP = range(3)
 # log-likelihoods LL), neg EFE (P), policy posterior (P), 4 per-agent scalars; then the window
 # sweep's rows (``kernels.window``; none without a window, Layout.window == 0): beliefs (H x S),
 # their next values (H x S), summed log-likelihoods per step (H x LL), actions between the steps
-# ((H-1) x F), messages (3 S_max), 3 per-agent scalars (first live slot, prior used, free energy);
-# TILE_ROWS: total
+# ((H-1) x F), messages (3 S_max), 3 per-agent scalars (first live slot, prior used, free energy),
+# per-lane transition matrices of the actions taken ((H-1) x 2 sum_f S_f J_f, or none: see
+# Layout.window_sel_rows); TILE_ROWS: total
 (TILE_BEL, TILE_ACC, TILE_QO, TILE_WB, TILE_VAL, TILE_LP, TILE_LQ, TILE_Q, TILE_LLS, TILE_G, TILE_PI,
- TILE_RED, TILE_WQ, TILE_WX, TILE_WLL, TILE_WACT, TILE_WMSG, TILE_WLANE, TILE_ROWS) = range(19)
-TILE_COLS = 19
+ TILE_RED, TILE_WQ, TILE_WX, TILE_WLL, TILE_WACT, TILE_WMSG, TILE_WLANE, TILE_WSEL, TILE_ROWS) = range(20)
+TILE_COLS = 20
 #: agents per tile of the CPU kernel (at most; a range's last tile holds what is left). LLVM
 #: vectorizes a lane loop 8 float32 wide (one AVX register) and interleaves 4: 32 lanes run its
 #: vector body once, 16 would fall through to its 4-wide remainder loop

@@ -27,7 +27,7 @@ from .agent import dep_index
 from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, ALGO_FPI, ALGO_MMP, ALGO_VMP,
                       B_DHI, B_DLO, B_J, B_OFF, B_S, B_U, C_OFF, OPT_ALGO, OPT_CATEGORICAL,
                       OPT_HORIZON, OPT_NUM_ITER, TILE_BEL, TILE_LP, TILE_RED, TILE_WACT, TILE_WB,
-                      TILE_WLANE, TILE_WLL, TILE_WMSG, TILE_WQ, TILE_WX)
+                      TILE_WLANE, TILE_WLL, TILE_WMSG, TILE_WQ, TILE_WSEL, TILE_WX)
 from .jit import LANE_FASTMATH, device_jit, minval_like
 from .lanes import ll_rows, log_prior_rows, matvec_rows, softmax_rows, vlog_stable, weights_rows
 
@@ -64,17 +64,77 @@ def window_ll_rows(n0, st, md, tb, t, H, k0, wll, LL, red):
                             d[l] += wo[l] * la
 
 
+@device_jit(inline=True)
+def sel_row(tb, e, f):
+    """Tile row of factor f's per-lane transition matrix over edge e (TILE_WSEL block:
+    edge-major, factor f at 2 sum_{g<f} S_g J_g), or -1 when the tile has none."""
+    tile, B_meta = tb.tile, tb.B_meta
+    rows = tile[TILE_WSEL + 1] - tile[TILE_WSEL]
+    if rows == 0:
+        return -1
+    size, off = 0, 0
+    for g in range(B_meta.shape[0]):
+        if g == f:
+            off = size
+        size += 2 * B_meta[g, B_S] * B_meta[g, B_J]
+    return tile[TILE_WSEL] + e * size + off
+
+
 @device_jit(fastmath=LANE_FASTMATH)
-def forward_rows(n0, md, tb, t, e, f, q, logm, out, tmp):
+def select_rows(n0, md, tb, t, e, f, sel, mmp):
+    """Rows sel.. (S_f J_f) <- factor f's transition matrix ``(S_f, J_f)`` of each lane's action
+    over edge e: B (mmp) or log max(B, MINVAL) (vmp); mmp with one dependency also rows
+    sel + S_f J_f.. <- B normalized over the parent (``pair`` of
+    ``reference.sequence_messages``). Once a step: the sweeps then read them lane by lane."""
+    W = t.shape[1]
+    B, B_meta = md.B, tb.B_meta
+    Sf, J, boff = B_meta[f, B_S], B_meta[f, B_J], B_meta[f, B_OFF]
+    SJ = Sf * J
+    one = B_meta[f, B_DHI] - B_meta[f, B_DLO] == 1
+    act = t[tb.tile[TILE_WACT] + e * B_meta.shape[0] + f]
+    for l in range(W):
+        r = n0 + l if B.shape[0] > 1 else 0
+        base = boff + int(act[l]) * SJ
+        for k in range(SJ):
+            t[sel + k, l] = B[r, base + k] if mmp else vlog_stable(B[r, base + k])
+        if mmp and one:
+            for i in range(Sf):
+                row = base + i * J
+                z = B[r, row] - B[r, row]
+                for g in range(J):
+                    z += B[r, row + g]
+                mv = minval_like(z)
+                z = z if z > mv else mv
+                for g in range(J):
+                    t[sel + SJ + i * J + g, l] = B[r, row + g] / z
+
+
+@device_jit(fastmath=LANE_FASTMATH)
+def forward_rows(n0, md, tb, t, e, f, q, logm, mmp, sel, out, tmp):
     """Rows out.. (S_f) <- factor f's transition over edge e (slot e -> e + 1) applied to the
     beliefs of slot e at rows q..: ``sum_j B[f][:, j, a] w(j)`` (``logm``: log B, vmp's message
-    and the free energy's term), ``a`` each lane's action (row TILE_WACT + e*F + f); rows tmp..
-    (S_f) are scratch."""
+    and the free energy's term), ``a`` each lane's action (row TILE_WACT + e*F + f). ``sel``:
+    the edge's per-lane matrices (:func:`select_rows`; B for ``mmp``, else log B), or -1: each
+    action's product from B, each lane keeping its own (rows tmp.. (S_f) scratch)."""
     W = t.shape[1]
     B, B_meta, F = md.B, tb.B_meta, tb.B_meta.shape[0]
     Sf, J, U = B_meta[f, B_S], B_meta[f, B_J], B_meta[f, B_U]
     wb = tb.tile[TILE_WB]
     weights_rows(t, q, tb.S_off, tb.B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, -1)
+    if sel >= 0:
+        for s in range(Sf):
+            d = t[out + s]
+            for l in range(W):
+                d[l] = 0.0
+            for j in range(J):
+                m, w = t[sel + s * J + j], t[wb + j]
+                if logm and mmp:
+                    for l in range(W):
+                        d[l] += vlog_stable(m[l]) * w[l]
+                else:
+                    for l in range(W):
+                        d[l] += m[l] * w[l]
+        return
     act = t[tb.tile[TILE_WACT] + e * F + f]
     for u in range(U):
         cnt = 0
@@ -92,13 +152,46 @@ def forward_rows(n0, md, tb, t, e, f, q, logm, out, tmp):
 
 
 @device_jit(fastmath=LANE_FASTMATH)
-def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, out, tmp, pair, red):
+def pair_rows(t, M, n0, moff, lanes, logm, J, Sg, kd, B_deps, S_off, wb, pair):
+    """Rows pair.. (S_g) <- one row of a transition matrix (J_f entries) contracted with the
+    co-parents' weights (rows wb..), dependency kd left open. The row: tile rows moff.. when
+    ``lanes`` (per-lane matrices), else ``M[., moff + j]`` (each lane's agent's row of a
+    per-agent M, row 0 of a shared one; ``logm``: log max(M, MINVAL))."""
+    W = t.shape[1]
+    for s in range(Sg):
+        p = t[pair + s]
+        for l in range(W):
+            p[l] = 0.0
+    for j in range(J):
+        p, w = t[pair + dep_index(B_deps, kd, j, S_off)], t[wb + j]
+        if lanes:
+            m = t[moff + j]
+            for l in range(W):
+                p[l] += m[l] * w[l]
+        elif M.shape[0] > 1:
+            if logm:
+                for l in range(W):
+                    p[l] += vlog_stable(M[n0 + l, moff + j]) * w[l]
+            else:
+                for l in range(W):
+                    p[l] += M[n0 + l, moff + j] * w[l]
+        else:
+            c = vlog_stable(M[0, moff + j]) if logm else M[0, moff + j]
+            if c == 0.0:
+                continue
+            for l in range(W):
+                p[l] += c * w[l]
+
+
+@device_jit(fastmath=LANE_FASTMATH)
+def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, sel, out, tmp, pair, red):
     """Rows out.. (S_g) <- the message of factor f's transition over edge e to its dependency
     kd (factor g), from the beliefs of slot e (rows q..) and of f at slot e + 1 (rows qn..), as
     ``reference.sequence_messages``: mmp ``0.5 log sum_i q'_f[i] pair[i, g]`` with
     ``pair[i, :]`` the transition contracted with g's co-parents, normalized; vmp
-    ``sum_i q'_f[i] sum_j log B[i, j] (co-parents' weights)``. Each lane's own action; rows
-    tmp.., pair.. (S_g each) and row red + 2 are scratch."""
+    ``sum_i q'_f[i] sum_j log B[i, j] (co-parents' weights)``. Each lane's own action: from the
+    per-lane matrices ``sel`` (:func:`select_rows`), or (-1) from B once per action present,
+    each lane keeping its own. Rows tmp.., pair.. (S_g each) and row red + 2 are scratch."""
     W = t.shape[1]
     B, B_meta, B_deps, S_off = md.B, tb.B_meta, tb.B_deps, tb.S_off
     F = B_meta.shape[0]
@@ -106,17 +199,21 @@ def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, out, tmp, pair, red):
     g = B_deps[kd, 0]
     Sg = S_off[g + 1] - S_off[g]
     wb = tb.tile[TILE_WB]
-    # a shared B of one dependency: pair[i, :] is B's row i, the same for every lane
-    single = B.shape[0] == 1 and B_meta[f, B_DHI] - B_meta[f, B_DLO] == 1
+    one = B_meta[f, B_DHI] - B_meta[f, B_DLO] == 1
+    # one dependency and per-lane rows or a shared B: pair[i, :] is the matrix's row i itself
+    # (normalized once: select_rows, or a scalar per row)
+    single = one and (sel >= 0 or B.shape[0] == 1)
     if not single:
         weights_rows(t, q, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, kd)
     act, z = t[tb.tile[TILE_WACT] + e * F + f], t[red + 2]
-    for u in range(U):
-        cnt = 0
-        for l in range(W):
-            cnt += act[l] == u
-        if cnt == 0:
-            continue
+    for u in range(U if sel < 0 else 1):
+        cnt = W
+        if sel < 0:
+            cnt = 0
+            for l in range(W):
+                cnt += act[l] == u
+            if cnt == 0:
+                continue
         dst = out if cnt == W else tmp
         for s in range(Sg):
             d = t[dst + s]
@@ -125,7 +222,14 @@ def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, out, tmp, pair, red):
         for i in range(Sf):
             base = boff + (u * Sf + i) * J
             a = t[qn + S_off[f] + i]
-            if single:  # its normalization is one scalar per row
+            if single and sel >= 0:
+                m0 = sel + Sf * J if mmp else sel
+                for s in range(Sg):
+                    m, d = t[m0 + i * J + s], t[dst + s]
+                    for l in range(W):
+                        d[l] += a[l] * m[l]
+                continue
+            if single:
                 zs = B[0, base] - B[0, base]
                 if mmp:
                     for s in range(Sg):
@@ -140,25 +244,9 @@ def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, out, tmp, pair, red):
                     for l in range(W):
                         d[l] += a[l] * c
                 continue
-            for s in range(Sg):
-                p = t[pair + s]
-                for l in range(W):
-                    p[l] = 0.0
-            for j in range(J):
-                p, w = t[pair + dep_index(B_deps, kd, j, S_off)], t[wb + j]
-                if B.shape[0] > 1:
-                    if mmp:
-                        for l in range(W):
-                            p[l] += B[n0 + l, base + j] * w[l]
-                    else:
-                        for l in range(W):
-                            p[l] += vlog_stable(B[n0 + l, base + j]) * w[l]
-                else:
-                    c = B[0, base + j] if mmp else vlog_stable(B[0, base + j])
-                    if c == 0.0:
-                        continue
-                    for l in range(W):
-                        p[l] += c * w[l]
+            lanes = sel >= 0
+            pair_rows(t, B, n0, sel + i * J if lanes else base, lanes, not mmp, J, Sg, kd, B_deps,
+                      S_off, wb, pair)
             if mmp:  # q'_f[i] / sum_g pair[i, g]: the pair normalized over the parent
                 for l in range(W):
                     z[l] = 0.0
@@ -231,6 +319,11 @@ def window_rows(n0, W, st, md, tb, t):
             for l in range(W):
                 u = st.act_window[n0 + l, e * F + f]
                 a[l] = u if u > 0 else 0
+    for e in range(k0, H - 1):
+        for f in range(F):
+            sel = sel_row(tb, e, f)
+            if sel >= 0:
+                select_rows(n0, md, tb, t, e, f, sel, mmp)
     window_ll_rows(n0, st, md, tb, t, H, k0, wll, LL, red)
     log_prior_rows(st.prior, n0, t, lp, S)
     for k in range(k0, H):
@@ -252,7 +345,8 @@ def window_rows(n0, W, st, md, tb, t):
         for e in range(k0, H - 1):
             half = 0.5 if mmp and e + 1 < H - 1 else 1.0
             for f in range(F):
-                forward_rows(n0, md, tb, t, e, f, qb + e * S, not mmp, msg, tmp)
+                sel = sel_row(tb, e, f)
+                forward_rows(n0, md, tb, t, e, f, qb + e * S, not mmp, mmp, sel, msg, tmp)
                 for s in range(S_off[f + 1] - S_off[f]):
                     src, d = t[msg + s], t[xb + (e + 1) * S + S_off[f] + s]
                     if mmp:
@@ -263,8 +357,8 @@ def window_rows(n0, W, st, md, tb, t):
                             d[l] += src[l] if e >= start[l] else 0.0
                 for kd in range(B_meta[f, B_DLO], B_meta[f, B_DHI]):
                     g = tb.B_deps[kd, 0]
-                    backward_rows(n0, md, tb, t, e, f, kd, qb + e * S, qb + (e + 1) * S, mmp, msg,
-                                  tmp, pair, red)
+                    backward_rows(n0, md, tb, t, e, f, kd, qb + e * S, qb + (e + 1) * S, mmp, sel,
+                                  msg, tmp, pair, red)
                     for s in range(S_off[g + 1] - S_off[g]):
                         src, d = t[msg + s], t[xb + e * S + S_off[g] + s]
                         for l in range(W):
@@ -300,7 +394,7 @@ def window_rows(n0, W, st, md, tb, t):
                     v[l] -= x[l] * w[l] if k >= start[l] else 0.0
     for e in range(k0, H - 1):
         for f in range(F):
-            forward_rows(n0, md, tb, t, e, f, qb + e * S, True, msg, tmp)
+            forward_rows(n0, md, tb, t, e, f, qb + e * S, True, mmp, sel_row(tb, e, f), msg, tmp)
             for s in range(S_off[f + 1] - S_off[f]):
                 x, q = t[msg + s], t[qb + (e + 1) * S + S_off[f] + s]
                 for l in range(W):
