@@ -28,7 +28,7 @@ from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, ALGO_FPI, ALG
                       B_DHI, B_DLO, B_J, B_OFF, B_S, B_U, C_OFF, OPT_ALGO, OPT_CATEGORICAL,
                       OPT_HORIZON, OPT_NUM_ITER, TILE_BEL, TILE_LP, TILE_RED, TILE_WACT, TILE_WB,
                       TILE_WLANE, TILE_WLL, TILE_WMSG, TILE_WQ, TILE_WSEL, TILE_WX)
-from .jit import LANE_FASTMATH, device_jit, minval_like
+from .jit import LANE_FASTMATH, cast_like, device_jit, minval_like
 from .lanes import ll_rows, log_prior_rows, matvec_rows, softmax_rows, vlog_stable, weights_rows
 
 
@@ -270,10 +270,11 @@ def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, sel, out, tmp, pair, red)
                 for l in range(W):
                     d[l] = src[l] if act[l] == u else d[l]
     if mmp:
+        h = cast_like(t[out, 0], 0.5)
         for s in range(Sg):
             d = t[out + s]
             for l in range(W):
-                d[l] = 0.5 * vlog_stable(d[l])
+                d[l] = h * vlog_stable(d[l])
 
 
 @device_jit(fastmath=LANE_FASTMATH)
@@ -333,17 +334,18 @@ def window_rows(n0, W, st, md, tb, t):
                 d = t[qb + k * S + s]
                 for l in range(W):
                     d[l] = u0
+    zero = cast_like(t[lane, 0], 0.0)
     num_iter = 1 if algo == ALGO_FPI and F == 1 else opts[OPT_NUM_ITER]
     for _ in range(num_iter):
         for k in range(k0, H):
             # the prior at each lane's first live slot (mmp: half of it, but in a 1-step window)
-            half = 0.5 if mmp and k < H - 1 else 1.0
+            half, kf = cast_like(zero, 0.5 if mmp and k < H - 1 else 1.0), cast_like(zero, k)
             for s in range(S):
                 d, p = t[xb + k * S + s], t[lp + s]
                 for l in range(W):
-                    d[l] = half * p[l] if start[l] == k and usep[l] > 0.0 else 0.0
+                    d[l] = half * p[l] if start[l] == kf and usep[l] > zero else zero
         for e in range(k0, H - 1):
-            half = 0.5 if mmp and e + 1 < H - 1 else 1.0
+            half, ef = cast_like(zero, 0.5 if mmp and e + 1 < H - 1 else 1.0), cast_like(zero, e)
             for f in range(F):
                 sel = sel_row(tb, e, f)
                 forward_rows(n0, md, tb, t, e, f, qb + e * S, not mmp, mmp, sel, msg, tmp)
@@ -351,10 +353,10 @@ def window_rows(n0, W, st, md, tb, t):
                     src, d = t[msg + s], t[xb + (e + 1) * S + S_off[f] + s]
                     if mmp:
                         for l in range(W):
-                            d[l] += half * vlog_stable(src[l]) if e >= start[l] else 0.0
+                            d[l] += half * vlog_stable(src[l]) if ef >= start[l] else zero
                     else:
                         for l in range(W):
-                            d[l] += src[l] if e >= start[l] else 0.0
+                            d[l] += src[l] if ef >= start[l] else zero
                 for kd in range(B_meta[f, B_DLO], B_meta[f, B_DHI]):
                     g = tb.B_deps[kd, 0]
                     backward_rows(n0, md, tb, t, e, f, kd, qb + e * S, qb + (e + 1) * S, mmp, sel,
@@ -362,7 +364,7 @@ def window_rows(n0, W, st, md, tb, t):
                     for s in range(S_off[g + 1] - S_off[g]):
                         src, d = t[msg + s], t[xb + e * S + S_off[g] + s]
                         for l in range(W):
-                            d[l] += src[l] if e >= start[l] else 0.0
+                            d[l] += src[l] if ef >= start[l] else zero
         for k in range(k0, H):
             ll_rows(A_meta, tb.A_deps, S_off, t, qb + k * S, xb + k * S, wll + k * LL, red)
         for k in range(k0, H):
