@@ -18,9 +18,10 @@ import math
 
 import numpy as np
 
-from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, ALGO_FPI, B_DHI, B_DLO, B_J, B_NEXT, B_OFF,
-                      B_S, B_U, C_OFF, H_OFF, OPT_AGENT_OFFSET, OPT_ALGO, OPT_CATEGORICAL, OPT_HORIZON,
-                      OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D, OPT_MARGINAL, OPT_NUM_ITER, OPT_STATE_INFO, OPT_STOCHASTIC, OPT_UTILITY, OPT_WA, OPT_WB)
+from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, ALGO_FPI, B_DHI, B_DLO, B_J, B_NEXT,
+                      B_OFF, B_S, B_U, C_OFF, H_OFF, OPT_AGENT_OFFSET, OPT_ALGO, OPT_CATEGORICAL,
+                      OPT_HORIZON, OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D, OPT_MARGINAL, OPT_NUM_ITER,
+                      OPT_STATE_INFO, OPT_STOCHASTIC, OPT_UTILITY, OPT_WA, OPT_WB)
 from .jit import MINVAL, device_jit, minval_like, tie_rtol_like
 from .rng import uniform
 
@@ -474,7 +475,8 @@ def agent_tail(n, st, md, tb, seed, w, wr, woff):
     B, B_meta, B_deps, S_off, opts = md.B, tb.B_meta, tb.B_deps, tb.S_off, tb.opts
     qs, F = st.qs, B_meta.shape[0]
     if opts[OPT_LEARN_A]:
-        learn_A(st.obs, st.obs_window, opts[OPT_CATEGORICAL], opts[OPT_HORIZON], n, qs, md.lr[n, 0], md.pA, md.A, md.logA, md.H_A, md.wA, opts[OPT_WA],
+        learn_A(st.obs, st.obs_window, opts[OPT_CATEGORICAL], opts[OPT_HORIZON], n, qs, md.lr[n, 0],
+                md.pA, md.A, md.logA, md.H_A, md.wA, opts[OPT_WA],
                 tb.A_meta, tb.A_deps, S_off, w, wr, woff)
     if opts[OPT_LEARN_B]:
         learn_B(qs, st.qs_prev, st.prev_actions, n, md.lr[n, 1], md.pB, B, md.wB, opts[OPT_WB], B_meta,

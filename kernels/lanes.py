@@ -17,10 +17,14 @@ multiple of ``LANES``): their lanes repeat the tile's first agent and are never 
 Lanes never mix, so an agent's numbers do not depend on which tile or lane it ran in: whole
 steps, cohorts and any thread split agree bitwise.
 
+Sequence inference (mmp, vmp) and categorical observations replace ``infer_rows`` by the window
+sweep of ``kernels.window`` (built on the row helpers here); the tile's step, ``tile_step``, lives
+in ``kernels.cpu`` next to the kernel that calls it, so this module does not import the window's.
+
 What does not vectorize across agents stays per agent, in ``kernels.agent.agent_tail``, shared
 with the one-agent kernel: learning, action selection (a choice per agent), the empirical prior
-(each agent's own action), bookkeeping. They cost O(P + S J) per agent against the roll-out's
-O(P T S J).
+(each agent's own action; mmp, vmp: the window's shift), bookkeeping. They cost O(P + S J) per
+agent against the roll-out's O(P T S J).
 
 The GPU kernel (``kernels.cuda``) keeps ``kernels.agent.agent_step``, one agent per thread: on
 a GPU the lanes are the warp's threads, and a tile per thread would hold 16 agents' rows in one
@@ -31,11 +35,11 @@ in the same order per agent, with ``vmath``'s ``log``/``exp`` (a few ulp from li
 """
 from __future__ import annotations
 
-from .agent import agent_tail, dep_index
-from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, B_DHI, B_DLO, B_J, B_NEXT, B_OFF, B_S,
-                      C_OFF, H_OFF, OPT_NUM_ITER, OPT_STATE_INFO, OPT_UTILITY, OPT_WA, OPT_WB,
-                      TILE_ACC, TILE_BEL, TILE_G, TILE_LLS, TILE_LP, TILE_LQ, TILE_PI, TILE_Q, TILE_QO,
-                      TILE_RED, TILE_ROWS, TILE_VAL, TILE_WB)
+from .agent import dep_index
+from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, B_DHI, B_DLO, B_J, B_NEXT,
+                      B_OFF, B_S, C_OFF, H_OFF, OPT_NUM_ITER, OPT_STATE_INFO, OPT_UTILITY, OPT_WA,
+                      OPT_WB, TILE_ACC, TILE_BEL, TILE_G, TILE_LLS, TILE_LP, TILE_LQ, TILE_PI,
+                      TILE_Q, TILE_QO, TILE_RED, TILE_VAL, TILE_WB)
 from .jit import LANE_FASTMATH, device_jit, minval_like
 from .vmath import vexp, vlog
 
