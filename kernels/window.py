@@ -64,6 +64,13 @@ def window_ll_rows(n0, st, md, tb, t, H, k0, wll, LL, red):
                             d[l] += wo[l] * la
 
 
+@device_jit(fastmath=LANE_FASTMATH)
+def joint_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip):
+    """``lanes.weights_rows``, compiled once for the window's callers (it is inlined where it
+    is called; the window sweep's calls are not hot enough to need that)."""
+    weights_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip)
+
+
 @device_jit(inline=True)
 def sel_row(tb, e, f):
     """Tile row of factor f's per-lane transition matrix over edge e (TILE_WSEL block:
@@ -120,7 +127,7 @@ def forward_rows(n0, md, tb, t, e, f, q, logm, mmp, sel, out, tmp):
     B, B_meta, F = md.B, tb.B_meta, tb.B_meta.shape[0]
     Sf, J, U = B_meta[f, B_S], B_meta[f, B_J], B_meta[f, B_U]
     wb = tb.tile[TILE_WB]
-    weights_rows(t, q, tb.S_off, tb.B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, -1)
+    joint_rows(t, q, tb.S_off, tb.B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, -1)
     if sel >= 0:
         for s in range(Sf):
             d = t[out + s]
@@ -199,12 +206,11 @@ def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, sel, out, tmp, pair, red)
     g = B_deps[kd, 0]
     Sg = S_off[g + 1] - S_off[g]
     wb = tb.tile[TILE_WB]
-    one = B_meta[f, B_DHI] - B_meta[f, B_DLO] == 1
-    # one dependency and per-lane rows or a shared B: pair[i, :] is the matrix's row i itself
-    # (normalized once: select_rows, or a scalar per row)
-    single = one and (sel >= 0 or B.shape[0] == 1)
+    # one dependency and per-lane rows: pair[i, :] is the matrix's row i itself (normalized
+    # once, by select_rows)
+    single = sel >= 0 and B_meta[f, B_DHI] - B_meta[f, B_DLO] == 1
     if not single:
-        weights_rows(t, q, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, kd)
+        joint_rows(t, q, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, kd)
     act, z = t[tb.tile[TILE_WACT] + e * F + f], t[red + 2]
     for u in range(U if sel < 0 else 1):
         cnt = W
@@ -222,27 +228,12 @@ def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, sel, out, tmp, pair, red)
         for i in range(Sf):
             base = boff + (u * Sf + i) * J
             a = t[qn + S_off[f] + i]
-            if single and sel >= 0:
+            if single:
                 m0 = sel + Sf * J if mmp else sel
                 for s in range(Sg):
                     m, d = t[m0 + i * J + s], t[dst + s]
                     for l in range(W):
                         d[l] += a[l] * m[l]
-                continue
-            if single:
-                zs = B[0, base] - B[0, base]
-                if mmp:
-                    for s in range(Sg):
-                        zs += B[0, base + s]
-                    mv = minval_like(zs)
-                    zs = zs if zs > mv else mv
-                for s in range(Sg):
-                    c = B[0, base + s] / zs if mmp else vlog_stable(B[0, base + s])
-                    if c == 0.0:
-                        continue
-                    d = t[dst + s]
-                    for l in range(W):
-                        d[l] += a[l] * c
                 continue
             lanes = sel >= 0
             pair_rows(t, B, n0, sel + i * J if lanes else base, lanes, not mmp, J, Sg, kd, B_deps,
@@ -389,7 +380,7 @@ def window_rows(n0, W, st, md, tb, t):
             if A_meta[m, A_LEAD] != m:
                 continue
             J = A_meta[m, A_J]
-            weights_rows(t, qb + k * S, S_off, tb.A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb, -1)
+            joint_rows(t, qb + k * S, S_off, tb.A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb, -1)
             for j in range(J):
                 x, w = t[wll + k * LL + A_meta[m, A_LL] + j], t[wb + j]
                 for l in range(W):
