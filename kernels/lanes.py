@@ -205,6 +205,13 @@ def ll_rows(A_meta, A_deps, S_off, t, q, lq, lls, red):
             continue
         J, lo, hi = A_meta[m, A_J], A_meta[m, A_DLO], A_meta[m, A_DHI]
         base = lls + A_meta[m, A_LL]
+        if hi - lo == 1:  # no co-parents: the log-likelihood itself
+            o0 = lq + S_off[A_deps[lo, 0]]
+            for j in range(J):
+                ll, dst = t[base + j], t[o0 + j]
+                for l in range(W):
+                    dst[l] += ll[l]
+            continue
         if hi - lo == 2:
             o0, o1 = S_off[A_deps[lo, 0]], S_off[A_deps[lo + 1, 0]]
             S0, S1 = S_off[A_deps[lo, 0] + 1] - o0, S_off[A_deps[lo + 1, 0] + 1] - o1
