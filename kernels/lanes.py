@@ -80,17 +80,17 @@ def softmax_rows(t, lo, hi, red):
 def weights_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip):
     """Rows woff..woff+J-1 <- joint-state weights of beliefs at row qoff, for the dependency
     list deps[lo:hi] (as ``agent.weights``), leaving dependency ``skip`` out of the products
-    (-1: none; with one left out, row j multiplies the other dependencies' beliefs at their
-    indices in j, 1 when there are none)."""
+    (``skip < lo``: none; with one left out, row j multiplies the other dependencies' beliefs at
+    their indices in j, 1 when there are none)."""
     W = t.shape[1]
-    if skip < 0 and hi - lo == 1:
+    if skip < lo and hi - lo == 1:
         base = qoff + S_off[deps[lo, 0]]
         for j in range(J):
             src, dst = t[base + j], t[woff + j]
             for l in range(W):
                 dst[l] = src[l]
         return
-    if skip < 0 and hi - lo == 2:
+    if skip < lo and hi - lo == 2:
         d0, d1 = deps[lo, 0], deps[lo + 1, 0]
         S0, S1 = S_off[d0 + 1] - S_off[d0], S_off[d1 + 1] - S_off[d1]
         for a in range(S0):

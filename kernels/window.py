@@ -67,11 +67,12 @@ def window_ll_rows(n0, st, md, tb, t, H, k0, wll, LL, red):
 @device_jit(fastmath=LANE_FASTMATH)
 def joint_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip):
     """``lanes.weights_rows``, compiled once for the window's callers (it is inlined where it
-    is called; the window sweep's calls are not hot enough to need that)."""
+    is called; the window sweep's calls are not hot enough to need that). Callers pass
+    ``skip = lo - 1`` for none: a literal -1 would compile a second copy."""
     weights_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip)
 
 
-@device_jit(inline=True)
+@device_jit
 def sel_row(tb, e, f):
     """Tile row of factor f's per-lane transition matrix over edge e (TILE_WSEL block:
     edge-major, factor f at 2 sum_{g<f} S_g J_g), or -1 when the tile has none."""
@@ -127,7 +128,8 @@ def forward_rows(n0, md, tb, t, e, f, q, logm, mmp, sel, out, tmp):
     B, B_meta, F = md.B, tb.B_meta, tb.B_meta.shape[0]
     Sf, J, U = B_meta[f, B_S], B_meta[f, B_J], B_meta[f, B_U]
     wb = tb.tile[TILE_WB]
-    joint_rows(t, q, tb.S_off, tb.B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, -1)
+    lo = B_meta[f, B_DLO]
+    joint_rows(t, q, tb.S_off, tb.B_deps, lo, B_meta[f, B_DHI], J, wb, lo - 1)
     if sel >= 0:
         for s in range(Sf):
             d = t[out + s]
@@ -363,6 +365,7 @@ def window_rows(n0, W, st, md, tb, t):
                 softmax_rows(t, xb + k * S + S_off[f], xb + k * S + S_off[f + 1], red)
         qb, xb = xb, qb
     # the free energy of the window's posterior (reference.free_energy), live slots only
+    logB = H > 1  # True wherever it is used (edges exist); a plain bool: one compiled forward_rows
     for l in range(W):
         v[l] = 0.0
     for k in range(k0, H):
@@ -380,14 +383,15 @@ def window_rows(n0, W, st, md, tb, t):
             if A_meta[m, A_LEAD] != m:
                 continue
             J = A_meta[m, A_J]
-            joint_rows(t, qb + k * S, S_off, tb.A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb, -1)
+            lo = A_meta[m, A_DLO]
+            joint_rows(t, qb + k * S, S_off, tb.A_deps, lo, A_meta[m, A_DHI], J, wb, lo - 1)
             for j in range(J):
                 x, w = t[wll + k * LL + A_meta[m, A_LL] + j], t[wb + j]
                 for l in range(W):
                     v[l] -= x[l] * w[l] if k >= start[l] else 0.0
     for e in range(k0, H - 1):
         for f in range(F):
-            forward_rows(n0, md, tb, t, e, f, qb + e * S, True, mmp, sel_row(tb, e, f), msg, tmp)
+            forward_rows(n0, md, tb, t, e, f, qb + e * S, logB, mmp, sel_row(tb, e, f), msg, tmp)
             for s in range(S_off[f + 1] - S_off[f]):
                 x, q = t[msg + s], t[qb + (e + 1) * S + S_off[f] + s]
                 for l in range(W):
