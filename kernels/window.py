@@ -364,21 +364,27 @@ def window_rows(n0, W, st, md, tb, t):
             for f in range(F):
                 softmax_rows(t, xb + k * S + S_off[f], xb + k * S + S_off[f + 1], red)
         qb, xb = xb, qb
-    # the free energy of the window's posterior (reference.free_energy), live slots only
+    # the free energy of the window's posterior (reference.free_energy), live slots only. A
+    # masked accumulation selects the updated sum, never the term: as a select of the term, the
+    # vector body fuses product and sum (contract) and the scalar remainder loop, whose branch
+    # splits them, does not, and a lane's bits would depend on its position in the tile
     logB = H > 1  # True wherever it is used (edges exist); a plain bool: one compiled forward_rows
     for l in range(W):
         v[l] = 0.0
     for k in range(k0, H):
+        kf = cast_like(zero, k)
         for s in range(S):
             q = t[qb + k * S + s]
             for l in range(W):
-                v[l] += q[l] * vlog_stable(q[l]) if k >= start[l] else 0.0
+                nv = v[l] + q[l] * vlog_stable(q[l])
+                v[l] = nv if kf >= start[l] else v[l]
     for s in range(S):
         p = t[lp + s]
         for l in range(W):
             v[l] -= t[qb + int(start[l]) * S + s, l] * p[l]
     wb = tile[TILE_WB]
     for k in range(k0, H):
+        kf = cast_like(zero, k)
         for m in range(M):
             if A_meta[m, A_LEAD] != m:
                 continue
@@ -388,14 +394,17 @@ def window_rows(n0, W, st, md, tb, t):
             for j in range(J):
                 x, w = t[wll + k * LL + A_meta[m, A_LL] + j], t[wb + j]
                 for l in range(W):
-                    v[l] -= x[l] * w[l] if k >= start[l] else 0.0
+                    nv = v[l] - x[l] * w[l]
+                    v[l] = nv if kf >= start[l] else v[l]
     for e in range(k0, H - 1):
+        ef = cast_like(zero, e)
         for f in range(F):
             forward_rows(n0, md, tb, t, e, f, qb + e * S, logB, mmp, sel_row(tb, e, f), msg, tmp)
             for s in range(S_off[f + 1] - S_off[f]):
                 x, q = t[msg + s], t[qb + (e + 1) * S + S_off[f] + s]
                 for l in range(W):
-                    v[l] -= q[l] * x[l] if e >= start[l] else 0.0
+                    nv = v[l] - q[l] * x[l]
+                    v[l] = nv if ef >= start[l] else v[l]
     # write back: the newest step's posterior to the tile, the live slots to qs_window
     bel = tile[TILE_BEL]
     for s in range(S):

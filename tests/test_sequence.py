@@ -238,3 +238,27 @@ def test_fused_window_float32(case, kw):
 def test_fused_window_more_seeds(case, kw, seed):
     pytest.importorskip("numba")
     run_against_reference(case, kw, 70, 100 + seed, seed % 2 == 1)
+
+
+@pytest.mark.parametrize("case,kw,dtype", [(*SEQ[3], "float64"), (*SEQ[7], "float64"), (*SEQ[8], "float32")],
+                         ids=[SEQ_IDS[3], SEQ_IDS[7], SEQ_IDS[8] + "_float32"])
+def test_fused_window_cohorts_and_threads_are_bitwise_the_whole_step(case, kw, dtype):
+    """The window sweep's numbers do not depend on the tile an agent runs in: cohorts cut inside
+    a tile, two threads taking chunks (N above the serial threshold) and one thread agree
+    bitwise, with windows of different lengths side by side (a reset cohort)."""
+    pytest.importorskip("numba")
+    from fa_gpu.backends.numba import SERIAL_BELOW
+
+    n = SERIAL_BELOW + 45
+    one = build_seq(case, n, 31, "numba", False, dtype, num_threads=1, **kw)
+    two = build_seq(case, n, 31, "numba", False, dtype, num_threads=2, **kw)
+    cut = build_seq(case, n, 31, "numba", False, dtype, num_threads=1, **kw)
+    for t, o in enumerate(inputs(case, kw, 31, n=n, steps=kw["inference_horizon"] + 4)):
+        one.step(o), two.step(o)
+        for lo, hi in ((0, 13), (13, 200), (200, n)):
+            cut.step([x[lo:hi] for x in o] if isinstance(o, list) else o[lo:hi], agents=(lo, hi))
+        for other in (two, cut):
+            assert_same(full_state(one), full_state(other), 0, f"at step {t}")
+        if t == 1:
+            for e in (one, two, cut):
+                e.reset(np.arange(5, n, 7))
