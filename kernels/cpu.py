@@ -11,9 +11,11 @@ as in the remainder loop).
 
 Arguments: ``state``, ``model``, ``tables`` are the named tuples of ``fa_gpu.schema`` (state:
 ``obs (N, M)`` int64, ``qs``/``prior``/``qs_prev`` ``(N, sum S_f)``, ``q_pi``/``neg_efe`` ``(N, P)``,
-``actions``/``prev_actions`` ``(N, F)`` int64, ``t (N,)`` int64; model: packed parameter rows; tables:
-int64 layout tables); ``seed`` uint64; ``work`` ``(rows, Layout.lane_scratch_size)`` of the engine's
-float dtype.
+``actions``/``prev_actions`` ``(N, F)`` int64, ``t (N,)`` int64, the window of mmp/vmp and
+categorical observations ``obs_window (N, H sum O_m)``, ``act_window (N, (H-1) F)`` int64,
+``qs_window (N, H sum S_f)`` (``(1, 1)`` placeholders when absent), ``vfe (N,)``; model: packed
+parameter rows; tables: int64 layout tables); ``seed`` uint64; ``work``
+``(rows, Layout.lane_scratch_size)`` of the engine's float dtype.
 """
 from __future__ import annotations
 

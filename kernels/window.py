@@ -14,9 +14,18 @@ pymdp 1.0.4's vmp leaves it out on an agent's first step). Every slot from the t
 first live slot on is computed for every lane; a message reaches a lane's beliefs only where
 its slot (or edge) is live for that lane (a per-lane select, never a product with 0), and slots
 that are not live are neither written back nor counted in the free energy. The action between
-slots e and e + 1 (``act_window[:, e]``) differs per agent: each transition product runs once per
-action present in the tile (the tile's shared B, or each lane's own row) and each lane keeps the
-product of its own action.
+slots e and e + 1 (``act_window[:, e]``) differs per agent: once a step, each lane's transition
+matrix of its action is copied into the tile (:func:`select_rows`; with mmp's parent-normalized
+twin, and as log B for vmp), so the sweeps read them lane by lane. A model whose matrices would
+not fit (``Layout.window_sel_rows`` is 0: ``fa_gpu.layout.SEL_MAX_BYTES``) runs each transition
+product once per action present in the tile (the tile's shared B, or each lane's own row) and
+each lane keeps the product of its own action.
+
+Tile rows (``Layout.tile``, ``kernels.columns.TILE_W*``): beliefs of every slot ``TILE_WQ`` and
+their next values ``TILE_WX`` (H x S each, slot-major; the two swap roles every sweep), summed
+log-likelihoods per slot ``TILE_WLL`` (H x LL), actions per edge and factor ``TILE_WACT``,
+message scratch ``TILE_WMSG``, per-lane first live slot / prior used / free energy
+``TILE_WLANE``, the per-lane matrices ``TILE_WSEL``.
 
 The order of operations follows the reference per agent (its sums may group differently, which
 moves the last bits only).
