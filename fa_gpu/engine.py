@@ -179,9 +179,10 @@ class Engine:
     ``q_pi``, ``neg_efe`` ``(N, P)``, ``actions`` ``(N, F)`` int64, ``t`` ``(N,)`` int64,
     ``qs_window`` (list of ``(N, T, S_f)``), ``vfe`` ``(N,)``.
 
-    Backends: mmp, vmp and categorical observations run the reference (:mod:`fa_gpu.reference`)
-    on every backend: NumPy on the CPU for numba, CuPy for cuda (its batched path); the fused
-    kernels do not take the window yet. The fused fpi step does not compute the free energy
+    Backends: mmp, vmp and categorical observations run in the numba backend's fused CPU kernel
+    (its window sweep, ``kernels.window``, which also computes ``vfe``); on cuda they run the
+    reference (:mod:`fa_gpu.reference`) on CuPy (its batched path: the CUDA kernel does not take
+    the window yet). The fused fpi step from index observations does not compute the free energy
     (``vfe`` is NaN after it; ``infer_states`` alone computes it on every backend).
     """
 
@@ -272,7 +273,9 @@ class Engine:
                  (("gamma", gamma), ("alpha", alpha), ("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD))}
         self._backend, self.backend_skipped = backends.resolve(backend, num_threads=num_threads,
                                                                device=device, cuda_path=cuda_path)
-        self.layout = layout.build_layout(model, B_onehot_ok=not learn_B, itemsize=self.config.dtype.itemsize)
+        cfg = self.config
+        self.layout = layout.build_layout(model, B_onehot_ok=not learn_B, itemsize=cfg.dtype.itemsize,
+                                          window=cfg.window if cfg.sequence or cfg.categorical_obs else 0)
         per = self._per_agent
         self._backend.prepare(self.config, self.layout, shared_model=not (per["A"] or per["B"]))
         self._spec = schema.shapes(self.config, self.layout, per, self._backend.work_rows(n),

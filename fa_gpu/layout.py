@@ -18,8 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels.columns import (A_COLS, A_J, A_O, A_OFF, B_COLS, B_J, B_OFF, B_U,  # noqa: F401 (re-exported)
+from .kernels.columns import (A_COLS, A_J, A_O, A_OFF, B_COLS, B_J, B_OFF, B_S, B_U,  # noqa: F401 (re-exported)
                               C_OFF, H_OFF, LANE_STEP, MAX_LANES, TILE_BYTES, TILE_LANES, TILE_ROWS)
+
+#: largest per-thread tile block of the window sweep's per-lane transition matrices (bytes, at
+#: 8 bytes a value); a larger model's sweep reads B itself, once per action present in a tile
+SEL_MAX_BYTES = 512 * 1024
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Layout:
     branch: np.ndarray  # (P,) first time step where policy p differs from policy p-1
     sizes: dict  # buffer widths: "A", "H", "C", "B", "S", "E"; "LL": summed log-likelihoods
     itemsize: int = 4  # bytes of the engine's float dtype (sizes the CPU kernel's tiles)
+    window: int = 0  # steps of the fused kernel's window sweep (mmp, vmp, categorical obs); 0: none
 
     @property
     def maxima(self) -> tuple[int, int, int]:
@@ -58,7 +63,11 @@ class Layout:
         ``kernels.columns.TILE_*`` order, then its lanes (a layout table the kernels read)."""
         S, T, P = self.sizes["S"], self.policies.shape[1], self.policies.shape[0]
         O_max, _, J_max = self.maxima
-        rows = ((T + 1) * S, T + 1, O_max + 1, J_max, 1, S, S, S, self.sizes["LL"], P, P, 4)
+        H, F = self.window, self.B_meta.shape[0]
+        S_max = int(np.diff(self.S_off).max())
+        win = (H * S, H * S, H * self.sizes["LL"], max(H - 1, 0) * F, 3 * S_max, 3,
+               self.window_sel_rows) if H else (0,) * 7
+        rows = ((T + 1) * S, T + 1, O_max + 1, J_max, 1, S, S, S, self.sizes["LL"], P, P, 4) + win
         offsets = np.concatenate([[0], np.cumsum(rows)])
         lanes = LANE_STEP * (TILE_BYTES // (int(offsets[-1]) * self.itemsize * LANE_STEP))
         return np.append(offsets, min(MAX_LANES, max(LANE_STEP, lanes))).astype(np.int64)
@@ -68,6 +77,17 @@ class Layout:
         """Agents per tile of the agent-lanes CPU kernel: the most (a multiple of ``LANE_STEP``,
         at most ``MAX_LANES``) whose tile fits in ``TILE_BYTES``, and at least ``LANE_STEP``."""
         return int(self.tile[TILE_LANES])
+
+    @property
+    def window_sel_rows(self) -> int:
+        """Tile rows of the window sweep's per-lane transition matrices (each edge of the window,
+        each factor: the matrix of the action taken and its parent-normalized twin, 2 S_f J_f
+        rows), or 0 when they would exceed :data:`SEL_MAX_BYTES` per thread (the sweep then
+        takes each action's product from B and selects per lane)."""
+        if self.window < 2:
+            return 0
+        rows = (self.window - 1) * 2 * int(np.sum(self.B_meta[:, B_S] * self.B_meta[:, B_J]))
+        return rows if rows * LANE_STEP * 8 <= SEL_MAX_BYTES else 0
 
     @property
     def lane_scratch_size(self) -> int:
@@ -122,9 +142,11 @@ def product_plan(M: np.ndarray) -> list | None:
     return plan + np.column_stack([js, base_row[js]]).ravel().tolist()
 
 
-def build_layout(model, B_onehot_ok: bool = True, itemsize: int = 4) -> Layout:
+def build_layout(model, B_onehot_ok: bool = True, itemsize: int = 4, window: int = 0) -> Layout:
     """Tables for ``model``; ``B_onehot_ok`` allows the one-hot transition shortcut (shared B
-    that is never learned); ``itemsize``: bytes of the engine's float dtype."""
+    that is never learned); ``itemsize``: bytes of the engine's float dtype; ``window``: steps of
+    the fused kernel's window sweep (the engine's ``Config.window`` for mmp, vmp and categorical
+    observations; 0 for index-observation fpi)."""
     S = model.num_states
     S_off = np.concatenate([[0], np.cumsum(S)]).astype(np.int64)
     A_deps, A_lh, A_Js = _dep_table(model.A_dependencies, S)
@@ -173,6 +195,6 @@ def build_layout(model, B_onehot_ok: bool = True, itemsize: int = 4) -> Layout:
         S_off=S_off, A_meta=A_meta, A_deps=A_deps, B_meta=B_meta, B_deps=B_deps,
         B_next=np.concatenate(nexts).astype(np.int64) if nexts else np.zeros(1, dtype=np.int64),
         sparse=np.asarray(sparse or [0], dtype=np.int64),
-        policies=pol, branch=branch,
+        policies=pol, branch=branch, window=int(window),
         sizes=dict(A=a_off, H=h_off, C=c_off, B=b_off, S=int(S_off[-1]), E=len(pol), LL=ll_off),
         itemsize=int(itemsize))

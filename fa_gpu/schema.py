@@ -91,16 +91,16 @@ BUFFERS = (
     Buffer("actions", "state", "state", "agents", "F", "int64", doc="last actions", valid="index"),
     Buffer("prev_actions", "state", "state", "agents", "F", "int64", doc="action before this step (-1: none)", valid="index_or_none"),
     Buffer("t", "state", "state", "agents", None, "int64", doc="steps since reset", valid="count"),
-    # -- sequence inference and categorical observations (not read by the fused kernels yet) ----
-    Buffer("obs_window", "state", None, "agents", "OW", "float", "OW", "window",
+    # -- sequence inference and categorical observations (absent ones: (1, 1) placeholders) ----
+    Buffer("obs_window", "state", "state", "agents", "OW", "float", "OW", "window",
            "observations (distributions) of the last inference_horizon steps, newest last",
            valid="obs_window"),
-    Buffer("act_window", "state", None, "agents", "AW", "int64", None, "seq",
+    Buffer("act_window", "state", "state", "agents", "AW", "int64", None, "seq",
            "actions between the window's steps (inference_horizon - 1), newest last",
            valid="act_window"),
-    Buffer("qs_window", "state", None, "agents", "SW", "float", "SW", "seq",
+    Buffer("qs_window", "state", "state", "agents", "SW", "float", "SW", "seq",
            "posterior over the window's steps, newest last", valid="qs_window"),
-    Buffer("vfe", "state", None, "agents", None, "float", doc="variational free energy of the posterior",
+    Buffer("vfe", "state", "state", "agents", None, "float", doc="variational free energy of the posterior",
            valid="vfe"),
     # -- integer layout tables (shared, read-only; derived from the model) --------------------
     *(Buffer(k, "tables", "tables", "table", None, "int64", doc=f"layout table {k}")
@@ -208,6 +208,9 @@ def options(cfg) -> np.ndarray:
     o[col.OPT_MARGINAL] = cfg.sampling_mode == "marginal"
     o[col.OPT_LEARN_A], o[col.OPT_LEARN_B], o[col.OPT_LEARN_D] = cfg.learn_A, cfg.learn_B, cfg.learn_D
     o[col.OPT_AGENT_OFFSET] = cfg.agent_offset
+    o[col.OPT_ALGO] = {"fpi": col.ALGO_FPI, "mmp": col.ALGO_MMP, "vmp": col.ALGO_VMP}[cfg.inference_algo]
+    o[col.OPT_HORIZON] = cfg.window
+    o[col.OPT_CATEGORICAL] = cfg.categorical_obs
     return o
 
 

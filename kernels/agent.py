@@ -18,9 +18,10 @@ import math
 
 import numpy as np
 
-from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, B_DHI, B_DLO, B_J, B_NEXT, B_OFF, B_S, B_U,
-                      C_OFF, H_OFF, OPT_AGENT_OFFSET, OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D, OPT_MARGINAL,
-                      OPT_NUM_ITER, OPT_STATE_INFO, OPT_STOCHASTIC, OPT_UTILITY, OPT_WA, OPT_WB)
+from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, ALGO_FPI, B_DHI, B_DLO, B_J, B_NEXT,
+                      B_OFF, B_S, B_U, C_OFF, H_OFF, OPT_AGENT_OFFSET, OPT_ALGO, OPT_CATEGORICAL,
+                      OPT_HORIZON, OPT_LEARN_A, OPT_LEARN_B, OPT_LEARN_D, OPT_MARGINAL, OPT_NUM_ITER,
+                      OPT_STATE_INFO, OPT_STOCHASTIC, OPT_UTILITY, OPT_WA, OPT_WB)
 from .jit import MINVAL, device_jit, minval_like, tie_rtol_like
 from .rng import uniform
 
@@ -302,15 +303,23 @@ def policy_posterior(G, n, E, rE, gamma, q_pi):
 
 # -- learning --------------------------------------------------------------------------------
 @device_jit
-def learn_A(obs, n, qs, lr, pA, A, logA, H, wA, use_wA, A_meta, A_deps, S_off, w, wr, wb):
-    """pA += lr * onehot(o) (x) qs[deps]; A, log A, H[A] (and wA) re-derived column by column.
-    Learned buffers are per-agent: row n."""
+def learn_A(obs, ow, cat, Hw, n, qs, lr, pA, A, logA, H, wA, use_wA, A_meta, A_deps, S_off, w, wr, wb):
+    """pA += lr * onehot(o) (x) qs[deps] (``cat``: the distribution in the newest of the ``Hw``
+    slots of ``ow``, the observation window, in place of onehot(o)); A, log A, H[A] (and wA)
+    re-derived column by column. Learned buffers are per-agent: row n."""
     for m in range(A_meta.shape[0]):
         O, J, aoff = A_meta[m, A_O], A_meta[m, A_J], A_meta[m, A_OFF]
         weights(qs, n, 0, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, w, wr, wb)
-        row = aoff + obs[n, m] * J
-        for j in range(J):
-            pA[n, row + j] += lr * w[wr, wb + j]
+        if cat:
+            obase = Hw * A_meta[m, C_OFF] + (Hw - 1) * O
+            for o in range(O):
+                c = ow[n, obase + o]
+                for j in range(J):
+                    pA[n, aoff + o * J + j] += lr * (c * w[wr, wb + j])
+        else:
+            row = aoff + obs[n, m] * J
+            for j in range(J):
+                pA[n, row + j] += lr * w[wr, wb + j]
         hoff = A_meta[m, H_OFF]
         for j in range(J):
             tot = 0.0
@@ -438,6 +447,27 @@ def select_action(n, key, q_pi, actions, pol, alpha, stochastic, marginal, seed,
 
 # -- the whole step --------------------------------------------------------------------------
 @device_jit
+def shift_window(n, st, md, tb):
+    """Agent n's windows after a sequence step (mmp, vmp; as the numpy backend's
+    ``update_empirical_prior``): ``obs_window`` one slot left (the newest slot kept),
+    ``act_window`` one slot left with this step's actions last; the next prior is D."""
+    A_meta, S_off, H, F = tb.A_meta, tb.S_off, tb.opts[OPT_HORIZON], tb.B_meta.shape[0]
+    ow, aw = st.obs_window, st.act_window
+    for m in range(A_meta.shape[0]):
+        O, base = A_meta[m, A_O], H * A_meta[m, C_OFF]
+        for i in range((H - 1) * O):
+            ow[n, base + i] = ow[n, base + O + i]
+    if H > 1:
+        for i in range((H - 2) * F):
+            aw[n, i] = aw[n, F + i]
+        for f in range(F):
+            aw[n, (H - 2) * F + f] = st.actions[n, f]
+    r = row_of(md.D, n)
+    for s in range(S_off[S_off.shape[0] - 1]):
+        st.prior[n, s] = md.D[r, s]
+
+
+@device_jit
 def agent_tail(n, st, md, tb, seed, w, wr, woff):
     """Agent n's step after its policy posterior (``st.qs[n]``, ``st.q_pi[n]`` written): learning,
     action selection, empirical prior, the step's bookkeeping; temporaries in w[wr, woff:]. The
@@ -445,7 +475,8 @@ def agent_tail(n, st, md, tb, seed, w, wr, woff):
     B, B_meta, B_deps, S_off, opts = md.B, tb.B_meta, tb.B_deps, tb.S_off, tb.opts
     qs, F = st.qs, B_meta.shape[0]
     if opts[OPT_LEARN_A]:
-        learn_A(st.obs, n, qs, md.lr[n, 0], md.pA, md.A, md.logA, md.H_A, md.wA, opts[OPT_WA],
+        learn_A(st.obs, st.obs_window, opts[OPT_CATEGORICAL], opts[OPT_HORIZON], n, qs, md.lr[n, 0],
+                md.pA, md.A, md.logA, md.H_A, md.wA, opts[OPT_WA],
                 tb.A_meta, tb.A_deps, S_off, w, wr, woff)
     if opts[OPT_LEARN_B]:
         learn_B(qs, st.qs_prev, st.prev_actions, n, md.lr[n, 1], md.pB, B, md.wB, opts[OPT_WB], B_meta,
@@ -454,8 +485,11 @@ def agent_tail(n, st, md, tb, seed, w, wr, woff):
         learn_D(qs, n, md.lr[n, 2], md.pD, md.D, S_off)
     select_action(n, n + opts[OPT_AGENT_OFFSET], st.q_pi, st.actions, tb.policies, md.alpha[n], opts[OPT_STOCHASTIC],
                   opts[OPT_MARGINAL], seed, st.t[n], B_meta, w, wr, woff)
-    transition(qs, n, 0, st.prior, n, 0, B, row_of(B, n), B_meta, B_deps, tb.B_next, S_off, st.actions,
-               n, 0, w, wr, woff)
+    if opts[OPT_ALGO] == ALGO_FPI:
+        transition(qs, n, 0, st.prior, n, 0, B, row_of(B, n), B_meta, B_deps, tb.B_next, S_off, st.actions,
+                   n, 0, w, wr, woff)
+    else:
+        shift_window(n, st, md, tb)
     for s in range(S_off[F]):
         st.qs_prev[n, s] = qs[n, s]
     for f in range(F):

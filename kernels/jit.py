@@ -48,6 +48,18 @@ def _minval_like(x):
     return lambda x: MINVAL
 
 
+def cast_like(x, v):
+    """``v`` in the precision of ``x``: float32 lanes stay float32 (a float literal is float64)."""
+    return v
+
+
+@overload(cast_like)
+def _cast_like(x, v):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        return lambda x, v: np.float32(v)
+    return lambda x, v: np.float64(v)
+
+
 def tie_rtol_like(x):
     """:data:`TIE_RTOL` for the precision of ``x``."""
     return TIE_RTOL["float32"] if np.asarray(x).dtype == np.float32 else TIE_RTOL["float64"]

@@ -18,10 +18,15 @@ not a multiple of the lanes): a narrower tile, down to one agent.
 Lanes never mix, so an agent's numbers do not depend on which tile or lane it ran in: whole
 steps, cohorts and any thread split agree bitwise.
 
+Sequence inference (mmp, vmp) and categorical observations replace ``infer_rows`` by the window
+sweep of ``kernels.window`` (built on the row helpers here); the tile's step lives in
+``kernels.cpu``, one kernel for each kind of state inference, so this module does not import the
+window's.
+
 What does not vectorize across agents stays per agent, in ``kernels.agent.agent_tail``, shared
 with the one-agent kernel: learning, action selection (a choice per agent), the empirical prior
-(each agent's own action), bookkeeping. They cost O(P + S J) per agent against the roll-out's
-O(P T S J).
+(each agent's own action; mmp, vmp: the window's shift), bookkeeping. They cost O(P + S J) per
+agent against the roll-out's O(P T S J).
 
 The GPU kernel (``kernels.cuda``) keeps ``kernels.agent.agent_step``, one agent per thread: on
 a GPU the lanes are the warp's threads, and a tile per thread would hold 16 agents' rows in one
@@ -32,11 +37,11 @@ in the same order per agent, with ``vmath``'s ``log``/``exp`` (a few ulp from li
 """
 from __future__ import annotations
 
-from .agent import agent_tail, dep_index
-from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, A_SP, B_DHI, B_DLO, B_J, B_NEXT, B_OFF,
-                      B_S, B_SP, C_OFF, H_OFF, OPT_NUM_ITER, OPT_STATE_INFO, OPT_UTILITY, OPT_WA, OPT_WB,
-                      TILE_ACC, TILE_BEL, TILE_G, TILE_LLS, TILE_LP, TILE_LQ, TILE_PI, TILE_Q, TILE_QO,
-                      TILE_RED, TILE_ROWS, TILE_VAL, TILE_WB)
+from .agent import dep_index
+from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, A_SP, B_DHI, B_DLO, B_J, B_NEXT,
+                      B_OFF, B_S, B_SP, C_OFF, H_OFF, OPT_NUM_ITER, OPT_STATE_INFO, OPT_UTILITY, OPT_WA,
+                      OPT_WB, TILE_ACC, TILE_BEL, TILE_G, TILE_LLS, TILE_LP, TILE_LQ, TILE_PI,
+                      TILE_Q, TILE_QO, TILE_RED, TILE_VAL, TILE_WB)
 from .jit import LANE_FASTMATH, device_jit, minval_like
 from .vmath import vexp, vlog
 
@@ -74,14 +79,20 @@ def softmax_rows(t, lo, hi, red):
 
 
 @device_jit(inline=True)
-def weights_rows(t, qoff, S_off, deps, lo, hi, J, woff):
-    """The first of J rows holding the joint-state weights of the beliefs at row qoff, for the
-    dependency list deps[lo:hi] (as ``agent.weights``): one dependency's weights are its belief
-    rows themselves; several are written to rows woff..woff+J-1."""
+def weights_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip):
+    """Rows woff..woff+J-1 <- joint-state weights of beliefs at row qoff, for the dependency
+    list deps[lo:hi] (as ``agent.weights``), leaving dependency ``skip`` out of the products
+    (``skip < lo``: none; with one left out, row j multiplies the other dependencies' beliefs at
+    their indices in j, 1 when there are none)."""
     W = t.shape[1]
-    if hi - lo == 1:
-        return qoff + S_off[deps[lo, 0]]
-    if hi - lo == 2:
+    if skip < lo and hi - lo == 1:
+        base = qoff + S_off[deps[lo, 0]]
+        for j in range(J):
+            src, dst = t[base + j], t[woff + j]
+            for l in range(W):
+                dst[l] = src[l]
+        return
+    if skip < lo and hi - lo == 2:
         d0, d1 = deps[lo, 0], deps[lo + 1, 0]
         S0, S1 = S_off[d0 + 1] - S_off[d0], S_off[d1 + 1] - S_off[d1]
         for a in range(S0):
@@ -90,27 +101,40 @@ def weights_rows(t, qoff, S_off, deps, lo, hi, J, woff):
                 qb, dst = t[qoff + S_off[d1] + b], t[woff + a * S1 + b]
                 for l in range(W):
                     dst[l] = qa[l] * qb[l]
-    else:
-        for j in range(J):
-            dst = t[woff + j]
+        return
+    for j in range(J):
+        dst = t[woff + j]
+        for l in range(W):
+            dst[l] = 1.0
+        for k in range(lo, hi):
+            if k == skip:
+                continue
+            q = t[qoff + S_off[deps[k, 0]] + dep_index(deps, k, j, S_off)]
             for l in range(W):
-                dst[l] = 1.0
-            for k in range(lo, hi):
-                q = t[qoff + S_off[deps[k, 0]] + dep_index(deps, k, j, S_off)]
-                for l in range(W):
-                    dst[l] *= q[l]
+                dst[l] *= q[l]
+
+
+@device_jit(inline=True)
+def joint_weight_rows(t, qoff, S_off, deps, lo, hi, J, woff):
+    """The first of J rows holding the joint-state weights of the beliefs at row qoff for the
+    dependency list deps[lo:hi]: one dependency's weights are its belief rows themselves (no
+    copy); several are written to rows woff.. (:func:`weights_rows`)."""
+    if hi - lo == 1:
+        return qoff + S_off[deps[lo, 0]]
+    weights_rows(t, qoff, S_off, deps, lo, hi, J, woff, -1)
     return woff
 
 
 @device_jit(inline=True)
-def matvec_rows(M, n0, moff, O, J, t, x, out, sparse, plan):
-    """Rows out..out+O-1 <- sum_j M[., moff + o*J + j] * row x+j: M's row 0 when shared, each
-    lane's agent's row when per-agent. A shared M with a product plan (``plan >= 0``: its offset
-    in ``sparse``, see ``kernels.columns``) costs its columns' bases, its rows and its deviations
-    from them; without one it goes four output rows at a time (each source row loaded once for
-    four products), its all-zero quadruples skipped (adding 0 * x changes no bit)."""
+def matvec_rows(M, n0, moff, O, J, t, x, out, logm, sparse, plan):
+    """Rows out..out+O-1 <- sum_j M[., moff + o*J + j] * row x+j (``logm``: log max(M, MINVAL)
+    in M's place): M's row 0 when shared, each lane's agent's row when per-agent. A shared M with
+    a product plan (``plan >= 0``: its offset in ``sparse``, see ``kernels.columns``; not with
+    ``logm``) costs its columns' bases, its rows and its deviations from them; without one it
+    goes four output rows at a time (each source row loaded once for four products), its
+    all-zero quadruples skipped (adding 0 * x changes no bit)."""
     W = t.shape[1]
-    if M.shape[0] == 1 and plan >= 0:
+    if M.shape[0] == 1 and plan >= 0 and not logm:
         nb = sparse[plan]
         starts = plan + 1 + 2 * nb
         first = starts + O + 1  # the entries
@@ -146,8 +170,12 @@ def matvec_rows(M, n0, moff, O, J, t, x, out, sparse, plan):
             dst = t[out + o]
             for j in range(J):
                 src, i = t[x + j], moff + o * J + j
-                for l in range(W):
-                    dst[l] += M[n0 + l, i] * src[l]
+                if logm:
+                    for l in range(W):
+                        dst[l] += vlog_stable(M[n0 + l, i]) * src[l]
+                else:
+                    for l in range(W):
+                        dst[l] += M[n0 + l, i] * src[l]
         return
     o = 0
     while o + 4 <= O:
@@ -155,6 +183,8 @@ def matvec_rows(M, n0, moff, O, J, t, x, out, sparse, plan):
         for j in range(J):
             i = moff + o * J + j
             m0, m1, m2, m3 = M[0, i], M[0, i + J], M[0, i + 2 * J], M[0, i + 3 * J]
+            if logm:
+                m0, m1, m2, m3 = vlog_stable(m0), vlog_stable(m1), vlog_stable(m2), vlog_stable(m3)
             if m0 == 0.0 and m1 == 0.0 and m2 == 0.0 and m3 == 0.0:
                 continue
             src = t[x + j]
@@ -169,6 +199,8 @@ def matvec_rows(M, n0, moff, O, J, t, x, out, sparse, plan):
         dst = t[out + o]
         for j in range(J):
             m = M[0, moff + o * J + j]
+            if logm:
+                m = vlog_stable(m)
             if m == 0.0:
                 continue
             src = t[x + j]
@@ -204,6 +236,52 @@ def gather_ll(obs, logA, A_meta, m, n0, t, dst, add):
 
 
 @device_jit(fastmath=LANE_FASTMATH)
+def ll_rows(A_meta, A_deps, S_off, t, q, lq, lls, red):
+    """Rows lq.. (S) += every modality group's summed log-likelihoods (rows lls + A_LL, J_m
+    each) contracted with the beliefs at rows q.. on all its dependencies but the one receiving
+    (one sweep's likelihood term, as ``agent.infer_states``); row red + 2 is scratch."""
+    W = t.shape[1]
+    for m in range(A_meta.shape[0]):
+        if A_meta[m, A_LEAD] != m:
+            continue
+        J, lo, hi = A_meta[m, A_J], A_meta[m, A_DLO], A_meta[m, A_DHI]
+        base = lls + A_meta[m, A_LL]
+        if hi - lo == 1:  # no co-parents: the log-likelihood itself
+            o0 = lq + S_off[A_deps[lo, 0]]
+            for j in range(J):
+                ll, dst = t[base + j], t[o0 + j]
+                for l in range(W):
+                    dst[l] += ll[l]
+            continue
+        if hi - lo == 2:
+            o0, o1 = S_off[A_deps[lo, 0]], S_off[A_deps[lo + 1, 0]]
+            S0, S1 = S_off[A_deps[lo, 0] + 1] - o0, S_off[A_deps[lo + 1, 0] + 1] - o1
+            for a in range(S0):
+                qa, la = t[q + o0 + a], t[lq + o0 + a]
+                for b in range(S1):
+                    ll = t[base + a * S1 + b]
+                    qb, lb = t[q + o1 + b], t[lq + o1 + b]
+                    for l in range(W):
+                        la[l] += ll[l] * qb[l]
+                        lb[l] += ll[l] * qa[l]
+            continue
+        prod = t[red + 2]
+        for j in range(J):
+            ll = t[base + j]
+            for k in range(lo, hi):
+                for l in range(W):
+                    prod[l] = ll[l]
+                for k2 in range(lo, hi):
+                    if k2 != k:
+                        qk = t[q + S_off[A_deps[k2, 0]] + dep_index(A_deps, k2, j, S_off)]
+                        for l in range(W):
+                            prod[l] *= qk[l]
+                dst = t[lq + S_off[A_deps[k, 0]] + dep_index(A_deps, k, j, S_off)]
+                for l in range(W):
+                    dst[l] += prod[l]
+
+
+@device_jit(fastmath=LANE_FASTMATH)
 def infer_rows(n0, W, st, md, tb, t):
     """Tile rows TILE_BEL.. (S) <- each agent's fixed-point posterior given its observation and
     prior (as ``agent.infer_states``)."""
@@ -234,37 +312,7 @@ def infer_rows(n0, W, st, md, tb, t):
                 vlq[l] = vlp[l]
         for f in range(F):
             softmax_rows(t, q + S_off[f], q + S_off[f + 1], red)
-        for m in range(M):
-            if A_meta[m, A_LEAD] != m:
-                continue
-            J, lo, hi = A_meta[m, A_J], A_meta[m, A_DLO], A_meta[m, A_DHI]
-            base = lls + A_meta[m, A_LL]
-            if hi - lo == 2:
-                o0, o1 = S_off[A_deps[lo, 0]], S_off[A_deps[lo + 1, 0]]
-                S0, S1 = S_off[A_deps[lo, 0] + 1] - o0, S_off[A_deps[lo + 1, 0] + 1] - o1
-                for a in range(S0):
-                    qa, la = t[q + o0 + a], t[lq + o0 + a]
-                    for b in range(S1):
-                        ll = t[base + a * S1 + b]
-                        qb, lb = t[q + o1 + b], t[lq + o1 + b]
-                        for l in range(W):
-                            la[l] += ll[l] * qb[l]
-                            lb[l] += ll[l] * qa[l]
-                continue
-            prod = t[red + 2]
-            for j in range(J):
-                ll = t[base + j]
-                for k in range(lo, hi):
-                    for l in range(W):
-                        prod[l] = ll[l]
-                    for k2 in range(lo, hi):
-                        if k2 != k:
-                            qk = t[q + S_off[A_deps[k2, 0]] + dep_index(A_deps, k2, j, S_off)]
-                            for l in range(W):
-                                prod[l] *= qk[l]
-                    dst = t[lq + S_off[A_deps[k, 0]] + dep_index(A_deps, k, j, S_off)]
-                    for l in range(W):
-                        dst[l] += prod[l]
+        ll_rows(A_meta, A_deps, S_off, t, q, lq, lls, red)
     for s in range(S):
         src, dst = t[lq + s], t[q0 + s]
         for l in range(W):
@@ -284,7 +332,7 @@ def transition_rows(n0, W, md, tb, p, ts, t, qt, qn):
         Sf, J = B_meta[f, B_S], B_meta[f, B_J]
         u = pol[p, ts * F + f]
         o0 = qn + S_off[f]
-        x = weights_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
+        x = joint_weight_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
         nxt = B_meta[f, B_NEXT]
         if nxt >= 0:
             for s in range(Sf):
@@ -297,7 +345,7 @@ def transition_rows(n0, W, md, tb, p, ts, t, qt, qn):
                     dst[l] += src[l]
         else:
             sp = B_meta[f, B_SP]
-            matvec_rows(B, n0, B_meta[f, B_OFF] + u * Sf * J, Sf, J, t, x, o0, tb.sparse,
+            matvec_rows(B, n0, B_meta[f, B_OFF] + u * Sf * J, Sf, J, t, x, o0, False, tb.sparse,
                         tb.sparse[sp + u] if sp >= 0 else -1)
 
 
@@ -328,10 +376,10 @@ def step_value_rows(n0, W, md, tb, p, ts, t, qt, qn):
         g[l] = 0.0
     for m in range(A_meta.shape[0]):
         O, J, aoff = A_meta[m, A_O], A_meta[m, A_J], A_meta[m, A_OFF]
-        x = weights_rows(t, qn, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb)
-        matvec_rows(md.A, n0, aoff, O, J, t, x, qo, tb.sparse, A_meta[m, A_SP])
+        x = joint_weight_rows(t, qn, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb)
+        matvec_rows(md.A, n0, aoff, O, J, t, x, qo, False, tb.sparse, A_meta[m, A_SP])
         if opts[OPT_STATE_INFO]:
-            matvec_rows(md.H_A, n0, A_meta[m, H_OFF], 1, J, t, x, qo + O, tb.sparse, -1)  # E_q[H[A]]
+            matvec_rows(md.H_A, n0, A_meta[m, H_OFF], 1, J, t, x, qo + O, False, tb.sparse, -1)  # E_q[H[A]]
             for o in range(O):
                 qv = t[qo + o]
                 for l in range(W):
@@ -356,7 +404,7 @@ def step_value_rows(n0, W, md, tb, p, ts, t, qt, qn):
         F = B_meta.shape[0]
         for f in range(F):
             Sf, J = B_meta[f, B_S], B_meta[f, B_J]
-            x = weights_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
+            x = joint_weight_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
             base = B_meta[f, B_OFF] + tb.policies[p, ts * F + f] * Sf * J
             param_info_rows(wB, n0, base, Sf, J, t, x, qn + S_off[f], g)
 
@@ -404,29 +452,3 @@ def policy_rows(n0, W, md, tb, t):
             for l in range(W):
                 pv[l] = gam[l] * gv[l] + vlog_stable(E[n0 + l, p])
     softmax_rows(t, pi, pi + P, red)
-
-
-# -- the whole step --------------------------------------------------------------------------
-@device_jit(inline=True)
-def tile_step(n0, W, st, md, tb, seed, w, wr):
-    """The whole step of agents n0..n0+W-1 (W <= Layout.lanes): state inference, neg EFE and policy
-    posterior across the tile's W lanes (the tile: the first ``TILE_ROWS * W`` elements of
-    scratch row ``w[wr]``, seen as ``(TILE_ROWS, W)``), written back; then each agent's
-    ``agent_tail`` (learning, action, empirical prior) with scratch past the tile."""
-    tile = tb.tile
-    t = w[wr, 0:tile[TILE_ROWS] * W].reshape((tile[TILE_ROWS], W))
-    S, P = tb.S_off[tb.S_off.shape[0] - 1], tb.policies.shape[0]
-    infer_rows(n0, W, st, md, tb, t)
-    neg_efe_rows(n0, W, md, tb, t)
-    policy_rows(n0, W, md, tb, t)
-    bel, g0, pi = tile[TILE_BEL], tile[TILE_G], tile[TILE_PI]
-    for l in range(W):
-        n = n0 + l
-        for s in range(S):
-            st.qs[n, s] = t[bel + s, l]
-        for p in range(P):
-            st.neg_efe[n, p] = t[g0 + p, l]
-            st.q_pi[n, p] = t[pi + p, l]
-    tail = tile[TILE_ROWS] * W
-    for l in range(W):
-        agent_tail(n0 + l, st, md, tb, seed, w, wr, tail)

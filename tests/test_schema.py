@@ -72,9 +72,9 @@ def test_every_buffer_is_declared_once_and_viewed_in_place():
     names = [x.name for x in schema.BUFFERS]
     assert len(names) == len(set(names)) and list(b.packed) == names
     bundled = sum((list(cls._fields) for cls in schema.BUNDLES.values()), [])
-    # outside the kernels' bundles: the scratch, and what only the reference reads (the windows
-    # of sequence inference, the free energy) until a kernel takes them
-    unbundled = ["work", "obs_window", "act_window", "qs_window", "vfe"]
+    # outside the kernels' bundles: the scratch only (the windows of sequence inference and the
+    # free energy travel in the state bundle: the window sweep reads and writes them)
+    unbundled = ["work"]
     assert sorted(bundled + unbundled) == sorted(names)
     for kind, cls in schema.BUNDLES.items():
         assert all(getattr(b.bundle(kind), k) is b.packed[k] for k in cls._fields)

@@ -1,13 +1,14 @@
 """Sequence inference (mmp, vmp), categorical observations and the free energy in the engine:
-numba equals numpy (1e-10, float64) step by step, cohorts equal whole steps, reset and
-checkpoints cover the window, bad categorical observations are refused by name."""
+numba's fused kernel (its window sweep, ``kernels.window``) equals numpy (1e-10, float64) step by
+step on random models, with windows of different lengths in one tile; cohorts equal whole steps,
+reset and checkpoints cover the window, bad categorical observations are refused by name."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import fa_gpu
-from randmodels import Case, build, random_obs
+from randmodels import Case, build, engine_kwargs, make_model_arrays, random_obs
 
 N, STEPS = 6, 6
 CASES = [
@@ -52,7 +53,7 @@ def test_numba_equals_numpy(case, kw):
     pytest.importorskip("numba")
     _, ref = build(case, N, 11, backend="numpy", **kw)
     _, fast = build(case, N, 11, backend="numba", **kw)
-    assert fast.step_path == "reference"
+    assert fast.step_path == "fused"
     for t, o in enumerate(inputs(case, kw, 11)):
         np.testing.assert_array_equal(ref.step(o), fast.step(o), err_msg=f"actions at step {t}")
         assert_same(state(ref), state(fast), 1e-10, f"at step {t}")
@@ -129,3 +130,135 @@ def test_bad_options_and_categorical_obs_are_refused_by_name():
         fa_gpu.Engine(model, N, backend="numpy", inference_algo="vmp", inference_horizon=0)
     with pytest.raises(ValueError, match="inference_algo must be one of"):
         fa_gpu.Engine(model, N, backend="numpy", inference_algo="ovf")
+
+
+# -- the fused window sweep against the reference, on random models ----------------------------
+#: 1-3 factors, A and B dependencies (a factor with three parents), both algorithms, horizons
+#: 1-4, learning of A, B and D (per-agent parameters), categorical observations, parameter
+#: information gain, stochastic selection
+SEQ = [
+    (Case("mmp_1f_H3", [4], [3, 2], [3]), dict(inference_algo="mmp", inference_horizon=3)),
+    (Case("vmp_1f_H1_len2", [3], [4], [2], policy_len=2), dict(inference_algo="vmp", inference_horizon=1)),
+    (Case("vmp_2f_Bdeps_H2", [3, 2], [3, 2], [3, 2], A_deps=[[0], [0, 1]], B_deps=[[0, 1], [1]]),
+     dict(inference_algo="vmp", inference_horizon=2)),
+    (Case("mmp_2f_Bdeps_H4", [2, 3], [4], [2, 3], B_deps=[[1, 0], [1]]),
+     dict(inference_algo="mmp", inference_horizon=4, sampling_mode="marginal")),
+    (Case("mmp_3f_H3", [2, 3, 2], [3, 2], [2, 3, 1], A_deps=[[0, 2], [1, 2]], B_deps=[[0], [1], [2, 0]]),
+     dict(inference_algo="mmp", inference_horizon=3, num_iter=5)),
+    (Case("vmp_3f_3parents_H4", [2, 2, 3], [2, 3], [2, 1, 2], A_deps=[[0, 1], [2]], B_deps=[[0, 1, 2], [1], [2]]),
+     dict(inference_algo="vmp", inference_horizon=4, num_iter=4)),
+    (Case("mmp_3parents_H3", [2, 2, 3], [3], [2, 2, 2], B_deps=[[0, 1, 2], [1], [2, 1]]),
+     dict(inference_algo="mmp", inference_horizon=3, num_iter=3)),
+    (Case("mmp_learnABD_H3", [3, 2], [3, 3], [3, 2], A_deps=[[0], [0, 1]], counts=("pA", "pB", "pD"),
+          kw=dict(learn_A=True, learn_B=True, learn_D=True, lr_pB=0.6)),
+     dict(inference_algo="mmp", inference_horizon=3)),
+    (Case("vmp_learnAB_cat_H2", [3], [3, 2], [3], counts=("pA", "pB"), kw=dict(learn_A=True, learn_B=True, lr_pA=0.7)),
+     dict(inference_algo="vmp", inference_horizon=2, categorical_obs=True)),
+    (Case("vmp_info_stoch_H3", [3, 2], [3, 2], [2, 2], counts=("pA", "pB"), per_agent_gamma=True,
+          kw=dict(use_param_info_gain=True)), dict(inference_algo="vmp", inference_horizon=3,
+                                                    action_selection="stochastic")),
+    (Case("fpi_cat_learnA_2f", [3, 2], [3, 2], [2, 2], counts=("pA",), kw=dict(learn_A=True)),
+     dict(categorical_obs=True)),
+]
+SEQ_IDS = [c.name for c, _ in SEQ]
+
+
+def build_seq(case, n, seed, backend, per_agent, dtype="float64", **kw):
+    """The Engine of ``case``; ``per_agent``: every agent its own random A, B, C, D (and counts)."""
+    arrs = make_model_arrays(case, seed)
+    if per_agent:
+        own = [make_model_arrays(case, seed + 1 + i) for i in range(n)]
+        for k in ("A", "B", "C", "D", "pA", "pB", "pD"):
+            if k in arrs:
+                arrs[k] = [np.stack([o[k][i] for o in own]) for i in range(len(arrs[k]))]
+    model = fa_gpu.GenerativeModel(**arrs)
+    kw = {**engine_kwargs(case, n, seed), **kw}
+    return fa_gpu.Engine(model, n, backend=backend, dtype=dtype, seed=seed, **kw)
+
+
+def full_state(eng):
+    out = state(eng)
+    for k in ("A", "B", "D", "pD"):
+        out[k] = getattr(eng, k)
+    for k in ("qs_prev", "obs_window", "act_window"):
+        x = eng._buffers.packed[k]
+        out[k] = None if eng._buffers.obs_window is None and k == "obs_window" else np.array(x)
+    return out
+
+
+def run_against_reference(case, kw, n, seed, per_agent, tol=1e-10, dtype="float64"):
+    """Step a numpy and a numba engine together for longer than the window; agents 1, 3 and the
+    last are reset after steps 2 and 6 (their windows restart while their tile-mates' are full).
+    Every buffer is compared after every step."""
+    ref = build_seq(case, n, seed, "numpy", per_agent, dtype, **kw)
+    fast = build_seq(case, n, seed, "numba", per_agent, dtype, **kw)
+    assert fast.step_path == "fused"
+    steps = kw.get("inference_horizon", 1) + 6
+    cohort = [1, 3, n - 1] if n > 3 else [1]
+    for t, o in enumerate(inputs(case, kw, seed, n=n, steps=steps)):
+        np.testing.assert_array_equal(ref.step(o), fast.step(o), err_msg=f"actions at step {t}")
+        assert_same(full_state(ref), full_state(fast), tol, f"at step {t}")
+        assert np.all(np.isfinite(fast.vfe))
+        if t in (2, 6):
+            ref.reset(cohort), fast.reset(cohort)
+    return fast
+
+
+@pytest.mark.parametrize("n,per_agent", [(5, False), (37, True)], ids=["N5_shared", "N37_per_agent"])
+@pytest.mark.parametrize("case,kw", SEQ, ids=SEQ_IDS)
+def test_fused_window_equals_reference(case, kw, n, per_agent):
+    pytest.importorskip("numba")
+    fast = run_against_reference(case, kw, n, 21, per_agent)
+    if kw.get("inference_horizon", 1) > 1:  # small models: per-lane transition matrices
+        assert fast.layout.window_sel_rows > 0
+
+
+@pytest.mark.parametrize("case,kw", [SEQ[i] for i in (2, 4, 5, 7)], ids=[SEQ_IDS[i] for i in (2, 4, 5, 7)])
+def test_fused_window_without_per_lane_matrices(case, kw, monkeypatch):
+    """A model too large for the per-lane transition matrices: the sweep takes each action's
+    product from B (shared, or each agent's own) and each lane keeps its own."""
+    pytest.importorskip("numba")
+    from fa_gpu import layout
+
+    monkeypatch.setattr(layout, "SEL_MAX_BYTES", 0)
+    for n, per_agent in ((37, False), (6, True)):
+        fast = run_against_reference(case, kw, n, 23, per_agent)
+        assert fast.layout.window_sel_rows == 0
+
+
+@pytest.mark.parametrize("case,kw", [SEQ[i] for i in (3, 7, 8)], ids=[SEQ_IDS[i] for i in (3, 7, 8)])
+def test_fused_window_float32(case, kw):
+    pytest.importorskip("numba")
+    run_against_reference(case, kw, 35, 25, False, tol=2e-5, dtype="float32")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("case,kw", SEQ, ids=SEQ_IDS)
+def test_fused_window_more_seeds(case, kw, seed):
+    pytest.importorskip("numba")
+    run_against_reference(case, kw, 70, 100 + seed, seed % 2 == 1)
+
+
+@pytest.mark.parametrize("case,kw,dtype", [(*SEQ[3], "float64"), (*SEQ[7], "float64"), (*SEQ[8], "float32")],
+                         ids=[SEQ_IDS[3], SEQ_IDS[7], SEQ_IDS[8] + "_float32"])
+def test_fused_window_cohorts_and_threads_are_bitwise_the_whole_step(case, kw, dtype):
+    """The window sweep's numbers do not depend on the tile an agent runs in: cohorts cut inside
+    a tile, two threads taking chunks (N above the serial threshold) and one thread agree
+    bitwise, with windows of different lengths side by side (a reset cohort)."""
+    pytest.importorskip("numba")
+    from fa_gpu.backends.numba import SERIAL_BELOW
+
+    n = SERIAL_BELOW + 45
+    one = build_seq(case, n, 31, "numba", False, dtype, num_threads=1, **kw)
+    two = build_seq(case, n, 31, "numba", False, dtype, num_threads=2, **kw)
+    cut = build_seq(case, n, 31, "numba", False, dtype, num_threads=1, **kw)
+    for t, o in enumerate(inputs(case, kw, 31, n=n, steps=kw["inference_horizon"] + 4)):
+        one.step(o), two.step(o)
+        for lo, hi in ((0, 13), (13, 200), (200, n)):
+            cut.step([x[lo:hi] for x in o] if isinstance(o, list) else o[lo:hi], agents=(lo, hi))
+        for other in (two, cut):
+            assert_same(full_state(one), full_state(other), 0, f"at step {t}")
+        if t == 1:
+            for e in (one, two, cut):
+                e.reset(np.arange(5, n, 7))

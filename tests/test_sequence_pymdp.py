@@ -208,3 +208,23 @@ def test_engine_matches_pymdp(name, case, algo, horizon, steps, cat):
         _close("vfe", t, eng.vfe, theirs[t]["vfe"])
         np.testing.assert_array_equal(ours_a, theirs[t]["action"], err_msg=f"actions at step {t}")
         eng.update_empirical_prior(theirs[t]["action"])
+
+
+@pytest.mark.parametrize("name,case,algo,horizon,steps,cat", ALL, ids=[c[0] for c in SEQ_CASES + SLOW_CASES])
+def test_fused_numba_step_matches_pymdp(name, case, algo, horizon, steps, cat):
+    """The numba backend's fused step (its window sweep, not the reference) against pymdp: qs
+    window, q_pi, neg_efe, vfe and actions, whole steps in the engine's own order."""
+    pytest.importorskip("numba")
+    inp, theirs = pymdp_run(name)
+    eng = engine_for(inp, backend="numba")
+    assert eng.step_path == "fused"
+    for t in range(steps):
+        acts = eng.step(feed(inp, t))
+        T = theirs[t]["qs"][0].shape[1]
+        for f, (w, q) in enumerate(zip(eng.qs_window, eng.qs)):
+            _close(f"qs_window[{f}]", t, w[:, w.shape[1] - T:], theirs[t]["qs"][f])
+            _close(f"qs[{f}]", t, q, theirs[t]["qs"][f][:, -1])
+        _close("q_pi", t, eng.q_pi, theirs[t]["q_pi"])
+        _close("neg_efe", t, eng.neg_efe, theirs[t]["G"])
+        _close("vfe", t, eng.vfe, theirs[t]["vfe"])
+        np.testing.assert_array_equal(acts, theirs[t]["action"], err_msg=f"actions at step {t}")

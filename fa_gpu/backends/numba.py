@@ -2,8 +2,9 @@
 agent ranges by the host compute pool.
 
 Individual methods (``infer_states`` alone, etc.) run the reference on the same packed buffers;
-``step`` runs the fused kernel: agents ``lo..hi`` are cut into chunks (one below
-:data:`SERIAL_BELOW` agents), and the calling thread and ``num_threads - 1`` workers of the compute
+``step`` runs the fused kernel, for every configuration (fpi; mmp, vmp and categorical
+observations through its window sweep, ``kernels.window``): agents ``lo..hi`` are cut into
+chunks (one below :data:`SERIAL_BELOW` agents), and the calling thread and ``num_threads - 1`` workers of the compute
 pool (``fa_gpu.runtime.pools``) take chunks until none is left, the GIL released; the step
 returns when all have finished. Each thread has its own scratch row, so whatever the split, every
 agent runs the same machine code on the same inputs: whole steps, cohorts and one-thread steps
@@ -32,27 +33,29 @@ CHUNKS_PER_THREAD, MAX_CHUNK = 4, 16384
 _compile_lock = threading.Lock()
 
 
-def compiled_step(args: tuple):
-    """The compiled ``step_range`` for these arguments' types, loaded from Numba's cache or
-    compiled (saying so on stderr, once per process and dtype); returns its entry point, which
+def compiled_step(args: tuple, window: bool = False):
+    """The compiled ``step_range`` (``window``: ``window_step_range``, for mmp, vmp and
+    categorical observations) for these arguments' types, loaded from Numba's cache or compiled
+    (saying so on stderr, once per process, kernel and dtype); returns its entry point, which
     skips the dispatcher's per-call type checks (the engine passes the same buffers every step)."""
     from fa_gpu.kernels import cpu, jit
 
     sig = tuple(numba.typeof(a) for a in args)
-    disp = cpu.step_range
+    disp = cpu.window_step_range if window else cpu.step_range
+    what = "fa_gpu window kernels" if window else "fa_gpu kernels"
     with _compile_lock:
         if sig not in disp.overloads:
             dtype = args[1].A.dtype.name
-            tag = f"step-{dtype}"
+            tag = f"{'window' if window else 'step'}-{dtype}"
             fresh = not jit.is_compiled(tag)
             if fresh:
                 where = "cached afterwards" if jit.CACHE else "FA_GPU_NUMBA_CACHE=0: not cached"
-                print(f"compiling fa_gpu kernels for {dtype} (first use, {where})...",
+                print(f"compiling {what} for {dtype} (first use, {where})...",
                       file=sys.stderr, flush=True)
             start = time.perf_counter()
             disp.compile(sig)
             if fresh:
-                print(f"compiled fa_gpu kernels for {dtype} in {time.perf_counter() - start:.1f} s",
+                print(f"compiled {what} for {dtype} in {time.perf_counter() - start:.1f} s",
                       file=sys.stderr, flush=True)
                 jit.mark_compiled(tag)
                 jit.prune_stale_caches()
@@ -66,6 +69,7 @@ class NumbaBackend(NumpyBackend):
     def __init__(self, num_threads: int | None = None):
         self.num_threads = pool_sizes(compute_threads=num_threads).compute_threads
         self._entry = None  # compiled step_range, bound at the first step
+        self._window = False  # the window kernel (which also writes vfe)
 
     def work_rows(self, n: int) -> int:
         """One scratch row per thread (one thread below :data:`SERIAL_BELOW` agents)."""
@@ -76,27 +80,26 @@ class NumbaBackend(NumpyBackend):
         return layout.lane_scratch_size
 
     def prepare(self, cfg, layout, shared_model: bool) -> None:
-        """mmp, vmp and categorical observations: the kernel does not take the window yet, so
-        their steps run the reference (NumPy) on the same buffers."""
-        self.path = "reference" if cfg.sequence or cfg.categorical_obs else "fused"
+        """Every configuration runs a fused kernel: fpi (``kernels.cpu.step_range``), and mmp,
+        vmp and categorical observations (``kernels.cpu.window_step_range``: the window sweep of
+        ``kernels.window``, which also computes the free energy)."""
+        self.path = "fused"
+        self._window = layout.window > 0
         self.lanes = layout.lanes
 
     def temp_bytes(self, cfg, layout) -> int:
-        """A fused step allocates nothing (its scratch is the schema's ``work``); the reference
-        path, the reference's temporaries."""
-        return NumpyBackend.temp_bytes(self, cfg, layout) if self.path == "reference" else 0
+        """A fused step allocates nothing (its scratch is the schema's ``work``)."""
+        return 0
 
     def step(self, b, cfg, lo: int = 0, hi: int | None = None) -> None:
-        """The fused kernel for agents ``lo..hi-1`` (default: all); the reference on the
-        reference path. The kernel leaves the free energy out: ``vfe`` is NaN after it."""
+        """The fused kernel for agents ``lo..hi-1`` (default: all). The fpi step from index
+        observations leaves the free energy out: ``vfe`` is NaN after it."""
         hi = cfg.n_agents if hi is None else hi
-        if self.path == "reference":
-            NumpyBackend.step(self, b, cfg, lo, hi)
-            return
-        b.vfe[lo:hi] = np.nan
+        if not self._window:
+            b.vfe[lo:hi] = np.nan
         args = b.kernel_args(cfg.seed)
         if self._entry is None:
-            self._entry = compiled_step(args + (0, 0, 0))
+            self._entry = compiled_step(args + (0, 0, 0), window=self._window)
         rows = args[-1].shape[0]
         if rows == 1 or hi - lo < SERIAL_BELOW:
             self._entry(*args, 0, lo, hi)
