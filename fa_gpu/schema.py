@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels import columns as col
-from .kernels.columns import (A_OFF, B_OFF, C_OFF, H_OFF, MODEL_FIELDS, STATE_FIELDS,
+from .kernels.columns import (A_OFF, B_OFF, C_OFF, H_OFF, MODEL_FIELDS, STATE_FIELDS, WINDOW_FIELDS,
                               TABLES_FIELDS)
 
 
@@ -38,7 +38,7 @@ class Buffer:
 
     name : attribute and checkpoint name. group : A, B, C, D, E (model arrays), counts
     (Dirichlet counts and their weights), rates (per-agent scalars), state, tables, scratch.
-    bundle : the kernel bundle it travels in (``state``, ``model``, ``tables``; None: passed on
+    bundle : the kernel bundle it travels in (``state``, ``model``, ``tables``, ``window``; None: passed on
     its own). rows : ``"agents"`` (N), ``"threads"`` (the backend's scratch rows), ``"table"``
     (a layout table, its own shape) or a sharing key A/B/C/D/E (N when that group is per-agent,
     else 1). width : key of :func:`widths`, or None for one value per row. dtype : ``"float"``
@@ -92,15 +92,15 @@ BUFFERS = (
     Buffer("prev_actions", "state", "state", "agents", "F", "int64", doc="action before this step (-1: none)", valid="index_or_none"),
     Buffer("t", "state", "state", "agents", None, "int64", doc="steps since reset", valid="count"),
     # -- sequence inference and categorical observations (absent ones: (1, 1) placeholders) ----
-    Buffer("obs_window", "state", "state", "agents", "OW", "float", "OW", "window",
+    Buffer("obs_window", "state", "window", "agents", "OW", "float", "OW", "window",
            "observations (distributions) of the last inference_horizon steps, newest last",
            valid="obs_window"),
-    Buffer("act_window", "state", "state", "agents", "AW", "int64", None, "seq",
+    Buffer("act_window", "state", "window", "agents", "AW", "int64", None, "seq",
            "actions between the window's steps (inference_horizon - 1), newest last",
            valid="act_window"),
-    Buffer("qs_window", "state", "state", "agents", "SW", "float", "SW", "seq",
+    Buffer("qs_window", "state", "window", "agents", "SW", "float", "SW", "seq",
            "posterior over the window's steps, newest last", valid="qs_window"),
-    Buffer("vfe", "state", "state", "agents", None, "float", doc="variational free energy of the posterior",
+    Buffer("vfe", "state", "window", "agents", None, "float", doc="variational free energy of the posterior",
            valid="vfe"),
     # -- integer layout tables (shared, read-only; derived from the model) --------------------
     *(Buffer(k, "tables", "tables", "table", None, "int64", doc=f"layout table {k}")
@@ -113,9 +113,10 @@ BY_NAME = {b.name: b for b in BUFFERS}
 #: the kernels' argument bundles; their fields, in order, are the kernels' own declaration
 #: (``kernels.columns``), which the table must match
 StateBundle = collections.namedtuple("StateBundle", STATE_FIELDS)
+WindowBundle = collections.namedtuple("WindowBundle", WINDOW_FIELDS)
 ModelBundle = collections.namedtuple("ModelBundle", MODEL_FIELDS)
 TablesBundle = collections.namedtuple("TablesBundle", TABLES_FIELDS)
-BUNDLES = {"state": StateBundle, "model": ModelBundle, "tables": TablesBundle}
+BUNDLES = {"state": StateBundle, "model": ModelBundle, "tables": TablesBundle, "window": WindowBundle}
 for _kind, _cls in BUNDLES.items():
     if tuple(b.name for b in BUFFERS if b.bundle == _kind) != _cls._fields:
         raise ImportError(f"fa_gpu.schema: the {_kind} buffers of BUFFERS must be, in order, "
@@ -337,13 +338,16 @@ class Bound:
         cls = BUNDLES[kind]
         return cls(**{k: self.packed[k] for k in cls._fields})
 
-    def kernel_args(self, seed: int) -> tuple:
-        """``(state, model, tables, seed, work)``: the fused kernels' arguments before the agent
-        range, built once (the buffers are the same every step)."""
-        if "kernel_args" not in self.cache:
-            self.cache["kernel_args"] = (self.bundle("state"), self.bundle("model"),
-                                         self.bundle("tables"), np.uint64(seed), self.packed["work"])
-        return self.cache["kernel_args"]
+    def kernel_args(self, seed: int, window: bool = False) -> tuple:
+        """``(state, model, tables, seed, work)`` (``window``: then the ``window`` bundle): the
+        fused kernels' arguments before the agent range, built once (the buffers are the same
+        every step)."""
+        key = "window_args" if window else "kernel_args"
+        if key not in self.cache:
+            args = (self.bundle("state"), self.bundle("model"), self.bundle("tables"), np.uint64(seed),
+                    self.packed["work"])
+            self.cache[key] = args + (self.bundle("window"),) if window else args
+        return self.cache[key]
 
 
 def checkpointed(spec: Spec) -> list:

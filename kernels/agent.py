@@ -447,12 +447,12 @@ def select_action(n, key, q_pi, actions, pol, alpha, stochastic, marginal, seed,
 
 # -- the whole step --------------------------------------------------------------------------
 @device_jit
-def shift_window(n, st, md, tb):
+def shift_window(n, st, wn, md, tb):
     """Agent n's windows after a sequence step (mmp, vmp; as the numpy backend's
     ``update_empirical_prior``): ``obs_window`` one slot left (the newest slot kept),
     ``act_window`` one slot left with this step's actions last; the next prior is D."""
     A_meta, S_off, H, F = tb.A_meta, tb.S_off, tb.opts[OPT_HORIZON], tb.B_meta.shape[0]
-    ow, aw = st.obs_window, st.act_window
+    ow, aw = wn.obs_window, wn.act_window
     for m in range(A_meta.shape[0]):
         O, base = A_meta[m, A_O], H * A_meta[m, C_OFF]
         for i in range((H - 1) * O):
@@ -468,14 +468,16 @@ def shift_window(n, st, md, tb):
 
 
 @device_jit
-def agent_tail(n, st, md, tb, seed, w, wr, woff):
+def agent_tail(n, st, md, tb, seed, w, wr, woff, ow):
     """Agent n's step after its policy posterior (``st.qs[n]``, ``st.q_pi[n]`` written): learning,
-    action selection, empirical prior, the step's bookkeeping; temporaries in w[wr, woff:]. The
-    one-agent kernel (:func:`agent_step`) and the agent-lanes kernel (``kernels.lanes``) share it."""
+    action selection, empirical prior (fpi; mmp, vmp: :func:`shift_window` after it), the step's
+    bookkeeping; temporaries in w[wr, woff:]. ``ow``: the observation window (categorical
+    observations' learning reads its newest slot; any float array otherwise). The one-agent
+    kernel (:func:`agent_step`) and the agent-lanes kernel (``kernels.cpu``) share it."""
     B, B_meta, B_deps, S_off, opts = md.B, tb.B_meta, tb.B_deps, tb.S_off, tb.opts
     qs, F = st.qs, B_meta.shape[0]
     if opts[OPT_LEARN_A]:
-        learn_A(st.obs, st.obs_window, opts[OPT_CATEGORICAL], opts[OPT_HORIZON], n, qs, md.lr[n, 0],
+        learn_A(st.obs, ow, opts[OPT_CATEGORICAL], opts[OPT_HORIZON], n, qs, md.lr[n, 0],
                 md.pA, md.A, md.logA, md.H_A, md.wA, opts[OPT_WA],
                 tb.A_meta, tb.A_deps, S_off, w, wr, woff)
     if opts[OPT_LEARN_B]:
@@ -485,11 +487,9 @@ def agent_tail(n, st, md, tb, seed, w, wr, woff):
         learn_D(qs, n, md.lr[n, 2], md.pD, md.D, S_off)
     select_action(n, n + opts[OPT_AGENT_OFFSET], st.q_pi, st.actions, tb.policies, md.alpha[n], opts[OPT_STOCHASTIC],
                   opts[OPT_MARGINAL], seed, st.t[n], B_meta, w, wr, woff)
-    if opts[OPT_ALGO] == ALGO_FPI:
+    if opts[OPT_ALGO] == ALGO_FPI:  # mmp, vmp: the window kernel's shift_window sets the prior
         transition(qs, n, 0, st.prior, n, 0, B, row_of(B, n), B_meta, B_deps, tb.B_next, S_off, st.actions,
                    n, 0, w, wr, woff)
-    else:
-        shift_window(n, st, md, tb)
     for s in range(S_off[F]):
         st.qs_prev[n, s] = qs[n, s]
     for f in range(F):
@@ -516,4 +516,4 @@ def agent_step(n, st, md, tb, seed, w, wr):
             row_of(md.wB, n), A_meta, A_deps, B_meta, B_deps, tb.B_next, S_off, pol, tb.branch,
             opts[OPT_UTILITY], opts[OPT_STATE_INFO], opts[OPT_WA], opts[OPT_WB], w, wr)
     policy_posterior(st.neg_efe, n, E, row_of(E, n), md.gamma[n], st.q_pi)
-    agent_tail(n, st, md, tb, seed, w, wr, tmp)
+    agent_tail(n, st, md, tb, seed, w, wr, tmp, st.qs)  # the windows are not this kernel's

@@ -51,8 +51,10 @@ MAX_LANES, TILE_BYTES = 256, 512 * 1024
 # checks at import that its buffer table holds exactly these). They live here, in the kernel
 # sources, because the compiled kernels' on-disk cache is keyed by a hash of these files: a
 # change of fields or order must compile afresh, never load code that reads fields by old positions.
-STATE_FIELDS = ("obs", "qs", "prior", "qs_prev", "q_pi", "neg_efe", "actions", "prev_actions", "t",
-                "obs_window", "act_window", "qs_window", "vfe")
+STATE_FIELDS = ("obs", "qs", "prior", "qs_prev", "q_pi", "neg_efe", "actions", "prev_actions", "t")
+# the window sweep's own bundle (kernels.cpu.window_step_range only): in the state bundle, four more
+# arrays in every call's argument struct made the fpi kernel 2x slower (grid5, 2026-12-04)
+WINDOW_FIELDS = ("obs_window", "act_window", "qs_window", "vfe")
 MODEL_FIELDS = ("A", "logA", "H_A", "C", "B", "D", "E", "pA", "pB", "pD", "wA", "wB", "gamma", "alpha", "lr")
 TABLES_FIELDS = ("A_meta", "A_deps", "B_meta", "B_deps", "B_next", "sparse", "S_off", "policies", "branch", "tile",
                  "opts")

@@ -1,7 +1,8 @@
 """Fused CPU step over a range of agents: the compiled, cached CPU kernels.
 
-``step_range(state, model, tables, seed, work, row, lo, hi)`` (fpi) and ``window_step_range``
-(same arguments: mmp, vmp, categorical observations) step agents ``lo <= n < hi`` in tiles of up
+``step_range(state, model, tables, seed, work, row, lo, hi)`` (fpi) and
+``window_step_range(state, model, tables, seed, work, window, row, lo, hi)`` (mmp, vmp,
+categorical observations) step agents ``lo <= n < hi`` in tiles of up
 to ``Layout.lanes`` agents (``tables.tile[TILE_LANES]``; every inner loop runs across a tile's
 agents, so it vectorizes), with temporaries in ``work[row]``, so nothing is allocated per
 agent. It releases the GIL: the numba backend runs it on disjoint agent ranges from the host
@@ -12,16 +13,17 @@ as in the remainder loop).
 
 Arguments: ``state``, ``model``, ``tables`` are the named tuples of ``fa_gpu.schema`` (state:
 ``obs (N, M)`` int64, ``qs``/``prior``/``qs_prev`` ``(N, sum S_f)``, ``q_pi``/``neg_efe`` ``(N, P)``,
-``actions``/``prev_actions`` ``(N, F)`` int64, ``t (N,)`` int64, the window of mmp/vmp and
-categorical observations ``obs_window (N, H sum O_m)``, ``act_window (N, (H-1) F)`` int64,
-``qs_window (N, H sum S_f)`` (``(1, 1)`` placeholders when absent), ``vfe (N,)``; model: packed
-parameter rows; tables: int64 layout tables); ``seed`` uint64; ``work``
-``(rows, Layout.lane_scratch_size)`` of the engine's float dtype.
+``actions``/``prev_actions`` ``(N, F)`` int64, ``t (N,)`` int64; model: packed parameter rows;
+tables: int64 layout tables; window: ``obs_window (N, H sum O_m)``, ``act_window (N, (H-1) F)``
+int64, ``qs_window (N, H sum S_f)`` (``(1, 1)`` placeholders when absent), ``vfe (N,)``);
+``seed`` uint64; ``work`` ``(rows, Layout.lane_scratch_size)`` of the engine's float dtype. The
+window buffers travel in a bundle of their own: in the state bundle, four more arrays in every
+call's argument struct made the fpi kernel 2x slower.
 """
 from __future__ import annotations
 
-from .agent import agent_tail
-from .columns import TILE_BEL, TILE_G, TILE_LANES, TILE_PI, TILE_ROWS
+from .agent import agent_tail, shift_window
+from .columns import ALGO_FPI, OPT_ALGO, TILE_BEL, TILE_G, TILE_LANES, TILE_PI, TILE_ROWS
 from .jit import LANE_FASTMATH, device_jit, kernel_njit
 from .lanes import infer_rows, neg_efe_rows, policy_rows
 from .window import window_rows
@@ -36,11 +38,11 @@ def tile_rows(W, tb, w, wr):
 
 
 @device_jit(inline=True)
-def tile_finish(n0, W, st, md, tb, seed, w, wr, t):
+def tile_finish(n0, W, st, md, tb, seed, w, wr, t, ow):
     """The rest of the step of agents n0..n0+W-1, from their posterior in the tile rows
     TILE_BEL..: neg EFE and policy posterior across the lanes, written back; then each agent's
-    ``agent_tail`` (learning, action, empirical prior or window shift) with scratch past the
-    tile."""
+    ``agent_tail`` (learning, action, fpi's empirical prior) with scratch past the tile (``ow``:
+    its observation window argument)."""
     tile = tb.tile
     S, P = tb.S_off[tb.S_off.shape[0] - 1], tb.policies.shape[0]
     neg_efe_rows(n0, W, md, tb, t)
@@ -55,7 +57,7 @@ def tile_finish(n0, W, st, md, tb, seed, w, wr, t):
             st.q_pi[n, p] = t[pi + p, l]
     tail = tile[TILE_ROWS] * W
     for l in range(W):
-        agent_tail(n0 + l, st, md, tb, seed, w, wr, tail)
+        agent_tail(n0 + l, st, md, tb, seed, w, wr, tail, ow)
 
 
 # No allocation inside (the caller owns ``work``), so no reference counting either: with it, every
@@ -69,15 +71,19 @@ def step_range(state, model, tables, seed, work, row, lo, hi):
         W = min(lanes, hi - n0)
         t = tile_rows(W, tables, work, row)
         infer_rows(n0, W, state, model, tables, t)
-        tile_finish(n0, W, state, model, tables, seed, work, row, t)
+        tile_finish(n0, W, state, model, tables, seed, work, row, t, state.qs)
 
 
 @kernel_njit(_nrt=False, fastmath=LANE_FASTMATH)
-def window_step_range(state, model, tables, seed, work, row, lo, hi):
-    """mmp, vmp and categorical observations (``window.window_rows``)."""
+def window_step_range(state, model, tables, seed, work, window, row, lo, hi):
+    """mmp, vmp and categorical observations (``window.window_rows``; ``window``: the window
+    bundle of ``fa_gpu.schema``); mmp and vmp shift each agent's windows afterwards."""
     lanes = tables.tile[TILE_LANES]
     for n0 in range(lo, hi, lanes):
         W = min(lanes, hi - n0)
         t = tile_rows(W, tables, work, row)
-        window_rows(n0, W, state, model, tables, t)
-        tile_finish(n0, W, state, model, tables, seed, work, row, t)
+        window_rows(n0, W, state, window, model, tables, t)
+        tile_finish(n0, W, state, model, tables, seed, work, row, t, window.obs_window)
+        if tables.opts[OPT_ALGO] != ALGO_FPI:
+            for n in range(n0, n0 + W):
+                shift_window(n, state, window, model, tables)

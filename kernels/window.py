@@ -42,12 +42,12 @@ from .lanes import ll_rows, log_prior_rows, matvec_rows, softmax_rows, vlog_stab
 
 
 @device_jit(fastmath=LANE_FASTMATH)
-def window_ll_rows(n0, st, md, tb, t, H, k0, wll, LL, red):
+def window_ll_rows(n0, wn, md, tb, t, H, k0, wll, LL, red):
     """Rows wll + k*LL .. (slots k0..H-1) <- each slot's summed log-likelihoods of every
     modality group: ``sum_o obs_window[m][k, o] log A[m][o, ...]`` (as
     ``reference.obs_log_likelihoods``; a one-hot row gives log A's column exactly)."""
     W = t.shape[1]
-    A_meta, logA, ow = tb.A_meta, md.logA, st.obs_window
+    A_meta, logA, ow = tb.A_meta, md.logA, wn.obs_window
     wo = t[red + 2]
     for k in range(k0, H):
         for m in range(A_meta.shape[0]):
@@ -280,8 +280,9 @@ def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, sel, out, tmp, pair, red)
 
 
 @device_jit(fastmath=LANE_FASTMATH)
-def window_rows(n0, W, st, md, tb, t):
-    """State inference over each agent's window (mmp, vmp; fpi from categorical observations:
+def window_rows(n0, W, st, wn, md, tb, t):
+    """``wn``: the window bundle (``obs_window``, ``act_window``, ``qs_window``, ``vfe``).
+    State inference over each agent's window (mmp, vmp; fpi from categorical observations:
     a one-step window): tile rows TILE_BEL.. (S) <- the newest step's posterior; ``qs_window``
     (live slots; mmp, vmp) and ``vfe`` of the tile's agents written. Index observations first enter the
     window's newest slot of ``obs_window`` as one-hot rows (as the numpy backend does). From
@@ -307,7 +308,7 @@ def window_rows(n0, W, st, md, tb, t):
         start[l] = k
         usep[l] = 0.0 if algo == ALGO_VMP and tn == 0 else 1.0
         k0 = k if k < k0 else k0
-    ow = st.obs_window
+    ow = wn.obs_window
     if not opts[OPT_CATEGORICAL]:
         for l in range(W):
             n = n0 + l
@@ -320,14 +321,14 @@ def window_rows(n0, W, st, md, tb, t):
         for f in range(F):
             a = t[wact + e * F + f]
             for l in range(W):
-                u = st.act_window[n0 + l, e * F + f]
+                u = wn.act_window[n0 + l, e * F + f]
                 a[l] = u if u > 0 else 0
     for e in range(k0, H - 1):
         for f in range(F):
             sel = sel_row(tb, e, f)
             if sel >= 0:
                 select_rows(n0, md, tb, t, e, f, sel, mmp)
-    window_ll_rows(n0, st, md, tb, t, H, k0, wll, LL, red)
+    window_ll_rows(n0, wn, md, tb, t, H, k0, wll, LL, red)
     log_prior_rows(st.prior, n0, t, lp, S)
     for k in range(k0, H):
         for f in range(F):
@@ -422,11 +423,11 @@ def window_rows(n0, W, st, md, tb, t):
             d[l] = src[l]
     for l in range(W):
         n = n0 + l
-        st.vfe[n] = v[l]
+        wn.vfe[n] = v[l]
         if algo == ALGO_FPI:  # no qs_window (a placeholder): the posterior is qs
             continue
         for f in range(F):
             Sf = S_off[f + 1] - S_off[f]
             for k in range(int(start[l]), H):
                 for s in range(Sf):
-                    st.qs_window[n, H * S_off[f] + k * Sf + s] = t[qb + k * S + S_off[f] + s, l]
+                    wn.qs_window[n, H * S_off[f] + k * Sf + s] = t[qb + k * S + S_off[f] + s, l]

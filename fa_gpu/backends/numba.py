@@ -97,10 +97,10 @@ class NumbaBackend(NumpyBackend):
         hi = cfg.n_agents if hi is None else hi
         if not self._window:
             b.vfe[lo:hi] = np.nan
-        args = b.kernel_args(cfg.seed)
+        args = b.kernel_args(cfg.seed, window=self._window)
         if self._entry is None:
             self._entry = compiled_step(args + (0, 0, 0), window=self._window)
-        rows = args[-1].shape[0]
+        rows = args[4].shape[0]  # work: one scratch row per thread
         if rows == 1 or hi - lo < SERIAL_BELOW:
             self._entry(*args, 0, lo, hi)
             return
