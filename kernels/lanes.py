@@ -125,7 +125,7 @@ def joint_weight_rows(t, qoff, S_off, deps, lo, hi, J, woff):
     return woff
 
 
-@device_jit(inline=True)
+@device_jit(fastmath=LANE_FASTMATH)
 def matvec_rows(M, n0, moff, O, J, t, x, out, logm, sparse, plan):
     """Rows out..out+O-1 <- sum_j M[., moff + o*J + j] * row x+j (``logm``: log max(M, MINVAL)
     in M's place): M's row 0 when shared, each lane's agent's row when per-agent. A shared M with
