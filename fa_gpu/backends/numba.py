@@ -1,9 +1,10 @@
-"""Numba CPU backend: one compiled, cached kernel (``kernels.cpu.step_range``) run on disjoint
-agent ranges by the host compute pool.
+"""Numba CPU backend: a compiled, cached kernel (``kernels.cpu.step_range``; mmp, vmp and
+categorical observations: ``kernels.cpu.window_step_range``) run on disjoint agent ranges by the
+host compute pool.
 
 Individual methods (``infer_states`` alone, etc.) run the reference on the same packed buffers;
 ``step`` runs the fused kernel, for every configuration (fpi; mmp, vmp and categorical
-observations through its window sweep, ``kernels.window``): agents ``lo..hi`` are cut into
+observations through the window sweep, ``kernels.window``): agents ``lo..hi`` are cut into
 chunks (one below :data:`SERIAL_BELOW` agents), and the calling thread and ``num_threads - 1`` workers of the compute
 pool (``fa_gpu.runtime.pools``) take chunks until none is left, the GIL released; the step
 returns when all have finished. Each thread has its own scratch row, so whatever the split, every
