@@ -126,6 +126,15 @@ def select_rows(n0, md, tb, t, e, f, sel, mmp):
                     t[sel + SJ + i * J + g, l] = B[r, row + g] / z
 
 
+@device_jit(inline=True)
+def lanes_taking(act, u):
+    """How many lanes of the action row ``act`` (one value per lane) took action u."""
+    cnt = 0
+    for l in range(act.shape[0]):
+        cnt += act[l] == u
+    return cnt
+
+
 @device_jit(fastmath=LANE_FASTMATH)
 def forward_rows(n0, md, tb, t, e, f, q, logm, mmp, sel, out, tmp):
     """Rows out.. (S_f) <- factor f's transition over edge e (slot e -> e + 1) applied to the
@@ -155,9 +164,7 @@ def forward_rows(n0, md, tb, t, e, f, q, logm, mmp, sel, out, tmp):
         return
     act = t[tb.tile[TILE_WACT] + e * F + f]
     for u in range(U):
-        cnt = 0
-        for l in range(W):
-            cnt += act[l] == u
+        cnt = lanes_taking(act, u)
         if cnt == 0:
             continue
         dst = out if cnt == W else tmp
@@ -224,13 +231,9 @@ def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, sel, out, tmp, pair, red)
         joint_rows(t, q, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, kd)
     act, z = t[tb.tile[TILE_WACT] + e * F + f], t[red + 2]
     for u in range(U if sel < 0 else 1):
-        cnt = W
-        if sel < 0:
-            cnt = 0
-            for l in range(W):
-                cnt += act[l] == u
-            if cnt == 0:
-                continue
+        cnt = W if sel >= 0 else lanes_taking(act, u)
+        if cnt == 0:
+            continue
         dst = out if cnt == W else tmp
         for s in range(Sg):
             d = t[dst + s]
