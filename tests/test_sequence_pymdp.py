@@ -213,7 +213,8 @@ def test_engine_matches_pymdp(name, case, algo, horizon, steps, cat):
 @pytest.mark.parametrize("name,case,algo,horizon,steps,cat", ALL, ids=[c[0] for c in SEQ_CASES + SLOW_CASES])
 def test_fused_numba_step_matches_pymdp(name, case, algo, horizon, steps, cat):
     """The numba backend's fused step (its window sweep, not the reference) against pymdp: qs
-    window, q_pi, neg_efe, vfe and actions, whole steps in the engine's own order."""
+    window, q_pi, neg_efe, vfe (NaN after a fused fpi step from index observations, which leaves
+    it out) and actions, whole steps in the engine's own order."""
     pytest.importorskip("numba")
     inp, theirs = pymdp_run(name)
     eng = engine_for(inp, backend="numba")
@@ -226,5 +227,8 @@ def test_fused_numba_step_matches_pymdp(name, case, algo, horizon, steps, cat):
             _close(f"qs[{f}]", t, q, theirs[t]["qs"][f][:, -1])
         _close("q_pi", t, eng.q_pi, theirs[t]["q_pi"])
         _close("neg_efe", t, eng.neg_efe, theirs[t]["G"])
-        _close("vfe", t, eng.vfe, theirs[t]["vfe"])
+        if algo == "fpi" and not cat:  # the fused fpi step leaves the free energy out (NaN)
+            assert np.isnan(eng.vfe).all()
+        else:
+            _close("vfe", t, eng.vfe, theirs[t]["vfe"])
         np.testing.assert_array_equal(acts, theirs[t]["action"], err_msg=f"actions at step {t}")
