@@ -274,7 +274,8 @@ class Engine:
         self._backend, self.backend_skipped = backends.resolve(backend, num_threads=num_threads,
                                                                device=device, cuda_path=cuda_path)
         cfg = self.config
-        self.layout = layout.build_layout(model, B_onehot_ok=not learn_B, itemsize=cfg.dtype.itemsize,
+        self.layout = layout.build_layout(model, B_onehot_ok=not learn_B, A_plans_ok=not self._per_agent["A"],
+                                          itemsize=cfg.dtype.itemsize,
                                           window=cfg.window if cfg.sequence or cfg.categorical_obs else 0)
         per = self._per_agent
         self._backend.prepare(self.config, self.layout, shared_model=not (per["A"] or per["B"]))

@@ -21,8 +21,9 @@ import numpy as np
 from .kernels.columns import (A_COLS, A_J, A_O, A_OFF, B_COLS, B_J, B_OFF, B_S, B_U,  # noqa: F401 (re-exported)
                               C_OFF, H_OFF, LANE_STEP, MAX_LANES, TILE_BYTES, TILE_LANES, TILE_ROWS)
 
-#: largest per-thread tile block of the window sweep's per-lane transition matrices (bytes, at
-#: 8 bytes a value); a larger model's sweep reads B itself, once per action present in a tile
+#: largest block of the window sweep's per-lane transition matrices (bytes, counted at the
+#: narrowest tile, LANE_STEP lanes, 8 bytes a value; the tile's lanes are sized afterwards with
+#: the block included); a larger model's sweep reads B itself, once per action present in a tile
 SEL_MAX_BYTES = 512 * 1024
 
 
@@ -82,7 +83,7 @@ class Layout:
     def window_sel_rows(self) -> int:
         """Tile rows of the window sweep's per-lane transition matrices (each edge of the window,
         each factor: the matrix of the action taken and its parent-normalized twin, 2 S_f J_f
-        rows), or 0 when they would exceed :data:`SEL_MAX_BYTES` per thread (the sweep then
+        rows), or 0 when they would exceed :data:`SEL_MAX_BYTES` (the sweep then
         takes each action's product from B and selects per lane)."""
         if self.window < 2:
             return 0
@@ -142,9 +143,12 @@ def product_plan(M: np.ndarray) -> list | None:
     return plan + np.column_stack([js, base_row[js]]).ravel().tolist()
 
 
-def build_layout(model, B_onehot_ok: bool = True, itemsize: int = 4, window: int = 0) -> Layout:
-    """Tables for ``model``; ``B_onehot_ok`` allows the one-hot transition shortcut (shared B
-    that is never learned); ``itemsize``: bytes of the engine's float dtype; ``window``: steps of
+def build_layout(model, B_onehot_ok: bool = True, itemsize: int = 4, window: int = 0,
+                 A_plans_ok: bool = True) -> Layout:
+    """Tables for ``model``; ``B_onehot_ok`` allows the one-hot transition shortcut and B's
+    product plans (shared B that is never learned); ``A_plans_ok`` allows A's product plans (A
+    shared by all agents, so never learned: a learned A has one row per agent, one row too when
+    N is 1, and the plan would describe the A it started from); ``itemsize``: bytes of the engine's float dtype; ``window``: steps of
     the fused kernel's window sweep (the engine's ``Config.window`` for mmp, vmp and categorical
     observations; 0 for index-observation fpi)."""
     S = model.num_states
@@ -167,7 +171,8 @@ def build_layout(model, B_onehot_ok: bool = True, itemsize: int = 4, window: int
         lead, ll = leads.setdefault(tuple(deps), (m, ll_off))
         if lead == m:
             ll_off += A_Js[m]
-        sp = add_plan(np.asarray(model.A[m]).reshape(o, A_Js[m])) if model.is_shared(f"A[{m}]") else -1
+        shared = A_plans_ok and model.is_shared(f"A[{m}]")
+        sp = add_plan(np.asarray(model.A[m]).reshape(o, A_Js[m])) if shared else -1
         A_meta[m] = (o, a_off, h_off, c_off, *A_lh[m], A_Js[m], lead, ll, sp)
         a_off, h_off, c_off = a_off + o * A_Js[m], h_off + A_Js[m], c_off + o
     B_meta = np.zeros((model.num_factors, B_COLS), dtype=np.int64)

@@ -11,7 +11,8 @@ its width and dtype, and how the pymdp-layout views are cut out of it. From that
 - ``Bound.cohort``: the same views for agents ``lo..hi-1``;
 - :func:`checkpointed`: what a checkpoint stores;
 - ``Bound.bundle`` / ``Bound.kernel_args``: the named tuples the fused kernels take (``state``,
-  ``model``, ``tables``; their fields are declared with the kernels, in ``kernels.columns``).
+  ``model``, ``tables``, and ``window`` for the CPU window kernel; their fields are declared with
+  the kernels, in ``kernels.columns``).
 
 Where each modality's and factor's segment sits inside a row of a model buffer, and in what
 order, is :mod:`fa_gpu.layout`'s business (its offsets are read here to cut the views).
@@ -334,7 +335,7 @@ class Bound:
         return Bound(sub, Spec(entries, self.per_agent), self._cfg, self._lay)
 
     def bundle(self, kind: str):
-        """The kernel bundle ``kind`` (``state``, ``model``, ``tables``) of these buffers."""
+        """The kernel bundle ``kind`` (``state``, ``model``, ``tables``, ``window``) of these buffers."""
         cls = BUNDLES[kind]
         return cls(**{k: self.packed[k] for k in cls._fields})
 

@@ -130,7 +130,8 @@ def matvec_rows(M, n0, moff, O, J, t, x, out, logm, sparse, plan):
     """Rows out..out+O-1 <- sum_j M[., moff + o*J + j] * row x+j (``logm``: log max(M, MINVAL)
     in M's place): M's row 0 when shared, each lane's agent's row when per-agent. A shared M with
     a product plan (``plan >= 0``: its offset in ``sparse``, see ``kernels.columns``; not with
-    ``logm``) costs its columns' bases, its rows and its deviations from them; without one it
+    ``logm``; plans exist only for matrices no agent learns, so a per-agent M of one row, N = 1,
+    has none) costs its columns' bases, its rows and its deviations from them; without one it
     goes four output rows at a time (each source row loaded once for four products), its
     all-zero quadruples skipped (adding 0 * x changes no bit)."""
     W = t.shape[1]

@@ -183,3 +183,27 @@ def test_planned_products_equal_the_reference(dtype, tol):
             np.testing.assert_allclose(fast.q_pi, ref.q_pi, rtol=tol, atol=tol)
             for x, y in zip(fast.qs + fast.prior, ref.qs + ref.prior):
                 np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
+
+
+def test_learned_A_has_no_plan_even_for_one_agent():
+    """A learned A changes every step: no product plan is built for it, also when N = 1 (its one
+    row per agent is then one row, as a shared A's). The fused kernel equals the reference."""
+    import fa_gpu
+
+    S = 16
+    A = 0.8 * np.eye(S) + 0.2 / S  # would get a plan if it were never learned
+    B = np.stack([np.roll(np.eye(S), u, axis=0) for u in range(3)], axis=-1)
+    model = fa_gpu.GenerativeModel([A], [B], C=[np.linspace(-1, 1, S)], pA=[np.ones((S, S))])
+    from fa_gpu.kernels.columns import A_SP
+
+    assert fa_gpu.layout.build_layout(model).A_meta[0, A_SP] >= 0
+    rng = np.random.default_rng(4)
+    for n in (1, 3):
+        fast = fa_gpu.Engine(model, n, backend="numba", dtype="float64", learn_A=True)
+        ref = fa_gpu.Engine(model, n, backend="numpy", dtype="float64", learn_A=True)
+        assert fast.layout.A_meta[0, A_SP] == -1
+        for t in range(4):
+            o = rng.integers(0, S, size=(n, 1))
+            np.testing.assert_array_equal(fast.step(o), ref.step(o), err_msg=f"actions at step {t}")
+            np.testing.assert_allclose(fast.neg_efe, ref.neg_efe, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(fast.A[0], ref.A[0], rtol=1e-10, atol=1e-12)
