@@ -273,11 +273,10 @@ class Engine:
                  (("gamma", gamma), ("alpha", alpha), ("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD))}
         self._backend, self.backend_skipped = backends.resolve(backend, num_threads=num_threads,
                                                                device=device, cuda_path=cuda_path)
-        cfg = self.config
-        self.layout = layout.build_layout(model, B_onehot_ok=not learn_B, A_plans_ok=not self._per_agent["A"],
+        cfg, per = self.config, self._per_agent
+        self.layout = layout.build_layout(model, B_onehot_ok=not learn_B, A_plans_ok=not per["A"],
                                           itemsize=cfg.dtype.itemsize,
                                           window=cfg.window if cfg.sequence or cfg.categorical_obs else 0)
-        per = self._per_agent
         self._backend.prepare(self.config, self.layout, shared_model=not (per["A"] or per["B"]))
         self._spec = schema.shapes(self.config, self.layout, per, self._backend.work_rows(n),
                                    self._backend.pads_work, self._backend.scratch_size(self.layout))

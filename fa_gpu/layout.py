@@ -32,9 +32,9 @@ class Layout:
     """Integer tables describing one model's packed layout (host NumPy, int64)."""
 
     S_off: np.ndarray  # (F+1,) offsets of factors in a belief row
-    A_meta: np.ndarray  # (M, 9) see A_* columns
+    A_meta: np.ndarray  # (M, A_COLS) see A_* columns; A_SP = offset in sparse or -1
     A_deps: np.ndarray  # (nnz, 2): (factor, stride of its index inside J_m)
-    B_meta: np.ndarray  # (F, 7) see B_* columns; B_NEXT = offset in B_next or -1
+    B_meta: np.ndarray  # (F, B_COLS) see B_* columns; B_NEXT = offset in B_next or -1
     B_deps: np.ndarray  # (nnz, 2)
     B_next: np.ndarray  # next-state index of one-hot B columns, (U_f, J_f) per one-hot factor
     sparse: np.ndarray  # product plans of shared A and B blocks (see product_plan)
@@ -148,9 +148,9 @@ def build_layout(model, B_onehot_ok: bool = True, itemsize: int = 4, window: int
     """Tables for ``model``; ``B_onehot_ok`` allows the one-hot transition shortcut and B's
     product plans (shared B that is never learned); ``A_plans_ok`` allows A's product plans (A
     shared by all agents, so never learned: a learned A has one row per agent, one row too when
-    N is 1, and the plan would describe the A it started from); ``itemsize``: bytes of the engine's float dtype; ``window``: steps of
-    the fused kernel's window sweep (the engine's ``Config.window`` for mmp, vmp and categorical
-    observations; 0 for index-observation fpi)."""
+    N is 1, and the plan would describe the A it started from); ``itemsize``: bytes of the
+    engine's float dtype; ``window``: steps of the fused kernel's window sweep (the engine's
+    ``Config.window`` for mmp, vmp and categorical observations; 0 for index-observation fpi)."""
     S = model.num_states
     S_off = np.concatenate([[0], np.cumsum(S)]).astype(np.int64)
     A_deps, A_lh, A_Js = _dep_table(model.A_dependencies, S)

@@ -83,15 +83,9 @@ def weights_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip):
     """Rows woff..woff+J-1 <- joint-state weights of beliefs at row qoff, for the dependency
     list deps[lo:hi] (as ``agent.weights``), leaving dependency ``skip`` out of the products
     (``skip < lo``: none; with one left out, row j multiplies the other dependencies' beliefs at
-    their indices in j, 1 when there are none)."""
+    their indices in j, 1 when there are none). One dependency and none left out: callers read
+    the belief rows themselves (:func:`joint_weight_rows`)."""
     W = t.shape[1]
-    if skip < lo and hi - lo == 1:
-        base = qoff + S_off[deps[lo, 0]]
-        for j in range(J):
-            src, dst = t[base + j], t[woff + j]
-            for l in range(W):
-                dst[l] = src[l]
-        return
     if skip < lo and hi - lo == 2:
         d0, d1 = deps[lo, 0], deps[lo + 1, 0]
         S0, S1 = S_off[d0 + 1] - S_off[d0], S_off[d1 + 1] - S_off[d1]
@@ -115,13 +109,14 @@ def weights_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip):
 
 
 @device_jit(inline=True)
-def joint_weight_rows(t, qoff, S_off, deps, lo, hi, J, woff):
+def joint_weight_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip):
     """The first of J rows holding the joint-state weights of the beliefs at row qoff for the
-    dependency list deps[lo:hi]: one dependency's weights are its belief rows themselves (no
-    copy); several are written to rows woff.. (:func:`weights_rows`)."""
-    if hi - lo == 1:
+    dependency list deps[lo:hi], dependency ``skip`` left out (``skip < lo``: none): one
+    dependency's weights are its belief rows themselves (no copy); otherwise they are written to
+    rows woff.. (:func:`weights_rows`)."""
+    if skip < lo and hi - lo == 1:
         return qoff + S_off[deps[lo, 0]]
-    weights_rows(t, qoff, S_off, deps, lo, hi, J, woff, -1)
+    weights_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip)
     return woff
 
 
@@ -333,7 +328,7 @@ def transition_rows(n0, W, md, tb, p, ts, t, qt, qn):
         Sf, J = B_meta[f, B_S], B_meta[f, B_J]
         u = pol[p, ts * F + f]
         o0 = qn + S_off[f]
-        x = joint_weight_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
+        x = joint_weight_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, -1)
         nxt = B_meta[f, B_NEXT]
         if nxt >= 0:
             for s in range(Sf):
@@ -377,7 +372,7 @@ def step_value_rows(n0, W, md, tb, p, ts, t, qt, qn):
         g[l] = 0.0
     for m in range(A_meta.shape[0]):
         O, J, aoff = A_meta[m, A_O], A_meta[m, A_J], A_meta[m, A_OFF]
-        x = joint_weight_rows(t, qn, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb)
+        x = joint_weight_rows(t, qn, S_off, A_deps, A_meta[m, A_DLO], A_meta[m, A_DHI], J, wb, -1)
         matvec_rows(md.A, n0, aoff, O, J, t, x, qo, False, tb.sparse, A_meta[m, A_SP])
         if opts[OPT_STATE_INFO]:
             matvec_rows(md.H_A, n0, A_meta[m, H_OFF], 1, J, t, x, qo + O, False, tb.sparse, -1)  # E_q[H[A]]
@@ -405,7 +400,7 @@ def step_value_rows(n0, W, md, tb, p, ts, t, qt, qn):
         F = B_meta.shape[0]
         for f in range(F):
             Sf, J = B_meta[f, B_S], B_meta[f, B_J]
-            x = joint_weight_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb)
+            x = joint_weight_rows(t, qt, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, -1)
             base = B_meta[f, B_OFF] + tb.policies[p, ts * F + f] * Sf * J
             param_info_rows(wB, n0, base, Sf, J, t, x, qn + S_off[f], g)
 

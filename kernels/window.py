@@ -38,7 +38,7 @@ from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, ALGO_FPI, ALG
                       OPT_HORIZON, OPT_NUM_ITER, TILE_BEL, TILE_LP, TILE_RED, TILE_WACT, TILE_WB,
                       TILE_WLANE, TILE_WLL, TILE_WMSG, TILE_WQ, TILE_WSEL, TILE_WX)
 from .jit import LANE_FASTMATH, cast_like, device_jit, minval_like
-from .lanes import ll_rows, log_prior_rows, matvec_rows, softmax_rows, vlog_stable, weights_rows
+from .lanes import joint_weight_rows, ll_rows, log_prior_rows, matvec_rows, softmax_rows, vlog_stable
 
 
 @device_jit(fastmath=LANE_FASTMATH)
@@ -75,10 +75,11 @@ def window_ll_rows(n0, wn, md, tb, t, H, k0, wll, LL, red):
 
 @device_jit(fastmath=LANE_FASTMATH)
 def joint_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip):
-    """``lanes.weights_rows``, compiled once for the window's callers (it is inlined where it
-    is called; the window sweep's calls are not hot enough to need that). Callers pass
-    ``skip = lo - 1`` for none: a literal -1 would compile a second copy."""
-    weights_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip)
+    """``lanes.joint_weight_rows`` (the first of the weights' J rows), compiled once for the
+    window's callers (it is inlined where it is called; the window sweep's calls are not hot
+    enough to need that). Callers pass ``skip = lo - 1`` for none: a literal -1 would compile a
+    second copy."""
+    return joint_weight_rows(t, qoff, S_off, deps, lo, hi, J, woff, skip)
 
 
 @device_jit
@@ -147,14 +148,14 @@ def forward_rows(n0, md, tb, t, e, f, q, logm, mmp, sel, out, tmp):
     Sf, J, U = B_meta[f, B_S], B_meta[f, B_J], B_meta[f, B_U]
     wb = tb.tile[TILE_WB]
     lo = B_meta[f, B_DLO]
-    joint_rows(t, q, tb.S_off, tb.B_deps, lo, B_meta[f, B_DHI], J, wb, lo - 1)
+    x = joint_rows(t, q, tb.S_off, tb.B_deps, lo, B_meta[f, B_DHI], J, wb, lo - 1)
     if sel >= 0:
         for s in range(Sf):
             d = t[out + s]
             for l in range(W):
                 d[l] = 0.0
             for j in range(J):
-                m, w = t[sel + s * J + j], t[wb + j]
+                m, w = t[sel + s * J + j], t[x + j]
                 if logm and mmp:
                     for l in range(W):
                         d[l] += vlog_stable(m[l]) * w[l]
@@ -168,7 +169,7 @@ def forward_rows(n0, md, tb, t, e, f, q, logm, mmp, sel, out, tmp):
         if cnt == 0:
             continue
         dst = out if cnt == W else tmp
-        matvec_rows(B, n0, B_meta[f, B_OFF] + u * Sf * J, Sf, J, t, wb, dst, logm, tb.sparse, -1)
+        matvec_rows(B, n0, B_meta[f, B_OFF] + u * Sf * J, Sf, J, t, x, dst, logm, tb.sparse, -1)
         if cnt < W:
             for s in range(Sf):
                 src, d = t[tmp + s], t[out + s]
@@ -403,9 +404,9 @@ def window_rows(n0, W, st, wn, md, tb, t):
                 continue
             J = A_meta[m, A_J]
             lo = A_meta[m, A_DLO]
-            joint_rows(t, qb + k * S, S_off, tb.A_deps, lo, A_meta[m, A_DHI], J, wb, lo - 1)
+            xw = joint_rows(t, qb + k * S, S_off, tb.A_deps, lo, A_meta[m, A_DHI], J, wb, lo - 1)
             for j in range(J):
-                x, w = t[wll + k * LL + A_meta[m, A_LL] + j], t[wb + j]
+                x, w = t[wll + k * LL + A_meta[m, A_LL] + j], t[xw + j]
                 for l in range(W):
                     nv = v[l] - x[l] * w[l]
                     v[l] = nv if kf >= start[l] else v[l]
