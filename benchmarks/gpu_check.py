@@ -5,9 +5,12 @@
 
 1. Correctness: random models (multi-factor, dependencies, learning; float64 and float32),
    trajectories on the cuda backend (fused kernel and batched CuPy path) vs the numpy
-   reference: max |difference| and equal actions.
-2. Timing: the grid world with 25 states (policy_len 1 and 3) and 400 states (policy_len 1) at
-   N = 1e4, 1e5, 1e6, 4e6, on the fused and the batched path where both make sense:
+   reference: max |difference| and equal actions; then the random sequence models of
+   tests/randmodels.py (mmp, vmp, categorical observations; the fused window kernel), vfe
+   and the whole window included.
+2. Timing: the grid world with 25 states (policy_len 1 and 3) and 400 states (policy_len 1), and
+   the T-maze with mmp over a 3-step window (policy_len 2), at N = 1e4, 1e5, 1e6, 4e6, on the
+   fused and the batched path where both make sense:
    agent-steps/s, ms/step, achieved bandwidth and FLOP rate (estimated from the model's sizes)
    against the card's peaks, and pymdp 1.0.4 on JAX-GPU when both are importable and JAX sees a
    GPU.
@@ -68,6 +71,33 @@ def correctness(dry: bool) -> list[dict]:
                     err = max(err, float(np.max(np.abs(x - y) / (1 + np.abs(x)))))
             rows.append(dict(case=case.name, path=path, dtype=dtype, max_rel_err=err,
                              actions_equal=same, ok=same and err <= tol))
+    rows += window_correctness(dry)
+    return rows
+
+
+def window_correctness(dry: bool) -> list[dict]:
+    """The fused window kernel vs numpy on the sequence models of tests/randmodels.py (a
+    cohort reset mid-run): one row per (case, dtype)."""
+    import numpy as np
+
+    from randmodels import SEQ, build_seq, inputs
+
+    rows = []
+    n = 4 if dry else 256
+    for case, kw in SEQ[:2] if dry else SEQ:
+        for dtype, tol in (("float64", 1e-10), ("float32", 1e-4)):
+            ref, gpu = (build_seq(case, n, 41, b, False, dtype, **kw) for b in ("numpy", "cuda"))
+            err, same = 0.0, gpu.step_path == "fused"
+            for t, o in enumerate(inputs(case, kw, 41, n=n, steps=kw.get("inference_horizon", 1) + 4)):
+                same &= bool(np.array_equal(ref.step(o), gpu.step(o)))
+                xs = [ref.q_pi, ref.neg_efe, ref.vfe] + ref.qs + (ref.qs_window if ref.qs_window else [])
+                ys = [gpu.q_pi, gpu.neg_efe, gpu.vfe] + gpu.qs + (gpu.qs_window if gpu.qs_window else [])
+                for x, y in zip(xs, ys):
+                    err = max(err, float(np.max(np.abs(x - y) / (1 + np.abs(x)))))
+                if t == 2:
+                    ref.reset(np.arange(1, n, 3)), gpu.reset(np.arange(1, n, 3))
+            rows.append(dict(case=case.name, path="window", dtype=dtype, max_rel_err=err,
+                             actions_equal=same, ok=same and err <= tol))
     return rows
 
 
@@ -84,7 +114,8 @@ def flops_bytes(model, itemsize: int) -> tuple[float, float]:
 def time_engine(engine, obs, repeats: int):
     import numpy as np
 
-    engine.step(obs)  # compile and warm up
+    for _ in range(3):  # compile, warm up, fill a window
+        engine.step(obs)
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -125,18 +156,22 @@ def timings(dry: bool, ns: list[int], repeats: int, skip_pymdp: bool) -> list[di
     eng0 = fa_gpu.Engine(fa_gpu.models.grid_world(side=3), 1, backend="cuda")
     card = (eng0._backend.device_info or {}).get("name", "simulator" if dry else "unknown")
     peak = next((v for k, v in PEAKS.items() if k in card), None)
-    cells = [("grid25", 5, 1, ("fused", "batched")), ("grid25", 5, 3, ("fused",)),
-             ("grid400", 20, 1, ("fused", "batched"))]
+    tmaze_mmp = dict(inference_algo="mmp", inference_horizon=3)
+    cells = [("grid25", fa_gpu.models.grid_world(side=5), {}, ("fused", "batched")),
+             ("grid25", fa_gpu.models.grid_world(side=5, policy_len=3), {}, ("fused",)),
+             ("grid400", fa_gpu.models.grid_world(side=20), {}, ("fused", "batched")),
+             ("tmaze_mmp", fa_gpu.models.tmaze(policy_len=2), tmaze_mmp, ("fused", "batched"))]
     rows = []
-    for name, side, L, paths in cells:
-        model = fa_gpu.models.grid_world(side=side, policy_len=L)
+    for name, model, kw, paths in cells:
+        L = model.policy_len
         for n, path in ((n, path) for n in ns for path in paths):
             try:
-                eng = fa_gpu.Engine(model, n, backend="cuda", dtype="float32", cuda_path=path)
+                eng = fa_gpu.Engine(model, n, backend="cuda", dtype="float32", cuda_path=path, **kw)
             except MemoryError as exc:
                 rows.append(dict(model=name, policy_len=L, n=n, path=path, error=str(exc)))
                 continue
-            obs = np.random.default_rng(0).integers(0, side * side, size=(n, 1))
+            rng = np.random.default_rng(0)
+            obs = np.stack([rng.integers(0, o, size=n) for o in model.num_obs], axis=1)
             sec = time_engine(eng, obs, 1 if dry else repeats)
             fl, by = flops_bytes(model, 4)
             row = dict(model=name, policy_len=L, n=n, path=path, card=card, ms_per_step=sec * 1e3,
@@ -144,7 +179,7 @@ def timings(dry: bool, ns: list[int], repeats: int, skip_pymdp: bool) -> list[di
                        gflops=n * fl / sec / 1e9)
             if peak:
                 row.update(bw_of_peak=row["gbytes_per_s"] * 1e9 / peak[0], flops_of_peak=row["gflops"] * 1e9 / peak[1])
-            if not (dry or skip_pymdp) and n <= 1_000_000 and path == paths[0]:
+            if not (dry or skip_pymdp or kw) and n <= 1_000_000 and path == paths[0]:
                 ps = time_pymdp(model, n, repeats)
                 if ps:
                     row.update(pymdp_agent_steps_per_s=n / ps, ratio_to_pymdp=ps / sec)

@@ -179,11 +179,11 @@ class Engine:
     ``q_pi``, ``neg_efe`` ``(N, P)``, ``actions`` ``(N, F)`` int64, ``t`` ``(N,)`` int64,
     ``qs_window`` (list of ``(N, T, S_f)``), ``vfe`` ``(N,)``.
 
-    Backends: mmp, vmp and categorical observations run in the numba backend's fused CPU kernel
-    (its window sweep, ``kernels.window``, which also computes ``vfe``); on cuda they run the
-    reference (:mod:`fa_gpu.reference`) on CuPy (its batched path: the CUDA kernel does not take
-    the window yet). The fused fpi step from index observations does not compute the free energy
-    (``vfe`` is NaN after it; ``infer_states`` alone computes it on every backend).
+    Backends: mmp, vmp and categorical observations run in the fused kernels' window sweep
+    (``kernels.window``, which also computes ``vfe``): numba's CPU kernel, and cuda's fused
+    kernel (one thread per agent; its batched path runs the reference on CuPy). The fused fpi
+    step from index observations does not compute the free energy (``vfe`` is NaN after it;
+    ``infer_states`` alone computes it on every backend).
     """
 
     @classmethod

@@ -498,22 +498,31 @@ def agent_tail(n, st, md, tb, seed, w, wr, woff, ow):
 
 
 @device_jit
-def agent_step(n, st, md, tb, seed, w, wr):
-    """Agent n's whole step in pymdp's order, temporaries in w[wr]. ``st``, ``md``, ``tb``: the
-    state, model and tables bundles of ``fa_gpu.schema`` (named tuples of arrays); ``md.lr`` is
-    (N, 3): lr_pA, lr_pB, lr_pD. Model buffers with one row are shared; with N rows, row n is
-    agent n's."""
-    A, logA, H, C, B, E = md.A, md.logA, md.H_A, md.C, md.B, md.E
-    A_meta, A_deps, B_meta, B_deps, S_off = tb.A_meta, tb.A_deps, tb.B_meta, tb.B_deps, tb.S_off
-    pol, opts = tb.policies, tb.opts
-    rA, rB = row_of(A, n), row_of(B, n)
+def agent_decide(n, st, md, tb, seed, w, wr, ow):
+    """Agent n's step after state inference (``st.qs[n]`` written): negative EFE, policy
+    posterior, then :func:`agent_tail` (``ow``: its observation window argument); temporaries in
+    w[wr]. The one-agent fpi step (:func:`agent_step`) and the one-lane window step
+    (``kernels.window.window_agent_step``) share it."""
+    A_meta, B_meta, S_off, pol, opts = tb.A_meta, tb.B_meta, tb.S_off, tb.policies, tb.opts
     F = B_meta.shape[0]
-    S = S_off[F]
-    tmp = (pol.shape[1] // F + 1) * (S + 1)  # past neg_efe's beliefs and sums: free otherwise
-    infer_states(st.obs, n, logA, rA, st.prior, st.qs, A_meta, A_deps, S_off, opts[OPT_NUM_ITER],
-                 w, wr, tmp)
-    neg_efe(st.qs, n, st.neg_efe, A, rA, H, C, row_of(C, n), B, rB, md.wA, row_of(md.wA, n), md.wB,
-            row_of(md.wB, n), A_meta, A_deps, B_meta, B_deps, tb.B_next, S_off, pol, tb.branch,
-            opts[OPT_UTILITY], opts[OPT_STATE_INFO], opts[OPT_WA], opts[OPT_WB], w, wr)
-    policy_posterior(st.neg_efe, n, E, row_of(E, n), md.gamma[n], st.q_pi)
-    agent_tail(n, st, md, tb, seed, w, wr, tmp, st.qs)  # the windows are not this kernel's
+    tmp = (pol.shape[1] // F + 1) * (S_off[F] + 1)  # past neg_efe's beliefs and sums
+    neg_efe(st.qs, n, st.neg_efe, md.A, row_of(md.A, n), md.H_A, md.C, row_of(md.C, n), md.B,
+            row_of(md.B, n), md.wA, row_of(md.wA, n), md.wB, row_of(md.wB, n), A_meta, tb.A_deps,
+            B_meta, tb.B_deps, tb.B_next, S_off, pol, tb.branch, opts[OPT_UTILITY],
+            opts[OPT_STATE_INFO], opts[OPT_WA], opts[OPT_WB], w, wr)
+    policy_posterior(st.neg_efe, n, md.E, row_of(md.E, n), md.gamma[n], st.q_pi)
+    agent_tail(n, st, md, tb, seed, w, wr, tmp, ow)
+
+
+@device_jit
+def agent_step(n, st, md, tb, seed, w, wr):
+    """Agent n's whole step in pymdp's order (fpi from index observations), temporaries in
+    w[wr]. ``st``, ``md``, ``tb``: the state, model and tables bundles of ``fa_gpu.schema`` (named
+    tuples of arrays); ``md.lr`` is (N, 3): lr_pA, lr_pB, lr_pD. Model buffers with one row are
+    shared; with N rows, row n is agent n's."""
+    S_off, pol = tb.S_off, tb.policies
+    F = S_off.shape[0] - 1
+    tmp = (pol.shape[1] // F + 1) * (S_off[F] + 1)  # past neg_efe's beliefs and sums: free now
+    infer_states(st.obs, n, md.logA, row_of(md.logA, n), st.prior, st.qs, tb.A_meta, tb.A_deps,
+                 S_off, tb.opts[OPT_NUM_ITER], w, wr, tmp)
+    agent_decide(n, st, md, tb, seed, w, wr, st.qs)  # the windows are not this kernel's

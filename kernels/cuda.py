@@ -1,9 +1,13 @@
-"""Fused GPU step: one CUDA thread per agent (grid-stride), the same ``agent.agent_step`` as the
-CPU kernel, compiled for the device by Numba-CUDA.
+"""Fused GPU step: one CUDA thread per agent (grid-stride), compiled for the device by
+Numba-CUDA from the CPU kernels' per-agent source: ``agent.agent_step`` (fpi from index
+observations), or ``window.window_agent_step`` (mmp, vmp, categorical observations: the window
+sweep of ``kernels.window`` on a tile of one lane, then the same policy and learning code).
 
 The kernel takes the named-tuple bundles of ``fa_gpu.schema`` (``state``, ``model``, ``tables``),
-the ``seed`` and ``work`` (one scratch row per launched thread, allocated once per engine in
-column-major order, so a warp's accesses to one scratch element coalesce), and ``lo, hi``. When
+the ``seed``, ``work`` (one scratch row per launched thread, allocated once per engine in
+column-major order, so a warp's accesses to one scratch element coalesce), ``window`` (the window
+bundle, or None for fpi from index observations: one source, two compiled kernels) and
+``lo, hi``. When
 the model is shared by all agents and small enough, each block first copies it (A, log A, H[A],
 C, B, E) into shared memory, and every thread of the block reads it from there instead of
 global memory. Importing this module needs ``numba.cuda`` only; kernels compile at their first
@@ -12,11 +16,29 @@ launch, and under ``NUMBA_ENABLE_CUDASIM=1`` they run on Numba's simulator.
 from __future__ import annotations
 
 import functools
+import math
 
 import numba
-from numba import cuda
+from numba import cuda, types
+from numba.cuda.extending import overload
 
 from .agent import agent_step
+from .vmath import vexp, vlog
+from .window import window_agent_step
+
+# The lanes code's vectorizable log and exp (``kernels.vmath``, CPU overloads) are libdevice's on
+# the GPU, whose log and exp are one instruction sequence per thread anyway.
+@overload(vlog, target="cuda", inline="always")
+def _vlog_cuda(x):
+    if isinstance(x, types.Float):
+        return lambda x: math.log(x)
+
+
+@overload(vexp, target="cuda", inline="always")
+def _vexp_cuda(x):
+    if isinstance(x, types.Float):
+        return lambda x: math.exp(x)
+
 
 #: static shared memory a block may use (bytes)
 SHARED_LIMIT = 48 * 1024
@@ -49,7 +71,7 @@ def _make(shared_sizes, dtype, model_type):
     if shared_sizes is not None:
         LA, LlA, LH, LC, LB, LE = shared_sizes
 
-    def step_kernel(state, model, tables, seed, work, lo, hi):
+    def step_kernel(state, model, tables, seed, work, window, lo, hi):
         md = model
         if shared_sizes is not None:
             sA = cuda.shared.array((1, LA), dtype)
@@ -71,8 +93,12 @@ def _make(shared_sizes, dtype, model_type):
                             gamma=model.gamma, alpha=model.alpha, lr=model.lr)
         i = cuda.grid(1)
         stride = cuda.gridsize(1)
-        for n in range(lo + i, hi, stride):
-            agent_step(n, state, md, tables, seed, work, i)
+        if window is None:  # decided at compile time (an argument of type none)
+            for n in range(lo + i, hi, stride):
+                agent_step(n, state, md, tables, seed, work, i)
+        else:
+            for n in range(lo + i, hi, stride):
+                window_agent_step(n, state, window, md, tables, seed, work, i)
 
     return step_kernel
 

@@ -1,6 +1,7 @@
-"""Sequence inference in the agent-lanes CPU kernel: mmp and vmp over each agent's window of
-past observations and actions, and state inference from categorical observations (fpi as a
-one-step window), across a tile's lanes.
+"""Sequence inference in the fused kernels: mmp and vmp over each agent's window of past
+observations and actions, and state inference from categorical observations (fpi as a one-step
+window), across a tile's lanes: the agent-lanes CPU kernel's tiles (``kernels.cpu``), or one
+agent per CUDA thread as a tile of one lane (:func:`window_agent_step`, ``kernels.cuda``).
 
 The algorithm is ``fa_gpu.reference.infer_sequence`` / ``sequence_messages`` / ``free_energy``
 as the numpy backend runs it (``_infer_sequence``). Every quantity of the window (a step's
@@ -32,11 +33,11 @@ moves the last bits only).
 """
 from __future__ import annotations
 
-from .agent import dep_index
+from .agent import agent_decide, dep_index, shift_window
 from .columns import (A_DHI, A_DLO, A_J, A_LEAD, A_LL, A_O, A_OFF, ALGO_FPI, ALGO_MMP, ALGO_VMP,
                       B_DHI, B_DLO, B_J, B_OFF, B_S, B_U, C_OFF, OPT_ALGO, OPT_CATEGORICAL,
-                      OPT_HORIZON, OPT_NUM_ITER, TILE_BEL, TILE_LP, TILE_RED, TILE_WACT, TILE_WB,
-                      TILE_WLANE, TILE_WLL, TILE_WMSG, TILE_WQ, TILE_WSEL, TILE_WX)
+                      OPT_HORIZON, OPT_NUM_ITER, TILE_BEL, TILE_LP, TILE_RED, TILE_ROWS, TILE_WACT,
+                      TILE_WB, TILE_WLANE, TILE_WLL, TILE_WMSG, TILE_WQ, TILE_WSEL, TILE_WX)
 from .jit import LANE_FASTMATH, cast_like, device_jit, minval_like
 from .lanes import joint_weight_rows, ll_rows, log_prior_rows, matvec_rows, softmax_rows, vlog_stable
 
@@ -435,3 +436,20 @@ def window_rows(n0, W, st, wn, md, tb, t):
             for k in range(int(start[l]), H):
                 for s in range(Sf):
                     wn.qs_window[n, H * S_off[f] + k * Sf + s] = t[qb + k * S + S_off[f] + s, l]
+
+
+@device_jit
+def window_agent_step(n, st, wn, md, tb, seed, w, wr):
+    """Agent n's whole step (mmp, vmp; fpi from categorical observations) as a tile of one lane:
+    :func:`window_rows` on the tile ``(TILE_ROWS, 1)`` seen in w's column wr of ``w.T`` (so
+    ``w[wr, r]`` is tile row r: the CUDA backend's column-major scratch keeps a warp's tile rows
+    side by side), then ``agent.agent_decide`` from its posterior with w[wr] as scratch, then
+    ``agent.shift_window`` (mmp, vmp). The CUDA window kernel's body (``kernels.cuda``)."""
+    t = w.T[0:tb.tile[TILE_ROWS], wr:wr + 1]
+    window_rows(n, 1, st, wn, md, tb, t)
+    bel = tb.tile[TILE_BEL]
+    for s in range(tb.S_off[tb.S_off.shape[0] - 1]):
+        st.qs[n, s] = t[bel + s, 0]
+    agent_decide(n, st, md, tb, seed, w, wr, wn.obs_window)
+    if tb.opts[OPT_ALGO] != ALGO_FPI:
+        shift_window(n, st, wn, md, tb)

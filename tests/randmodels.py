@@ -122,3 +122,60 @@ def build(case: Case, n: int, seed: int, backend="numpy", dtype="float64", **ext
     kw = engine_kwargs(case, n, seed)
     kw.update(extra)
     return model, fa_gpu.Engine(model, n, backend=backend, dtype=dtype, seed=seed, **kw)
+
+
+# -- sequence inference (mmp, vmp, categorical observations): tests/test_sequence.py, the cuda
+# simulator's window check and benchmarks/gpu_check.py
+#: 1-3 factors, A and B dependencies (a factor with three parents), both algorithms, horizons
+#: 1-4, learning of A, B and D (per-agent parameters), categorical observations, parameter
+#: information gain, stochastic selection
+SEQ = [
+    (Case("mmp_1f_H3", [4], [3, 2], [3]), dict(inference_algo="mmp", inference_horizon=3)),
+    (Case("vmp_1f_H1_len2", [3], [4], [2], policy_len=2), dict(inference_algo="vmp", inference_horizon=1)),
+    (Case("vmp_2f_Bdeps_H2", [3, 2], [3, 2], [3, 2], A_deps=[[0], [0, 1]], B_deps=[[0, 1], [1]]),
+     dict(inference_algo="vmp", inference_horizon=2)),
+    (Case("mmp_2f_Bdeps_H4", [2, 3], [4], [2, 3], B_deps=[[1, 0], [1]]),
+     dict(inference_algo="mmp", inference_horizon=4, sampling_mode="marginal")),
+    (Case("mmp_3f_H3", [2, 3, 2], [3, 2], [2, 3, 1], A_deps=[[0, 2], [1, 2]], B_deps=[[0], [1], [2, 0]]),
+     dict(inference_algo="mmp", inference_horizon=3, num_iter=5)),
+    (Case("vmp_3f_3parents_H4", [2, 2, 3], [2, 3], [2, 1, 2], A_deps=[[0, 1], [2]], B_deps=[[0, 1, 2], [1], [2]]),
+     dict(inference_algo="vmp", inference_horizon=4, num_iter=4)),
+    (Case("mmp_3parents_H3", [2, 2, 3], [3], [2, 2, 2], B_deps=[[0, 1, 2], [1], [2, 1]]),
+     dict(inference_algo="mmp", inference_horizon=3, num_iter=3)),
+    (Case("mmp_learnABD_H3", [3, 2], [3, 3], [3, 2], A_deps=[[0], [0, 1]], counts=("pA", "pB", "pD"),
+          kw=dict(learn_A=True, learn_B=True, learn_D=True, lr_pB=0.6)),
+     dict(inference_algo="mmp", inference_horizon=3)),
+    (Case("vmp_learnAB_cat_H2", [3], [3, 2], [3], counts=("pA", "pB"), kw=dict(learn_A=True, learn_B=True, lr_pA=0.7)),
+     dict(inference_algo="vmp", inference_horizon=2, categorical_obs=True)),
+    (Case("vmp_info_stoch_H3", [3, 2], [3, 2], [2, 2], counts=("pA", "pB"), per_agent_gamma=True,
+          kw=dict(use_param_info_gain=True)), dict(inference_algo="vmp", inference_horizon=3,
+                                                    action_selection="stochastic")),
+    (Case("fpi_cat_learnA_2f", [3, 2], [3, 2], [2, 2], counts=("pA",), kw=dict(learn_A=True)),
+     dict(categorical_obs=True)),
+]
+SEQ_IDS = [c.name for c, _ in SEQ]
+
+
+def build_seq(case, n, seed, backend, per_agent, dtype="float64", **kw):
+    """The Engine of ``case``; ``per_agent``: every agent its own random A, B, C, D (and counts)."""
+    arrs = make_model_arrays(case, seed)
+    if per_agent:
+        own = [make_model_arrays(case, seed + 1 + i) for i in range(n)]
+        for k in ("A", "B", "C", "D", "pA", "pB", "pD"):
+            if k in arrs:
+                arrs[k] = [np.stack([o[k][i] for o in own]) for i in range(len(arrs[k]))]
+    model = fa_gpu.GenerativeModel(**arrs)
+    kw = {**engine_kwargs(case, n, seed), **kw}
+    return fa_gpu.Engine(model, n, backend=backend, dtype=dtype, seed=seed, **kw)
+
+
+def inputs(case, kw, seed, n, steps):
+    """Per step: index obs (n, M), or M random distributions (n, O_m) with categorical_obs."""
+    if not kw.get("categorical_obs"):
+        return list(random_obs(case, n, steps, seed))
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(steps):
+        xs = [rng.gamma(0.8, size=(n, o)) + 1e-3 for o in case.num_obs]
+        out.append([x / x.sum(axis=1, keepdims=True) for x in xs])
+    return out

@@ -67,18 +67,34 @@ def test_simulator_trajectories_equal_reference():
     assert "ties ok" in out
 
 
-@pytest.mark.slow  # ~90 s on 2 cores: run by .ci/run's second call (-m "slow or faults_long")
+@pytest.mark.parametrize("which", ["basic", pytest.param("all", marks=pytest.mark.slow)])
+def test_simulator_window_kernel_equals_reference(which):
+    """The fused window kernel (mmp, vmp, fpi from categorical observations) on the simulator:
+    every random sequence model (``randmodels.SEQ``) equals the reference step by step, every
+    buffer, agents reset mid-run, model in shared and in global memory; cohort launches equal
+    the whole step. ``all`` (slow): per-agent models, float32, and the sweep that takes each
+    action's product from B."""
+    _need_numba_cuda()
+    from randmodels import SEQ
+
+    out = _run("window_sim_check.py", *(["all"] if which == "all" else []), sim=True)
+    assert f"WINDOW SIM OK {len(SEQ) * (3 if which == 'all' else 1) + (4 if which == 'all' else 0)}" in out
+    assert "cohorts ok" in out and "paths ['global', 'shared']" in out
+
+
+@pytest.mark.slow  # ~3 min on 2 cores: run by .ci/run's second call (-m "slow or faults_long")
 def test_kernel_compiles_to_ptx():
-    """sm_80 and sm_90, both dtypes, model in global and in shared memory; the two targets
-    compile side by side (each compile is one thread)."""
+    """sm_80 and sm_90, both dtypes, fpi and the window sweep, model in global and in shared
+    memory; the two targets compile side by side (each compile is one thread)."""
     _need_numba_cuda()
     ccs = [(8, 0), (9, 0)]
     procs = [_start("ptx_check.py", *cc) for cc in ccs]
     for cc, proc in zip(ccs, procs):
-        out = _finish(proc)
+        out = _finish(proc, timeout=1800)
         for dtype in ("float32", "float64"):
-            for tag in ("global", "shared"):
-                assert f"PTX OK sm_{cc[0]}{cc[1]} {dtype} {tag}" in out
+            for kind in ("fpi", "window"):
+                for tag in ("global", "shared"):
+                    assert f"PTX OK sm_{cc[0]}{cc[1]} {dtype} {kind} {tag}" in out
 
 
 # -- fallbacks -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fa_gpu
-from randmodels import Case, build, engine_kwargs, make_model_arrays, random_obs
+from randmodels import SEQ, SEQ_IDS, Case, build, build_seq, inputs, random_obs
 
 N, STEPS = 6, 6
 CASES = [
@@ -20,18 +20,6 @@ CASES = [
     (Case("fpi_cat", [3, 3], [3, 4], [2, 3]), dict(categorical_obs=True)),
 ]
 IDS = [c.name for c, _ in CASES]
-
-
-def inputs(case, kw, seed, n=N, steps=STEPS):
-    """Per step: index obs (n, M), or M random distributions (n, O_m) with categorical_obs."""
-    if not kw.get("categorical_obs"):
-        return list(random_obs(case, n, steps, seed))
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(steps):
-        xs = [rng.gamma(0.8, size=(n, o)) + 1e-3 for o in case.num_obs]
-        out.append([x / x.sum(axis=1, keepdims=True) for x in xs])
-    return out
 
 
 def state(eng):
@@ -54,7 +42,7 @@ def test_numba_equals_numpy(case, kw):
     _, ref = build(case, N, 11, backend="numpy", **kw)
     _, fast = build(case, N, 11, backend="numba", **kw)
     assert fast.step_path == "fused"
-    for t, o in enumerate(inputs(case, kw, 11)):
+    for t, o in enumerate(inputs(case, kw, 11, N, STEPS)):
         np.testing.assert_array_equal(ref.step(o), fast.step(o), err_msg=f"actions at step {t}")
         assert_same(state(ref), state(fast), 1e-10, f"at step {t}")
         assert np.all(np.isfinite(ref.vfe))
@@ -66,7 +54,7 @@ def test_cohorts_reset_and_checkpoint(case, kw, tmp_path):
     some agents starts their window afresh (as a new engine's)."""
     _, whole = build(case, N, 5, **kw)
     _, split = build(case, N, 5, **kw)
-    obs = inputs(case, kw, 5, steps=8)
+    obs = inputs(case, kw, 5, N, 8)
     for t, o in enumerate(obs[:4]):
         whole.step(o)
         lo = [x[:2] for x in o] if isinstance(o, list) else o[:2]
@@ -109,7 +97,7 @@ def test_window_slots_before_the_first_step_hold_D_and_prior_is_D():
 def test_bad_options_and_categorical_obs_are_refused_by_name():
     case, kw = CASES[3]
     model, eng = build(case, N, 1, **kw)
-    good = inputs(case, kw, 1, steps=1)[0]
+    good = inputs(case, kw, 1, N, 1)[0]
     before = state(eng)
     bad = [x.copy() for x in good]
     bad[1][2, 0] += 0.1
@@ -133,49 +121,6 @@ def test_bad_options_and_categorical_obs_are_refused_by_name():
 
 
 # -- the fused window sweep against the reference, on random models ----------------------------
-#: 1-3 factors, A and B dependencies (a factor with three parents), both algorithms, horizons
-#: 1-4, learning of A, B and D (per-agent parameters), categorical observations, parameter
-#: information gain, stochastic selection
-SEQ = [
-    (Case("mmp_1f_H3", [4], [3, 2], [3]), dict(inference_algo="mmp", inference_horizon=3)),
-    (Case("vmp_1f_H1_len2", [3], [4], [2], policy_len=2), dict(inference_algo="vmp", inference_horizon=1)),
-    (Case("vmp_2f_Bdeps_H2", [3, 2], [3, 2], [3, 2], A_deps=[[0], [0, 1]], B_deps=[[0, 1], [1]]),
-     dict(inference_algo="vmp", inference_horizon=2)),
-    (Case("mmp_2f_Bdeps_H4", [2, 3], [4], [2, 3], B_deps=[[1, 0], [1]]),
-     dict(inference_algo="mmp", inference_horizon=4, sampling_mode="marginal")),
-    (Case("mmp_3f_H3", [2, 3, 2], [3, 2], [2, 3, 1], A_deps=[[0, 2], [1, 2]], B_deps=[[0], [1], [2, 0]]),
-     dict(inference_algo="mmp", inference_horizon=3, num_iter=5)),
-    (Case("vmp_3f_3parents_H4", [2, 2, 3], [2, 3], [2, 1, 2], A_deps=[[0, 1], [2]], B_deps=[[0, 1, 2], [1], [2]]),
-     dict(inference_algo="vmp", inference_horizon=4, num_iter=4)),
-    (Case("mmp_3parents_H3", [2, 2, 3], [3], [2, 2, 2], B_deps=[[0, 1, 2], [1], [2, 1]]),
-     dict(inference_algo="mmp", inference_horizon=3, num_iter=3)),
-    (Case("mmp_learnABD_H3", [3, 2], [3, 3], [3, 2], A_deps=[[0], [0, 1]], counts=("pA", "pB", "pD"),
-          kw=dict(learn_A=True, learn_B=True, learn_D=True, lr_pB=0.6)),
-     dict(inference_algo="mmp", inference_horizon=3)),
-    (Case("vmp_learnAB_cat_H2", [3], [3, 2], [3], counts=("pA", "pB"), kw=dict(learn_A=True, learn_B=True, lr_pA=0.7)),
-     dict(inference_algo="vmp", inference_horizon=2, categorical_obs=True)),
-    (Case("vmp_info_stoch_H3", [3, 2], [3, 2], [2, 2], counts=("pA", "pB"), per_agent_gamma=True,
-          kw=dict(use_param_info_gain=True)), dict(inference_algo="vmp", inference_horizon=3,
-                                                    action_selection="stochastic")),
-    (Case("fpi_cat_learnA_2f", [3, 2], [3, 2], [2, 2], counts=("pA",), kw=dict(learn_A=True)),
-     dict(categorical_obs=True)),
-]
-SEQ_IDS = [c.name for c, _ in SEQ]
-
-
-def build_seq(case, n, seed, backend, per_agent, dtype="float64", **kw):
-    """The Engine of ``case``; ``per_agent``: every agent its own random A, B, C, D (and counts)."""
-    arrs = make_model_arrays(case, seed)
-    if per_agent:
-        own = [make_model_arrays(case, seed + 1 + i) for i in range(n)]
-        for k in ("A", "B", "C", "D", "pA", "pB", "pD"):
-            if k in arrs:
-                arrs[k] = [np.stack([o[k][i] for o in own]) for i in range(len(arrs[k]))]
-    model = fa_gpu.GenerativeModel(**arrs)
-    kw = {**engine_kwargs(case, n, seed), **kw}
-    return fa_gpu.Engine(model, n, backend=backend, dtype=dtype, seed=seed, **kw)
-
-
 def full_state(eng):
     out = state(eng)
     for k in ("A", "B", "D", "pD"):
@@ -186,12 +131,13 @@ def full_state(eng):
     return out
 
 
-def run_against_reference(case, kw, n, seed, per_agent, tol=1e-10, dtype="float64"):
-    """Step a numpy and a numba engine together for longer than the window; agents 1, 3 and the
+def run_against_reference(case, kw, n, seed, per_agent, tol=1e-10, dtype="float64", backend="numba"):
+    """Step a numpy and a ``backend`` engine (numba; cuda on the simulator:
+    ``gpu_scripts/window_sim_check.py``) together for longer than the window; agents 1, 3 and the
     last are reset after steps 2 and 6 (their windows restart while their tile-mates' are full).
     Every buffer is compared after every step."""
     ref = build_seq(case, n, seed, "numpy", per_agent, dtype, **kw)
-    fast = build_seq(case, n, seed, "numba", per_agent, dtype, **kw)
+    fast = build_seq(case, n, seed, backend, per_agent, dtype, **kw)
     assert fast.step_path == "fused"
     steps = kw.get("inference_horizon", 1) + 6
     cohort = [1, 3, n - 1] if n > 3 else [1]

@@ -3,7 +3,8 @@ column-major, the agent innermost, so a warp's accesses coalesce), all work on t
 stream. Two step paths (``cuda_path``):
 
 - ``"fused"``: one Numba-CUDA kernel launch per step (``kernels.cuda``), one thread per agent; a
-  shared model that fits is read from each block's shared memory.
+  shared model that fits is read from each block's shared memory. With a window (mmp, vmp,
+  categorical observations) the kernel runs the window sweep first (``kernels.window``).
 - ``"batched"``: the reference algorithm (:mod:`fa_gpu.reference`) on CuPy arrays. A shared A or
   B meets the agents' beliefs in one matrix product (cuBLAS ``tensordot``); what is left is
   batched per-agent work (einsum, elementwise). Agents go in chunks sized so the temporaries
@@ -30,6 +31,7 @@ import importlib.util
 import numpy as np
 
 from .. import schema
+from ..kernels.columns import TILE_ROWS
 from .numpy import NumpyBackend, reference_temp_bytes
 
 THREADS_PER_BLOCK = 128
@@ -93,6 +95,7 @@ class CudaBackend(NumpyBackend):
 
         self.cuda_path = cuda_path  # checked by the Engine
         self.path, self.chunk = "fused", MAX_THREADS
+        self._window = False  # the fused kernel runs the window sweep (and writes vfe)
         self._k = kcuda
         self.device_info = None
         if simulated():
@@ -180,19 +183,23 @@ class CudaBackend(NumpyBackend):
         return b.cache["shared_sizes"]
 
     def prepare(self, cfg, layout, shared_model: bool) -> None:
-        """Choose the step path (module docstring) and the batched path's chunk of agents."""
+        """Choose the step path (module docstring) and the batched path's chunk of agents. The
+        fused kernel runs the window sweep (``kernels.window``) when the engine has a window
+        (mmp, vmp, categorical observations: ``layout.window > 0``)."""
         path = self.cuda_path
-        if cfg.sequence or cfg.categorical_obs:  # the fused kernel does not take the window yet
-            if path == "fused":
-                raise ValueError(f"cuda_path='fused' cannot run inference_algo={cfg.inference_algo!r}"
-                                 f"{' with categorical_obs' if cfg.categorical_obs else ''} yet; use "
-                                 "cuda_path='auto' or 'batched' (the reference on CuPy)")
-            path = "batched"
         if path == "auto":
             big = max(cfg.num_states) >= BATCHED_MIN_STATES
             path = "batched" if shared_model and big else "fused"
         self.path = path
+        self._window = layout.window > 0
         self.chunk = max(1, min(MAX_THREADS, BATCHED_TEMP_BYTES // reference_temp_bytes(cfg, layout)))
+
+    def scratch_size(self, layout) -> int:
+        """Elements of one thread's scratch: the one-agent step's, and with a window the window
+        sweep's tile of one lane (``Layout.tile``) too (the two are used one after the other)."""
+        if layout.window > 0:
+            return max(layout.scratch_size, int(layout.tile[TILE_ROWS]))
+        return layout.scratch_size
 
     def work_rows(self, n: int) -> int:
         """One scratch row per launched thread (none on the batched path)."""
@@ -215,8 +222,10 @@ class CudaBackend(NumpyBackend):
             for a in range(lo, hi, self.chunk):
                 NumpyBackend.step(self, b, cfg, a, min(a + self.chunk, hi))
             return
-        b.vfe[lo:hi] = np.nan  # the fused kernel leaves the free energy out
+        if not self._window:
+            b.vfe[lo:hi] = np.nan  # the fpi kernel leaves the free energy out
         blocks, tpb = self.launch_shape(hi - lo)
         kernel = self._k.step_kernel(self.shared_model_sizes(b), cfg.dtype.str, schema.ModelBundle)
         launch = kernel[blocks, tpb] if self.stream is None else kernel[blocks, tpb, self._nb_stream]
-        launch(*b.kernel_args(cfg.seed), lo, hi)
+        args = b.kernel_args(cfg.seed, window=self._window)
+        launch(*args[:5], args[5] if self._window else None, lo, hi)

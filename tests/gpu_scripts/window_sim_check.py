@@ -1,0 +1,56 @@
+"""Run under NUMBA_ENABLE_CUDASIM=1 (a process of its own): the cuda backend's fused window kernel
+(``kernels.window.window_agent_step``: mmp, vmp, fpi from categorical observations) on Numba's
+CUDA simulator against the numpy reference, on the random sequence models of tests/randmodels.py,
+as tests/test_sequence.py checks numba: every buffer after every step, agents reset mid-run.
+argv: ``all`` adds per-agent models, float32 and the sweep without per-lane matrices. Prints one
+line per case, 'cohorts ok', the model placements met (global, shared), and
+'WINDOW SIM OK <count>' at the end; any mismatch raises."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import numpy as np  # noqa: E402
+from numba import config  # noqa: E402
+
+from fa_gpu import layout  # noqa: E402
+from fa_gpu.backends import cuda as bcuda  # noqa: E402
+
+from randmodels import SEQ, SEQ_IDS, build_seq, inputs  # noqa: E402
+from test_sequence import assert_same, full_state  # noqa: E402
+from test_sequence import run_against_reference as run  # noqa: E402
+
+assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
+every = sys.argv[1:] == ["all"]
+checked, paths = 0, set()
+for (case, kw), name in zip(SEQ, SEQ_IDS):
+    eng = run(case, kw, 5, 21, False, backend="cuda")
+    assert eng.step_path == "fused", name
+    paths.add("shared" if eng._backend.shared_model_sizes(eng._buffers) else "global")
+    checked += 1
+    if every:
+        run(case, kw, 6, 22, True, backend="cuda")
+        run(case, kw, 5, 23, False, tol=2e-5, dtype="float32", backend="cuda")
+        checked += 2
+    print(name, "ok", flush=True)
+if every:  # the sweep that takes each action's product from B (models too large for the matrices)
+    layout.SEL_MAX_BYTES = 0
+    for i in (2, 4, 5, 7):
+        eng = run(*SEQ[i], 6, 24, i % 2 == 0, backend="cuda")
+        assert eng.layout.window_sel_rows == 0
+        checked += 1
+    print("without per-lane matrices ok", flush=True)
+# cohorts (one launch per agent range) give the whole step's numbers; a launch of 3 threads
+# strides over the agents (the grid-stride loop)
+bcuda.MAX_THREADS = 3
+case, kw = SEQ[8]
+whole = build_seq(case, 7, 31, "cuda", False, **kw)
+cut = build_seq(case, 7, 31, "cuda", False, **kw)
+for t, o in enumerate(inputs(case, kw, 31, n=7, steps=kw["inference_horizon"] + 3)):
+    whole.step(o)
+    for lo, hi in ((0, 2), (2, 7)):
+        cut.step([x[lo:hi] for x in o] if isinstance(o, list) else o[lo:hi], agents=(lo, hi))
+    assert_same(full_state(whole), full_state(cut), 0, f"cohorts at step {t}")
+    assert np.all(np.isfinite(whole.vfe))
+print("cohorts ok")
+print("paths", sorted(paths))
+print("WINDOW SIM OK", checked)
