@@ -18,13 +18,11 @@ compiled without ``reassoc``): log within 1.2 ulp (float32) and 1 ulp (float64) 
 rounded value on [MINVAL, 1e6], exp within 1.7 and 2 ulp on its normal range. A caller compiled
 with ``reassoc`` (today's kernels, for their dot products) lets LLVM fold the two-part ln2 of the
 exp reduction into one constant: exp on [-50, 0] then errs by up to 3 ulp (float32) and 16 ulp
-(float64), and by about |x|/ln2 ulp beyond; log is unaffected (2 ulp). The agent-lanes kernel, whose
-loops run across agents and need no reassociation, is where these are meant to live.
-
-No kernel calls them yet. The overloads are CPU-only: numba-cuda's lowering cannot compile the
-closures below, so a GPU kernel using them needs a ``numba.cuda.extending.overload(...,
-target="cuda")`` mapping them to libdevice's ``log``/``exp`` (such a mapping compiled to PTX in
-a trial, 2026-12-02).
+(float64), and by about |x|/ln2 ulp beyond; log is unaffected (2 ulp). The agent-lanes kernel
+(``kernels.lanes``, ``kernels.window``), whose loops run across agents and need no
+reassociation, calls them. The overloads here are CPU-only: numba-cuda's lowering cannot compile
+the closures below, so ``kernels.cuda`` maps both to libdevice's ``log``/``exp`` for the GPU
+(``numba.cuda.extending.overload(..., target="cuda")``).
 """
 from __future__ import annotations
 
