@@ -42,16 +42,19 @@ def _vexp_cuda(x):
 
 #: static shared memory a block may use (bytes)
 SHARED_LIMIT = 48 * 1024
-#: the model buffers a block may copy into shared memory
-SHARED_FIELDS = ("A", "logA", "H_A", "C", "B", "E")
+#: the model buffers a block may copy into shared memory, with their sharing group (``Engine``'s
+#: per-agent keys)
+SHARED_FIELDS = {"A": "A", "logA": "A", "H_A": "A", "C": "C", "B": "B", "E": "E"}
 
 
-def shared_model_sizes(model):
-    """Row widths of ``model``'s :data:`SHARED_FIELDS` when all are shared (one row) and fit in a
-    block's shared memory together, else None."""
-    bufs = [getattr(model, k) for k in SHARED_FIELDS]
-    if any(b.shape[0] != 1 for b in bufs):
+def shared_model_sizes(model, per_agent: dict):
+    """Row widths of ``model``'s :data:`SHARED_FIELDS` when all are shared by the agents
+    (``per_agent``: group key -> bool; a learned group is per-agent, and its one row at N = 1
+    is written by the kernel, so never a block's read-only copy) and fit in a block's shared
+    memory together, else None."""
+    if any(per_agent[g] for g in SHARED_FIELDS.values()):
         return None
+    bufs = [getattr(model, k) for k in SHARED_FIELDS]
     if sum(b.shape[1] for b in bufs) * bufs[0].itemsize > SHARED_LIMIT:
         return None
     return tuple(b.shape[1] for b in bufs)

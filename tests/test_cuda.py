@@ -63,7 +63,7 @@ def test_simulator_trajectories_equal_reference():
     assert "auto ok" in out and "numba off ok" in out and "batched memory ok" in out
     assert "paths ['global', 'shared']" in out
     assert "cohorts ok" in out  # model in shared memory, and per-agent (learning)
-    assert "agent offset ok" in out and "worlds ok" in out
+    assert "agent offset ok" in out and "worlds ok" in out and "one agent learning ok" in out
     assert "ties ok" in out
 
 
@@ -80,6 +80,7 @@ def test_simulator_window_kernel_equals_reference(which):
     out = _run("window_sim_check.py", *(["all"] if which == "all" else []), sim=True)
     assert f"WINDOW SIM OK {len(SEQ) * (3 if which == 'all' else 1) + (4 if which == 'all' else 0)}" in out
     assert "cohorts ok" in out and "paths ['global', 'shared']" in out
+    assert "one agent learning ok" in out
 
 
 @pytest.mark.slow  # ~3 min on 2 cores: run by .ci/run's second call (-m "slow or faults_long")

@@ -179,7 +179,7 @@ class CudaBackend(NumpyBackend):
         """Row widths of the model copied into each block's shared memory, or None when it is
         per-agent or too big (then every thread reads global memory)."""
         if "shared_sizes" not in b.cache:
-            b.cache["shared_sizes"] = self._k.shared_model_sizes(b.bundle("model"))
+            b.cache["shared_sizes"] = self._k.shared_model_sizes(b.bundle("model"), b.per_agent)
         return b.cache["shared_sizes"]
 
     def prepare(self, cfg, layout, shared_model: bool) -> None:

@@ -52,7 +52,7 @@ for dtype in ("float32", "float64"):
         window = numba.typeof(b.bundle("window")) if kind == "window" else types.none
         sig = tuple(numba.typeof(x) for x in bundles) + (types.uint64, numba.typeof(b.packed["work"]),
                                                          window, types.int64, types.int64)
-        sizes = kcuda.shared_model_sizes(bundles[1])
+        sizes = kcuda.shared_model_sizes(bundles[1], spec.per_agent)
         assert (sizes is not None) == shared
         ptx, _ = cuda.compile_ptx(kcuda.step_kernel_py(sizes, np.dtype(dtype), schema.ModelBundle), sig, cc=cc)
         target = f".target sm_{cc[0]}{cc[1]}"

@@ -56,6 +56,19 @@ for o in random_obs(case, 6, 3, 9):
     np.testing.assert_array_equal(got, expect)
     np.testing.assert_allclose(split.q_pi, whole.q_pi, rtol=1e-10, atol=1e-10)
 print("cohorts ok")
+# one agent learning: its learned A and B have one row, which the kernel writes, so the block
+# must not take them for a shared read-only model
+for idx in (24, 25, 26, 32, 33):
+    _, ref = build(CASES[idx], 1, 5, backend="numpy", action_selection="stochastic")
+    _, one = build(CASES[idx], 1, 5, backend="cuda", action_selection="stochastic")
+    assert one._backend.shared_model_sizes(one._buffers) is None, CASES[idx].name
+    for t, o in enumerate(random_obs(CASES[idx], 1, 4, 5)):
+        np.testing.assert_array_equal(one.step(o), ref.step(o))
+        for name in ("A", "B", "qs", "q_pi"):
+            if getattr(ref, name) is not None:
+                for x, y in zip(getattr(ref, name), getattr(one, name)):
+                    np.testing.assert_allclose(y, x, rtol=1e-10, atol=1e-10, err_msg=f"{CASES[idx].name} {name} t={t}")
+print("one agent learning ok")
 # a shard (agent_offset) draws the whole population's numbers for its agents
 _, whole = build(case, 6, 9, backend="numpy", action_selection="stochastic", alpha=0.5)
 _, shard = build(case, 4, 9, backend="cuda", action_selection="stochastic", alpha=0.5, agent_offset=2)

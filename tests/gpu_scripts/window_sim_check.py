@@ -3,7 +3,7 @@
 CUDA simulator against the numpy reference, on the random sequence models of tests/randmodels.py,
 as tests/test_sequence.py checks numba: every buffer after every step, agents reset mid-run.
 argv: ``all`` adds per-agent models, float32 and the sweep without per-lane matrices. Prints one
-line per case, 'cohorts ok', the model placements met (global, shared), and
+line per case, 'one agent learning ok', 'cohorts ok', the model placements met (global, shared), and
 'WINDOW SIM OK <count>' at the end; any mismatch raises."""
 import os
 import sys
@@ -39,6 +39,15 @@ if every:  # the sweep that takes each action's product from B (models too large
         assert eng.layout.window_sel_rows == 0
         checked += 1
     print("without per-lane matrices ok", flush=True)
+# one agent learning (A, B, D: per-agent groups of one row, written by the kernel)
+for i in (7, 8, 10):
+    case, kw = SEQ[i]
+    ref, one = (build_seq(case, 1, 27, b, False, **kw) for b in ("numpy", "cuda"))
+    assert one._backend.shared_model_sizes(one._buffers) is None, SEQ_IDS[i]
+    for t, o in enumerate(inputs(case, kw, 27, 1, kw.get("inference_horizon", 1) + 3)):
+        np.testing.assert_array_equal(one.step(o), ref.step(o))
+        assert_same(full_state(ref), full_state(one), 1e-10, f"{SEQ_IDS[i]} one agent at step {t}")
+print("one agent learning ok")
 # cohorts (one launch per agent range) give the whole step's numbers; a launch of 3 threads
 # strides over the agents (the grid-stride loop)
 bcuda.MAX_THREADS = 3
