@@ -179,3 +179,39 @@ def inputs(case, kw, seed, n, steps):
         xs = [rng.gamma(0.8, size=(n, o)) + 1e-3 for o in case.num_obs]
         out.append([x / x.sum(axis=1, keepdims=True) for x in xs])
     return out
+
+
+def random_seq(seed: int, max_n: int = 80):
+    """A random small sequence-inference setup: ``(case, kw, n, per_agent)``. 1-3 factors (2-3
+    states, 1-3 actions), 1-3 modalities (2-4 outcomes), random A/B dependencies, policy_len
+    1-2, counts and learning of A/B/D, parameter information gain, E and per-agent gamma on or
+    off; mmp or vmp (horizon 1-5, num_iter 1-5, categorical observations or not) or fpi from
+    categorical observations; deterministic or stochastic, full or marginal; 1..max_n agents,
+    per-agent models or shared."""
+    r = np.random.default_rng(seed)
+    F, M = int(r.integers(1, 4)), int(r.integers(1, 4))
+    S = [int(x) for x in r.integers(2, 4, F)]
+    U = [int(x) for x in r.integers(1, 4, F)]
+    T = int(r.integers(1, 3))
+    if T == 2:  # at most 64 policies
+        U = [min(u, 2) for u in U]
+    A_deps = [sorted(r.permutation(F)[:r.integers(1, F + 1)].tolist()) for _ in range(M)]
+    B_deps = []
+    for f in range(F):
+        others = [g for g in r.permutation(F).tolist() if g != f][:r.integers(0, F)]
+        B_deps.append(r.permutation(others + [f]).tolist())
+    counts = tuple(c for c in ("pA", "pB", "pD") if r.random() < 0.5)
+    learn = dict(learn_A="pA" in counts and r.random() < 0.7, learn_B="pB" in counts and r.random() < 0.7,
+                 learn_D="pD" in counts and r.random() < 0.7,
+                 use_param_info_gain=bool({"pA", "pB"} & set(counts)) and r.random() < 0.5)
+    case = Case(f"seq{seed}", S, [int(x) for x in r.integers(2, 5, M)], U, A_deps=A_deps, B_deps=B_deps,
+                policy_len=T, E=bool(r.random() < 0.5), per_agent_gamma=bool(r.random() < 0.5), kw=learn,
+                counts=counts)
+    kw = dict(action_selection=("deterministic", "stochastic")[int(r.integers(0, 2))],
+              sampling_mode=("full", "marginal")[int(r.integers(0, 2))], categorical_obs=True)
+    algo = ("mmp", "vmp", "fpi")[int(r.integers(0, 3))]
+    if algo != "fpi":
+        kw.update(inference_algo=algo, inference_horizon=int(r.integers(1, 6)),
+                  num_iter=int(r.integers(1, 6)), categorical_obs=bool(r.random() < 0.4))
+    return case, kw, int(r.integers(1, max_n + 1)), bool(r.random() < 0.3)
+

@@ -72,13 +72,13 @@ def test_simulator_window_kernel_equals_reference(which):
     """The fused window kernel (mmp, vmp, fpi from categorical observations) on the simulator:
     every random sequence model (``randmodels.SEQ``) equals the reference step by step, every
     buffer, agents reset mid-run, model in shared and in global memory; cohort launches equal
-    the whole step. ``all`` (slow): per-agent models, float32, and the sweep that takes each
-    action's product from B."""
+    the whole step; one learning agent. ``all`` (slow): per-agent models, float32, the sweep
+    that takes each action's product from B, and 30 random setups (``randmodels.random_seq``)."""
     _need_numba_cuda()
     from randmodels import SEQ
 
     out = _run("window_sim_check.py", *(["all"] if which == "all" else []), sim=True)
-    assert f"WINDOW SIM OK {len(SEQ) * (3 if which == 'all' else 1) + (4 if which == 'all' else 0)}" in out
+    assert f"WINDOW SIM OK {len(SEQ) * (3 if which == 'all' else 1) + (34 if which == 'all' else 0)}" in out
     assert "cohorts ok" in out and "paths ['global', 'shared']" in out
     assert "one agent learning ok" in out
 

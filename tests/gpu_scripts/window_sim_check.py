@@ -2,9 +2,10 @@
 (``kernels.window.window_agent_step``: mmp, vmp, fpi from categorical observations) on Numba's
 CUDA simulator against the numpy reference, on the random sequence models of tests/randmodels.py,
 as tests/test_sequence.py checks numba: every buffer after every step, agents reset mid-run.
-argv: ``all`` adds per-agent models, float32 and the sweep without per-lane matrices. Prints one
-line per case, 'one agent learning ok', 'cohorts ok', the model placements met (global, shared), and
-'WINDOW SIM OK <count>' at the end; any mismatch raises."""
+argv: ``all`` adds per-agent models, float32, the sweep without per-lane matrices and 30 random
+setups (``randmodels.random_seq``). Prints one line per case, 'one agent learning ok',
+'cohorts ok', the model placements met (global, shared), and 'WINDOW SIM OK <count>' at the
+end; any mismatch raises."""
 import os
 import sys
 
@@ -15,7 +16,7 @@ from numba import config  # noqa: E402
 from fa_gpu import layout  # noqa: E402
 from fa_gpu.backends import cuda as bcuda  # noqa: E402
 
-from randmodels import SEQ, SEQ_IDS, build_seq, inputs  # noqa: E402
+from randmodels import SEQ, SEQ_IDS, build_seq, inputs, random_seq  # noqa: E402
 from test_sequence import assert_same, full_state  # noqa: E402
 from test_sequence import run_against_reference as run  # noqa: E402
 
@@ -32,6 +33,7 @@ for (case, kw), name in zip(SEQ, SEQ_IDS):
         run(case, kw, 5, 23, False, tol=2e-5, dtype="float32", backend="cuda")
         checked += 2
     print(name, "ok", flush=True)
+SEL_MAX_BYTES = layout.SEL_MAX_BYTES
 if every:  # the sweep that takes each action's product from B (models too large for the matrices)
     layout.SEL_MAX_BYTES = 0
     for i in (2, 4, 5, 7):
@@ -39,6 +41,12 @@ if every:  # the sweep that takes each action's product from B (models too large
         assert eng.layout.window_sel_rows == 0
         checked += 1
     print("without per-lane matrices ok", flush=True)
+    layout.SEL_MAX_BYTES = SEL_MAX_BYTES
+    for seed in range(30):  # random small setups (randmodels.random_seq), 1-8 agents
+        case, kw, n, per_agent = random_seq(seed, max_n=8)
+        run(case, kw, n, seed, per_agent, backend="cuda")
+        checked += 1
+    print("random setups ok", flush=True)
 # one agent learning (A, B, D: per-agent groups of one row, written by the kernel)
 for i in (7, 8, 10):
     case, kw = SEQ[i]
