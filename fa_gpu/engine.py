@@ -276,7 +276,8 @@ class Engine:
         cfg, per = self.config, self._per_agent
         self.layout = layout.build_layout(model, B_onehot_ok=not learn_B, A_plans_ok=not per["A"],
                                           itemsize=cfg.dtype.itemsize,
-                                          window=cfg.window if cfg.sequence or cfg.categorical_obs else 0)
+                                          window=cfg.window if cfg.sequence or cfg.categorical_obs else 0,
+                                          lane_matrices=self._backend.lane_matrices)
         self._backend.prepare(self.config, self.layout, shared_model=not (per["A"] or per["B"]))
         self._spec = schema.shapes(self.config, self.layout, per, self._backend.work_rows(n),
                                    self._backend.pads_work, self._backend.scratch_size(self.layout))

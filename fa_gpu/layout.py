@@ -43,6 +43,7 @@ class Layout:
     sizes: dict  # buffer widths: "A", "H", "C", "B", "S", "E"; "LL": summed log-likelihoods
     itemsize: int = 4  # bytes of the engine's float dtype (sizes the CPU kernel's tiles)
     window: int = 0  # steps of the fused kernel's window sweep (mmp, vmp, categorical obs); 0: none
+    lane_matrices: bool = True  # the window sweep may copy each lane's transition matrices (window_sel_rows)
 
     @property
     def maxima(self) -> tuple[int, int, int]:
@@ -83,9 +84,10 @@ class Layout:
     def window_sel_rows(self) -> int:
         """Tile rows of the window sweep's per-lane transition matrices (each edge of the window,
         each factor: the matrix of the action taken and its parent-normalized twin, 2 S_f J_f
-        rows), or 0 when they would exceed :data:`SEL_MAX_BYTES` (the sweep then
-        takes each action's product from B and selects per lane)."""
-        if self.window < 2:
+        rows), or 0 when they would exceed :data:`SEL_MAX_BYTES` or ``lane_matrices`` is off (the
+        sweep then takes each action's product from B and selects per lane: for a tile of one
+        lane, the CUDA kernel's, that is the lane's own product, with no copy)."""
+        if self.window < 2 or not self.lane_matrices:
             return 0
         rows = (self.window - 1) * 2 * int(np.sum(self.B_meta[:, B_S] * self.B_meta[:, B_J]))
         return rows if rows * LANE_STEP * 8 <= SEL_MAX_BYTES else 0
@@ -144,13 +146,14 @@ def product_plan(M: np.ndarray) -> list | None:
 
 
 def build_layout(model, B_onehot_ok: bool = True, itemsize: int = 4, window: int = 0,
-                 A_plans_ok: bool = True) -> Layout:
+                 A_plans_ok: bool = True, lane_matrices: bool = True) -> Layout:
     """Tables for ``model``; ``B_onehot_ok`` allows the one-hot transition shortcut and B's
     product plans (shared B that is never learned); ``A_plans_ok`` allows A's product plans (A
     shared by all agents, so never learned: a learned A has one row per agent, one row too when
     N is 1, and the plan would describe the A it started from); ``itemsize``: bytes of the
     engine's float dtype; ``window``: steps of the fused kernel's window sweep (the engine's
-    ``Config.window`` for mmp, vmp and categorical observations; 0 for index-observation fpi)."""
+    ``Config.window`` for mmp, vmp and categorical observations; 0 for index-observation fpi);
+    ``lane_matrices``: see :attr:`Layout.window_sel_rows` (the backend's ``lane_matrices``)."""
     S = model.num_states
     S_off = np.concatenate([[0], np.cumsum(S)]).astype(np.int64)
     A_deps, A_lh, A_Js = _dep_table(model.A_dependencies, S)
@@ -200,6 +203,6 @@ def build_layout(model, B_onehot_ok: bool = True, itemsize: int = 4, window: int
         S_off=S_off, A_meta=A_meta, A_deps=A_deps, B_meta=B_meta, B_deps=B_deps,
         B_next=np.concatenate(nexts).astype(np.int64) if nexts else np.zeros(1, dtype=np.int64),
         sparse=np.asarray(sparse or [0], dtype=np.int64),
-        policies=pol, branch=branch, window=int(window),
+        policies=pol, branch=branch, window=int(window), lane_matrices=bool(lane_matrices),
         sizes=dict(A=a_off, H=h_off, C=c_off, B=b_off, S=int(S_off[-1]), E=len(pol), LL=ll_off),
         itemsize=int(itemsize))

@@ -4,7 +4,9 @@ Every array is addressed as ``(array, row, offset)``: parameter buffers by the a
 of a shared buffer), state by agent ``n``, temporaries in row ``wr`` of a ``work`` array. Nothing
 is sliced and nothing allocates: on the CPU each slice would cost two atomic reference-count
 updates on a buffer that every thread shares, and a CUDA thread cannot allocate. So the same
-source runs in a CPU thread (``kernels.cpu``) and in a GPU thread (``kernels.cuda``).
+source runs in a GPU thread (``kernels.cuda``: :func:`agent_step`, or the window sweep then
+:func:`agent_decide`) and in a CPU thread (``kernels.cpu``, the agent-lanes kernel:
+:func:`agent_tail` and :func:`shift_window` for each agent of a tile).
 
 Math and order follow ``fa_gpu.reference`` (pymdp 1.0.4): fixed-point state inference, negative
 expected free energy over a policy tree (policies in lexicographic order share prefixes, so each
@@ -472,8 +474,8 @@ def agent_tail(n, st, md, tb, seed, w, wr, woff, ow):
     """Agent n's step after its policy posterior (``st.qs[n]``, ``st.q_pi[n]`` written): learning,
     action selection, empirical prior (fpi; mmp, vmp: :func:`shift_window` after it), the step's
     bookkeeping; temporaries in w[wr, woff:]. ``ow``: the observation window (categorical
-    observations' learning reads its newest slot; any float array otherwise). The one-agent
-    kernel (:func:`agent_step`) and the agent-lanes kernel (``kernels.cpu``) share it."""
+    observations' learning reads its newest slot; any float array otherwise). The GPU kernels
+    (through :func:`agent_decide`) and the agent-lanes CPU kernel (``kernels.cpu``) share it."""
     B, B_meta, B_deps, S_off, opts = md.B, tb.B_meta, tb.B_deps, tb.S_off, tb.opts
     qs, F = st.qs, B_meta.shape[0]
     if opts[OPT_LEARN_A]:
@@ -497,6 +499,15 @@ def agent_tail(n, st, md, tb, seed, w, wr, woff, ow):
     st.t[n] += 1
 
 
+@device_jit(inline=True)
+def past_policy_values(tb):
+    """First scratch element past :func:`neg_efe`'s beliefs and partial sums ((T + 1)(S + 1)):
+    free for the temporaries of the step's other parts."""
+    S_off, pol = tb.S_off, tb.policies
+    F = S_off.shape[0] - 1
+    return (pol.shape[1] // F + 1) * (S_off[F] + 1)
+
+
 @device_jit
 def agent_decide(n, st, md, tb, seed, w, wr, ow):
     """Agent n's step after state inference (``st.qs[n]`` written): negative EFE, policy
@@ -504,14 +515,12 @@ def agent_decide(n, st, md, tb, seed, w, wr, ow):
     w[wr]. The one-agent fpi step (:func:`agent_step`) and the one-lane window step
     (``kernels.window.window_agent_step``) share it."""
     A_meta, B_meta, S_off, pol, opts = tb.A_meta, tb.B_meta, tb.S_off, tb.policies, tb.opts
-    F = B_meta.shape[0]
-    tmp = (pol.shape[1] // F + 1) * (S_off[F] + 1)  # past neg_efe's beliefs and sums
     neg_efe(st.qs, n, st.neg_efe, md.A, row_of(md.A, n), md.H_A, md.C, row_of(md.C, n), md.B,
             row_of(md.B, n), md.wA, row_of(md.wA, n), md.wB, row_of(md.wB, n), A_meta, tb.A_deps,
             B_meta, tb.B_deps, tb.B_next, S_off, pol, tb.branch, opts[OPT_UTILITY],
             opts[OPT_STATE_INFO], opts[OPT_WA], opts[OPT_WB], w, wr)
     policy_posterior(st.neg_efe, n, md.E, row_of(md.E, n), md.gamma[n], st.q_pi)
-    agent_tail(n, st, md, tb, seed, w, wr, tmp, ow)
+    agent_tail(n, st, md, tb, seed, w, wr, past_policy_values(tb), ow)
 
 
 @device_jit
@@ -520,9 +529,6 @@ def agent_step(n, st, md, tb, seed, w, wr):
     w[wr]. ``st``, ``md``, ``tb``: the state, model and tables bundles of ``fa_gpu.schema`` (named
     tuples of arrays); ``md.lr`` is (N, 3): lr_pA, lr_pB, lr_pD. Model buffers with one row are
     shared; with N rows, row n is agent n's."""
-    S_off, pol = tb.S_off, tb.policies
-    F = S_off.shape[0] - 1
-    tmp = (pol.shape[1] // F + 1) * (S_off[F] + 1)  # past neg_efe's beliefs and sums: free now
     infer_states(st.obs, n, md.logA, row_of(md.logA, n), st.prior, st.qs, tb.A_meta, tb.A_deps,
-                 S_off, tb.opts[OPT_NUM_ITER], w, wr, tmp)
+                 tb.S_off, tb.opts[OPT_NUM_ITER], w, wr, past_policy_values(tb))
     agent_decide(n, st, md, tb, seed, w, wr, st.qs)  # the windows are not this kernel's

@@ -5,9 +5,8 @@ sweep of ``kernels.window`` on a tile of one lane, then the same policy and lear
 
 The kernel takes the named-tuple bundles of ``fa_gpu.schema`` (``state``, ``model``, ``tables``),
 the ``seed``, ``work`` (one scratch row per launched thread, allocated once per engine in
-column-major order, so a warp's accesses to one scratch element coalesce), ``window`` (the window
-bundle, or None for fpi from index observations: one source, two compiled kernels) and
-``lo, hi``. When
+column-major order, so a warp's accesses to one scratch element coalesce), the window kernel
+also ``window`` (the window bundle), and ``lo, hi``. When
 the model is shared by all agents and small enough, each block first copies it (A, log A, H[A],
 C, B, E) into shared memory, and every thread of the block reads it from there instead of
 global memory. Importing this module needs ``numba.cuda`` only; kernels compile at their first
@@ -67,53 +66,67 @@ def _copy_row(src, dst):
         dst[0, k] = src[0, k]
 
 
-def _make(shared_sizes, dtype, model_type):
-    """The kernel. ``shared_sizes`` (row widths of :data:`SHARED_FIELDS`; None: no shared memory)
-    and ``dtype`` are compile-time constants of its source (shared arrays need constant shapes);
-    ``model_type`` is the model bundle's named-tuple class, rebuilt with the shared copies."""
-    if shared_sizes is not None:
-        LA, LlA, LH, LC, LB, LE = shared_sizes
+def _block_model(shared_sizes, dtype, model_type):
+    """Device function ``model -> model`` seen by a block's threads: with ``shared_sizes`` (row
+    widths of :data:`SHARED_FIELDS`, compile-time constants: shared arrays need constant shapes)
+    the block first copies those fields into its shared memory and the model bundle is rebuilt
+    around the copies (``model_type``: its named-tuple class); without, the model itself."""
+    if shared_sizes is None:
+        return cuda.jit(device=True, inline=True)(lambda model: model)
+    LA, LlA, LH, LC, LB, LE = shared_sizes
 
-    def step_kernel(state, model, tables, seed, work, window, lo, hi):
-        md = model
-        if shared_sizes is not None:
-            sA = cuda.shared.array((1, LA), dtype)
-            slogA = cuda.shared.array((1, LlA), dtype)
-            sH = cuda.shared.array((1, LH), dtype)
-            sC = cuda.shared.array((1, LC), dtype)
-            sB = cuda.shared.array((1, LB), dtype)
-            sE = cuda.shared.array((1, LE), dtype)
-            _copy_row(model.A, sA)
-            _copy_row(model.logA, slogA)
-            _copy_row(model.H_A, sH)
-            _copy_row(model.C, sC)
-            _copy_row(model.B, sB)
-            _copy_row(model.E, sE)
-            cuda.syncthreads()
-            # every field by name: a field added to the bundle and missing here fails to compile
-            md = model_type(A=sA, logA=slogA, H_A=sH, C=sC, B=sB, D=model.D, E=sE, pA=model.pA,
-                            pB=model.pB, pD=model.pD, wA=model.wA, wB=model.wB,
-                            gamma=model.gamma, alpha=model.alpha, lr=model.lr)
-        i = cuda.grid(1)
-        stride = cuda.gridsize(1)
-        if window is None:  # decided at compile time (an argument of type none)
-            for n in range(lo + i, hi, stride):
+    def block_model(model):
+        sA = cuda.shared.array((1, LA), dtype)
+        slogA = cuda.shared.array((1, LlA), dtype)
+        sH = cuda.shared.array((1, LH), dtype)
+        sC = cuda.shared.array((1, LC), dtype)
+        sB = cuda.shared.array((1, LB), dtype)
+        sE = cuda.shared.array((1, LE), dtype)
+        _copy_row(model.A, sA)
+        _copy_row(model.logA, slogA)
+        _copy_row(model.H_A, sH)
+        _copy_row(model.C, sC)
+        _copy_row(model.B, sB)
+        _copy_row(model.E, sE)
+        cuda.syncthreads()
+        # every field by name: a field added to the bundle and missing here fails to compile
+        return model_type(A=sA, logA=slogA, H_A=sH, C=sC, B=sB, D=model.D, E=sE, pA=model.pA,
+                          pB=model.pB, pD=model.pD, wA=model.wA, wB=model.wB,
+                          gamma=model.gamma, alpha=model.alpha, lr=model.lr)
+
+    return cuda.jit(device=True, inline=True)(block_model)
+
+
+def _make(shared_sizes, dtype, model_type, window: bool):
+    """The kernel: ``window`` False, fpi from index observations (``agent.agent_step``); True,
+    the window sweep (``window.window_agent_step``; one more argument, the window bundle). Two
+    signatures, because a kernel argument cannot be None: numba-cuda's launcher has no way to
+    pass one. The model a block reads: :func:`_block_model`."""
+    block_model = _block_model(shared_sizes, dtype, model_type)
+    if not window:
+        def step_kernel(state, model, tables, seed, work, lo, hi):
+            md = block_model(model)
+            i = cuda.grid(1)
+            for n in range(lo + i, hi, cuda.gridsize(1)):
                 agent_step(n, state, md, tables, seed, work, i)
-        else:
-            for n in range(lo + i, hi, stride):
-                window_agent_step(n, state, window, md, tables, seed, work, i)
+        return step_kernel
 
-    return step_kernel
+    def window_kernel(state, model, tables, seed, work, window, lo, hi):
+        md = block_model(model)
+        i = cuda.grid(1)
+        for n in range(lo + i, hi, cuda.gridsize(1)):
+            window_agent_step(n, state, window, md, tables, seed, work, i)
+    return window_kernel
 
 
-def step_kernel_py(shared_sizes, dtype, model_type):
+def step_kernel_py(shared_sizes, dtype, model_type, window: bool):
     """The uncompiled kernel source, for ``numba.cuda.compile_ptx`` checks."""
-    return _make(shared_sizes, numba.from_dtype(dtype), model_type)
+    return _make(shared_sizes, numba.from_dtype(dtype), model_type, window)
 
 
 @functools.lru_cache(maxsize=None)
-def step_kernel(shared_sizes, dtype_str: str, model_type):
+def step_kernel(shared_sizes, dtype_str: str, model_type, window: bool):
     """The compiled (lazily, at first launch) kernel for a float dtype such as ``'<f4'``."""
     import numpy as np
 
-    return cuda.jit(step_kernel_py(shared_sizes, np.dtype(dtype_str), model_type))
+    return cuda.jit(step_kernel_py(shared_sizes, np.dtype(dtype_str), model_type, window))

@@ -229,7 +229,7 @@ def backward_rows(n0, md, tb, t, e, f, kd, q, qn, mmp, sel, out, tmp, pair, red)
     # one dependency and per-lane rows: pair[i, :] is the matrix's row i itself (normalized
     # once, by select_rows)
     single = sel >= 0 and B_meta[f, B_DHI] - B_meta[f, B_DLO] == 1
-    if not single:
+    if not single:  # kd left out (skip >= lo): the co-parents' weights are always written to wb
         joint_rows(t, q, S_off, B_deps, B_meta[f, B_DLO], B_meta[f, B_DHI], J, wb, kd)
     act, z = t[tb.tile[TILE_WACT] + e * F + f], t[red + 2]
     for u in range(U if sel < 0 else 1):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import types
@@ -65,6 +66,7 @@ def test_simulator_trajectories_equal_reference():
     assert "cohorts ok" in out  # model in shared memory, and per-agent (learning)
     assert "agent offset ok" in out and "worlds ok" in out and "one agent learning ok" in out
     assert "ties ok" in out
+    assert int(re.search(r"launches checked (\d+)", out).group(1)) > 100  # arguments a GPU takes
 
 
 @pytest.mark.parametrize("which", ["basic", pytest.param("all", marks=pytest.mark.slow)])
@@ -72,15 +74,17 @@ def test_simulator_window_kernel_equals_reference(which):
     """The fused window kernel (mmp, vmp, fpi from categorical observations) on the simulator:
     every random sequence model (``randmodels.SEQ``) equals the reference step by step, every
     buffer, agents reset mid-run, model in shared and in global memory; cohort launches equal
-    the whole step; one learning agent. ``all`` (slow): per-agent models, float32, the sweep
-    that takes each action's product from B, and 30 random setups (``randmodels.random_seq``)."""
+    the whole step; one learning agent. Each thread reads its action's matrix from B (no
+    per-lane copies: ``CudaBackend.lane_matrices``). ``all`` (slow): per-agent models, float32,
+    and 30 random setups (``randmodels.random_seq``)."""
     _need_numba_cuda()
     from randmodels import SEQ
 
     out = _run("window_sim_check.py", *(["all"] if which == "all" else []), sim=True)
-    assert f"WINDOW SIM OK {len(SEQ) * (3 if which == 'all' else 1) + (34 if which == 'all' else 0)}" in out
+    assert f"WINDOW SIM OK {len(SEQ) * (3 if which == 'all' else 1) + (30 if which == 'all' else 0)}" in out
     assert "cohorts ok" in out and "paths ['global', 'shared']" in out
-    assert "one agent learning ok" in out
+    assert "one agent learning ok" in out and "grid stride ok" in out
+    assert int(re.search(r"launches checked (\d+)", out).group(1)) > 50  # arguments a GPU takes
 
 
 @pytest.mark.slow  # ~3 min on 2 cores: run by .ci/run's second call (-m "slow or faults_long")

@@ -155,7 +155,7 @@ class CudaBackend(NumpyBackend):
     def launch_shape(self, n: int) -> tuple[int, int]:
         """(blocks, threads per block) for n agents."""
         if self.stream is None:  # the simulator runs one Python thread per CUDA thread: keep it small
-            return 1, min(n, 32)
+            return 1, min(n, 32, MAX_THREADS)
         tpb = THREADS_PER_BLOCK
         return (min(n, MAX_THREADS) + tpb - 1) // tpb, tpb
 
@@ -163,6 +163,9 @@ class CudaBackend(NumpyBackend):
     pads_work = False
     #: per-agent buffers column-major too (``schema.allocate``): a warp's loads coalesce
     agent_innermost = True
+    #: a thread's window sweep is a tile of one lane: it reads its own action's matrix from B
+    #: (possibly in shared memory) rather than copying it into its scratch every step
+    lane_matrices = False
 
     def empty_work(self, shape, dtype):
         """Scratch ``(threads, scratch_size)`` in column-major order: thread i's element k sits
@@ -194,7 +197,8 @@ class CudaBackend(NumpyBackend):
         self._window = layout.window > 0
         self.chunk = max(1, min(MAX_THREADS, BATCHED_TEMP_BYTES // reference_temp_bytes(cfg, layout)))
 
-    def scratch_size(self, layout) -> int:
+    @staticmethod
+    def scratch_size(layout) -> int:
         """Elements of one thread's scratch: the one-agent step's, and with a window the window
         sweep's tile of one lane (``Layout.tile``) too (the two are used one after the other)."""
         if layout.window > 0:
@@ -225,7 +229,7 @@ class CudaBackend(NumpyBackend):
         if not self._window:
             b.vfe[lo:hi] = np.nan  # the fpi kernel leaves the free energy out
         blocks, tpb = self.launch_shape(hi - lo)
-        kernel = self._k.step_kernel(self.shared_model_sizes(b), cfg.dtype.str, schema.ModelBundle)
+        kernel = self._k.step_kernel(self.shared_model_sizes(b), cfg.dtype.str, schema.ModelBundle,
+                                     self._window)
         launch = kernel[blocks, tpb] if self.stream is None else kernel[blocks, tpb, self._nb_stream]
-        args = b.kernel_args(cfg.seed, window=self._window)
-        launch(*args[:5], args[5] if self._window else None, lo, hi)
+        launch(*b.kernel_args(cfg.seed, window=self._window), lo, hi)

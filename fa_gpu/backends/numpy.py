@@ -64,6 +64,9 @@ class NumpyBackend:
     pads_work = True
     #: per-agent buffers row-major (one agent's values together; ``schema.allocate``)
     agent_innermost = False
+    #: the fused window sweep's tiles may hold each lane's transition matrices
+    #: (``Layout.window_sel_rows``): worth it across a tile's many lanes
+    lane_matrices = True
 
     def scratch_size(self, layout) -> int:
         """Elements of one scratch row: the one-agent-per-thread kernel's."""

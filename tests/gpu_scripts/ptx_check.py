@@ -41,7 +41,7 @@ for dtype in ("float32", "float64"):
     for kind, case, kw, shared in RUNS:
         _, eng = build(case, 40, 0, backend="numpy", dtype=dtype, **kw)
         cfg, lay = eng.config, eng.layout
-        scratch = CudaBackend.scratch_size(None, lay)
+        scratch = CudaBackend.scratch_size(lay)
         spec = schema.shapes(cfg, lay, eng._spec.per_agent, work_rows=64, pad_work=False, scratch=scratch)
         b = schema.Bound(schema.allocate(host_cuda, spec, cfg, lay), spec, cfg, lay)
         bundles = (b.bundle("state"), b.bundle("model"), b.bundle("tables"))
@@ -49,12 +49,13 @@ for dtype in ("float32", "float64"):
             if arr.ndim == 2 and b.rows_of(name) and spec.entries[name][2]:
                 assert numba.typeof(arr).layout == "F" and arr.strides[0] == arr.itemsize, name
         assert numba.typeof(b.packed["work"]).layout == "F"
-        window = numba.typeof(b.bundle("window")) if kind == "window" else types.none
+        window = (numba.typeof(b.bundle("window")),) if kind == "window" else ()
         sig = tuple(numba.typeof(x) for x in bundles) + (types.uint64, numba.typeof(b.packed["work"]),
-                                                         window, types.int64, types.int64)
+                                                         *window, types.int64, types.int64)
         sizes = kcuda.shared_model_sizes(bundles[1], spec.per_agent)
         assert (sizes is not None) == shared
-        ptx, _ = cuda.compile_ptx(kcuda.step_kernel_py(sizes, np.dtype(dtype), schema.ModelBundle), sig, cc=cc)
+        ptx, _ = cuda.compile_ptx(kcuda.step_kernel_py(sizes, np.dtype(dtype), schema.ModelBundle, kind == "window"),
+                                  sig, cc=cc)
         target = f".target sm_{cc[0]}{cc[1]}"
         assert target in ptx, target
         assert ".entry" in ptx and (".shared" in ptx) == shared and "extern .func" not in ptx

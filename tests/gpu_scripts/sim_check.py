@@ -12,10 +12,14 @@ from numba import config  # noqa: E402
 
 import fa_gpu  # noqa: E402
 from fa_gpu.backends import cuda as bcuda  # noqa: E402
+from fa_gpu.kernels import cuda as kcuda  # noqa: E402
+
+import launchable  # noqa: E402
 
 from randmodels import CASES, build, random_obs  # noqa: E402
 
 assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
+launches = launchable.install(kcuda)  # every launch's arguments: passable to a real GPU
 idxs = [int(a) for a in sys.argv[1:]] or range(len(CASES))
 checked = 0
 paths = set()
@@ -136,4 +140,5 @@ for name, eng, o in engines:
     assert peak <= budget, f"{name}: batched step peaked at {peak} B, estimate {budget} B"
 print("batched memory ok")
 print("paths", sorted(paths))
+print("launches checked", launches["launches"])
 print("SIM OK", checked)

@@ -2,10 +2,10 @@
 (``kernels.window.window_agent_step``: mmp, vmp, fpi from categorical observations) on Numba's
 CUDA simulator against the numpy reference, on the random sequence models of tests/randmodels.py,
 as tests/test_sequence.py checks numba: every buffer after every step, agents reset mid-run.
-argv: ``all`` adds per-agent models, float32, the sweep without per-lane matrices and 30 random
-setups (``randmodels.random_seq``). Prints one line per case, 'one agent learning ok',
-'cohorts ok', the model placements met (global, shared), and 'WINDOW SIM OK <count>' at the
-end; any mismatch raises."""
+argv: ``all`` adds per-agent models, float32 and 30 random setups (``randmodels.random_seq``).
+Prints one line per case, 'one agent learning ok', 'grid stride ok', 'cohorts ok', the model
+placements met (global, shared), the launches whose arguments were checked (``launchable``) and
+'WINDOW SIM OK <count>' at the end; any mismatch raises."""
 import os
 import sys
 
@@ -13,19 +13,21 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import numpy as np  # noqa: E402
 from numba import config  # noqa: E402
 
-from fa_gpu import layout  # noqa: E402
 from fa_gpu.backends import cuda as bcuda  # noqa: E402
+from fa_gpu.kernels import cuda as kcuda  # noqa: E402
 
+import launchable  # noqa: E402
 from randmodels import SEQ, SEQ_IDS, build_seq, inputs, random_seq  # noqa: E402
 from test_sequence import assert_same, full_state  # noqa: E402
 from test_sequence import run_against_reference as run  # noqa: E402
 
 assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
+launches = launchable.install(kcuda)  # every launch's arguments: passable to a real GPU
 every = sys.argv[1:] == ["all"]
 checked, paths = 0, set()
 for (case, kw), name in zip(SEQ, SEQ_IDS):
     eng = run(case, kw, 5, 21, False, backend="cuda")
-    assert eng.step_path == "fused", name
+    assert eng.step_path == "fused" and eng.layout.window_sel_rows == 0, name  # B read in place
     paths.add("shared" if eng._backend.shared_model_sizes(eng._buffers) else "global")
     checked += 1
     if every:
@@ -33,15 +35,7 @@ for (case, kw), name in zip(SEQ, SEQ_IDS):
         run(case, kw, 5, 23, False, tol=2e-5, dtype="float32", backend="cuda")
         checked += 2
     print(name, "ok", flush=True)
-SEL_MAX_BYTES = layout.SEL_MAX_BYTES
-if every:  # the sweep that takes each action's product from B (models too large for the matrices)
-    layout.SEL_MAX_BYTES = 0
-    for i in (2, 4, 5, 7):
-        eng = run(*SEQ[i], 6, 24, i % 2 == 0, backend="cuda")
-        assert eng.layout.window_sel_rows == 0
-        checked += 1
-    print("without per-lane matrices ok", flush=True)
-    layout.SEL_MAX_BYTES = SEL_MAX_BYTES
+if every:
     for seed in range(30):  # random small setups (randmodels.random_seq), 1-8 agents
         case, kw, n, per_agent = random_seq(seed, max_n=8)
         run(case, kw, n, seed, per_agent, backend="cuda")
@@ -56,9 +50,13 @@ for i in (7, 8, 10):
         np.testing.assert_array_equal(one.step(o), ref.step(o))
         assert_same(full_state(ref), full_state(one), 1e-10, f"{SEQ_IDS[i]} one agent at step {t}")
 print("one agent learning ok")
-# cohorts (one launch per agent range) give the whole step's numbers; a launch of 3 threads
-# strides over the agents (the grid-stride loop)
+# a launch of 3 threads for 8 agents: each thread's tile serves several agents in turn
 bcuda.MAX_THREADS = 3
+for i in (3, 7, 9):
+    eng = run(*SEQ[i], 8, 33, i == 7, backend="cuda")
+    assert eng._backend.launch_shape(8) == (1, 3)
+print("grid stride ok")
+# cohorts (one launch per agent range) give the whole step's numbers
 case, kw = SEQ[8]
 whole = build_seq(case, 7, 31, "cuda", False, **kw)
 cut = build_seq(case, 7, 31, "cuda", False, **kw)
@@ -70,4 +68,5 @@ for t, o in enumerate(inputs(case, kw, 31, n=7, steps=kw["inference_horizon"] + 
     assert np.all(np.isfinite(whole.vfe))
 print("cohorts ok")
 print("paths", sorted(paths))
+print("launches checked", launches["launches"])
 print("WINDOW SIM OK", checked)
