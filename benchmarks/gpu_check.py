@@ -43,6 +43,9 @@ def parse_args(argv):
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per cell (median)")
     ap.add_argument("--skip-pymdp", action="store_true")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--quick", action="store_true",
+                    help="only the timed fused cells of grid25 (policy_len 1) and tmaze_mmp, their "
+                         "correctness against numpy (float32), no crossover: two kernels to compile")
     return ap.parse_args(argv)
 
 
@@ -106,6 +109,37 @@ def window_correctness(dry: bool) -> list[dict]:
     return rows
 
 
+def quick_cells():
+    """(name, model, engine options): the cells ``--quick`` checks and times."""
+    import fa_gpu
+
+    return [("grid25", fa_gpu.models.grid_world(side=5), {}),
+            ("tmaze_mmp", fa_gpu.models.tmaze(policy_len=2), dict(inference_algo="mmp", inference_horizon=3))]
+
+
+def quick_correctness(dry: bool) -> list[dict]:
+    """The fused float32 kernel of each quick cell vs numpy, N agents over 6 steps (a cohort reset
+    after step 2): the timed kernels themselves."""
+    import numpy as np
+
+    import fa_gpu
+
+    n, rows = (4 if dry else 1000), []
+    for name, model, kw in quick_cells():
+        ref, gpu = (fa_gpu.Engine(model, n, backend=b, dtype="float32", seed=3, **kw) for b in ("numpy", "cuda"))
+        rng, err, same = np.random.default_rng(1), 0.0, gpu.step_path == "fused"
+        for t in range(6):
+            obs = np.stack([rng.integers(0, o, size=n) for o in model.num_obs], axis=1)
+            same &= bool(np.array_equal(ref.step(obs), gpu.step(obs)))
+            for x, y in zip([ref.q_pi, ref.neg_efe] + ref.qs, [gpu.q_pi, gpu.neg_efe] + gpu.qs):
+                err = max(err, float(np.max(np.abs(x - y) / (1 + np.abs(x)))))
+            if t == 2:
+                ref.reset(np.arange(0, n, 3)), gpu.reset(np.arange(0, n, 3))
+        rows.append(dict(case=name, path="fused", dtype="float32", max_rel_err=err, actions_equal=same,
+                         ok=same and err <= 1e-4))
+    return rows
+
+
 def flops_bytes(model, itemsize: int) -> tuple[float, float]:
     """Rough per-agent-step FLOPs and state bytes moved, for the rate columns."""
     S, P, T = sum(model.num_states), model.num_policies, model.policy_len
@@ -153,7 +187,7 @@ def time_pymdp(model, n: int, repeats: int):
     return sorted(ts)[len(ts) // 2]
 
 
-def timings(dry: bool, ns: list[int], repeats: int, skip_pymdp: bool) -> list[dict]:
+def timings(dry: bool, ns: list[int], repeats: int, skip_pymdp: bool, quick: bool = False) -> list[dict]:
     import numpy as np
 
     import fa_gpu
@@ -166,6 +200,8 @@ def timings(dry: bool, ns: list[int], repeats: int, skip_pymdp: bool) -> list[di
              ("grid25", fa_gpu.models.grid_world(side=5, policy_len=3), {}, ("fused",)),
              ("grid400", fa_gpu.models.grid_world(side=20), {}, ("fused", "batched")),
              ("tmaze_mmp", fa_gpu.models.tmaze(policy_len=2), tmaze_mmp, ("fused", "batched"))]
+    if quick:
+        cells = [(name, model, kw, ("fused",)) for name, model, kw in quick_cells()]
     rows = []
     for name, model, kw, paths in cells:
         L = model.policy_len
@@ -230,7 +266,7 @@ def main(argv=None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     print(f"fa_gpu GPU check  {started}  {platform.node()}  {'(dry run: CUDA simulator)' if args.dry_run else ''}")
     t0 = time.perf_counter()
-    check = correctness(args.dry_run)
+    check = quick_correctness(args.dry_run) if args.quick else correctness(args.dry_run)
     took = time.perf_counter() - t0
     print("\ncorrectness: cuda backend vs numpy reference (stochastic actions, same seed)")
     print(f"{'case':<22}{'path':<9}{'dtype':<9}{'max rel err':>12}  actions")
@@ -241,7 +277,7 @@ def main(argv=None) -> int:
     print(f"correctness took {took:.0f} s, compiles included: "
           f"{kcuda.step_kernel.cache_info().currsize} fused kernel variants (dtype, fpi or window, "
           "shared-model size), each compiled once per argument layout")
-    rows = timings(args.dry_run, ns, args.repeats, args.skip_pymdp)
+    rows = timings(args.dry_run, ns, args.repeats, args.skip_pymdp, args.quick)
     print("\ntimings (float32, synchronized; fused: one kernel per step, batched: cuBLAS products)")
     print(f"{'model':<9}{'L':>2}{'N':>10}{'path':>9}{'ms/step':>10}{'agent-steps/s':>16}{'GB/s':>9}"
           f"{'GFLOP/s':>9}{'%bw':>6}{'%flop':>7}{'pymdp/s':>12}{'ratio':>7}")
@@ -255,11 +291,12 @@ def main(argv=None) -> int:
         rat = f"{r['ratio_to_pymdp']:.1f}" if "ratio_to_pymdp" in r else "-"
         print(f"{head}{r['ms_per_step']:>10.3f}{r['agent_steps_per_s']:>16.4g}"
               f"{r['gbytes_per_s']:>9.1f}{r['gflops']:>9.1f}{pct('bw_of_peak'):>6}{pct('flops_of_peak'):>7}{pym:>12}{rat:>7}")
-    cross = crossover(args.dry_run, cross_ns, args.repeats)
-    print(f"\ncrossover: {cross[0]['cpu']} ({os.cpu_count()} host CPUs) vs fused cuda, grid25 policy_len 1, float32")
-    print(f"{'N':>10}{'cpu ms':>10}{'cuda ms':>10}{'cuda speedup':>14}")
-    for r in cross:
-        print(f"{r['n']:>10}{r['cpu_ms']:>10.3f}{r['cuda_ms']:>10.3f}{r['cuda_speedup']:>14.2f}")
+    cross = [] if args.quick else crossover(args.dry_run, cross_ns, args.repeats)
+    if cross:
+        print(f"\ncrossover: {cross[0]['cpu']} ({os.cpu_count()} host CPUs) vs fused cuda, grid25 policy_len 1, float32")
+        print(f"{'N':>10}{'cpu ms':>10}{'cuda ms':>10}{'cuda speedup':>14}")
+        for r in cross:
+            print(f"{r['n']:>10}{r['cpu_ms']:>10.3f}{r['cuda_ms']:>10.3f}{r['cuda_speedup']:>14.2f}")
     ok = all(r["ok"] for r in check)
     print("\nGPU CHECK", "OK" if ok else "FAILED")
     if args.json:

@@ -19,6 +19,16 @@ _DRIVER_LIBS = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", 
 GPU_EXTRA = "pip install 'fa_gpu[gpu]'"
 
 
+def to_host(x):
+    """``x`` as a NumPy array: a device array (CuPy: ``__cuda_array_interface__`` and ``.get()``)
+    copied to the host, anything else through ``np.asarray`` (no copy when it is one already)."""
+    import numpy as np
+
+    if hasattr(x, "__cuda_array_interface__") and hasattr(x, "get"):
+        return x.get()
+    return np.asarray(x)
+
+
 @functools.lru_cache(maxsize=1)
 def driver_reason() -> str:
     """'' when the NVIDIA driver answers and sees a GPU, else ``"no NVIDIA driver/GPU found

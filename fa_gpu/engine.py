@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from . import backends, layout, schema
+from . import backends, devices, layout, schema
 from .backends.cuda import PATHS as CUDA_PATHS
 from .model import GenerativeModel, _tol, agent_indices, check_actions, float_dtype, positive_int
 from .state import Config
@@ -340,7 +340,8 @@ class Engine:
     # -- input checks ----------------------------------------------------------------------
     def _check_obs(self, obs, n: int | None = None):
         """Index observations ``(n, M)`` int, or with ``categorical_obs`` the list of M
-        distributions ``(n, O_m)`` in the engine's dtype."""
+        distributions ``(n, O_m)`` in the engine's dtype. Device arrays (a CuPy world's) are
+        checked on a host copy (``devices.to_host``)."""
         if self.config.categorical_obs:
             return self._check_obs_dist(obs, self.config.n_agents if n is None else n)
         cfg = self.config
@@ -348,7 +349,7 @@ class Engine:
         if type(obs) is np.ndarray and obs.shape == (n, M) and obs.dtype.kind in "iu":
             arr = obs  # the common case, kept to a few microseconds for small N
         elif isinstance(obs, (list, tuple)):
-            cols = [np.asarray(o) for o in obs]
+            cols = [devices.to_host(o) for o in obs]
             layouts = (f"obs must be an ({n}, {M}) integer array (n_agents, num_modalities) or a "
                        f"list of {M} integer arrays of shape ({n},) (one per modality)")
             if len(cols) != M:
@@ -359,7 +360,7 @@ class Engine:
                                      f"{c.shape}. {layouts}")
             arr = np.stack(cols, axis=1) if cols else np.zeros((n, 0), dtype=np.int64)
         else:
-            arr = np.asarray(obs)
+            arr = devices.to_host(obs)
             if arr.shape != (n, M):
                 raise ValueError(f"obs must have shape (n_agents, num_modalities) = ({n}, {M}); got "
                                  f"{arr.shape} (or pass a list of {M} arrays of shape ({n},))")
@@ -379,7 +380,7 @@ class Engine:
                              "of probabilities (categorical_obs=True)")
         out = []
         for m, o in enumerate(obs):
-            a = np.asarray(o)
+            a = devices.to_host(o)
             if a.dtype.kind not in "fiu":
                 raise TypeError(f"obs[{m}] must hold real probabilities, got dtype {a.dtype}")
             a = a.astype(dt)

@@ -18,8 +18,14 @@ import functools
 import math
 
 import numba
+import numpy as np
 from numba import cuda, types
 from numba.cuda.extending import overload
+
+# numba-cuda 0.30.4 (the newest, 2026-07) still calls np.row_stack when it compiles a kernel;
+# NumPy 2.5 removed that alias of np.vstack (found on an H200 whose image has NumPy 2.5.2).
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack
 
 from .agent import agent_step
 from .vmath import vexp, vlog
@@ -127,6 +133,4 @@ def step_kernel_py(shared_sizes, dtype, model_type, window: bool):
 @functools.lru_cache(maxsize=None)
 def step_kernel(shared_sizes, dtype_str: str, model_type, window: bool):
     """The compiled (lazily, at first launch) kernel for a float dtype such as ``'<f4'``."""
-    import numpy as np
-
     return cuda.jit(step_kernel_py(shared_sizes, np.dtype(dtype_str), model_type, window))

@@ -284,3 +284,62 @@ def test_run_records_beliefs(tmp_path):
     got = fa_gpu.read_store(tmp_path / "b.zarr")["qs_0"]
     assert got.shape == (4, 6, 9) and len({g.tobytes() for g in got}) == 4
     np.testing.assert_array_equal(got, np.stack(seen))
+
+
+# -- device arrays (a CuPy world's observations) ----------------------------------------------
+class FakeDeviceArray:
+    """Stands in for a CuPy array: ``__cuda_array_interface__`` and ``.get()``, and, as CuPy,
+    refuses the implicit conversion that ``np.asarray`` would make."""
+
+    def __init__(self, a):
+        self._a = np.array(a)
+        self.__cuda_array_interface__ = {"shape": self._a.shape, "typestr": self._a.dtype.str}
+        self.shape, self.dtype = self._a.shape, self._a.dtype
+
+    def get(self):
+        return self._a.copy()
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+
+class DeviceWorld:
+    """A world whose observations are device arrays: ``reset``/``step`` of ``inner``, wrapped."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def reset(self, *args, **kwargs):
+        return FakeDeviceArray(self.inner.reset(*args, **kwargs))
+
+    def step(self, actions):
+        return FakeDeviceArray(self.inner.step(actions))
+
+
+def test_device_array_observations_are_checked_on_a_host_copy():
+    """Device arrays as observations (one array, a list of per-modality columns, categorical
+    distributions) give the numbers of the same host arrays; a bad one is refused by name;
+    ``Engine.run`` takes a world whose observations are device arrays."""
+    case = CASES[14]
+    obs = random_obs(case, 6, 2, 3)
+    _, host_eng = build(case, 6, 3)
+    _, dev_eng = build(case, 6, 3)
+    for o in obs:
+        np.testing.assert_array_equal(dev_eng.step(FakeDeviceArray(o)), host_eng.step(o))
+    cols = [FakeDeviceArray(obs[0][:, m]) for m in range(obs.shape[2])]
+    np.testing.assert_array_equal(dev_eng.step(cols), host_eng.step(obs[0]))
+    bad = obs[0].copy()
+    bad[2, 1] = 99
+    with pytest.raises(ValueError, match=r"obs for agent 2, modality 1 is 99"):
+        dev_eng.step(FakeDeviceArray(bad))
+    _, cat_host = build(case, 6, 3, categorical_obs=True)
+    _, cat_dev = build(case, 6, 3, categorical_obs=True)
+    dist = [np.eye(o)[obs[0][:, m]] * 0.5 + 0.5 / o for m, o in enumerate(case.num_obs)]
+    np.testing.assert_array_equal(cat_dev.step([FakeDeviceArray(d) for d in dist]), cat_host.step(dist))
+    model = fa_gpu.models.grid_world(3)
+    runs = [fa_gpu.Engine(model, 4, backend="numpy", seed=5).run(w, 3, progress=False)
+            for w in (fa_gpu.envs.GridWorldEnv(side=3, seed=1), DeviceWorld(fa_gpu.envs.GridWorldEnv(side=3, seed=1)))]
+    np.testing.assert_array_equal(runs[1].obs, runs[0].obs)

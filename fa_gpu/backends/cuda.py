@@ -229,7 +229,16 @@ class CudaBackend(NumpyBackend):
         if not self._window:
             b.vfe[lo:hi] = np.nan  # the fpi kernel leaves the free energy out
         blocks, tpb = self.launch_shape(hi - lo)
-        kernel = self._k.step_kernel(self.shared_model_sizes(b), cfg.dtype.str, schema.ModelBundle,
-                                     self._window)
+        args = b.kernel_args(cfg.seed, window=self._window)
+        if "kernel" not in b.cache:
+            kernel = self._k.step_kernel(self.shared_model_sizes(b), cfg.dtype.str, schema.ModelBundle,
+                                         self._window)
+            if self.stream is not None:
+                # typed once for these buffers (the same every step): a plain launch re-types
+                # every argument, each CuPy array through a DLPack export (~0.6 ms per launch,
+                # measured on an H200 with 36-40 arrays)
+                kernel = kernel.specialize(*args, lo, hi)
+            b.cache["kernel"] = kernel
+        kernel = b.cache["kernel"]
         launch = kernel[blocks, tpb] if self.stream is None else kernel[blocks, tpb, self._nb_stream]
-        launch(*b.kernel_args(cfg.seed, window=self._window), lo, hi)
+        launch(*args, lo, hi)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..devices import to_host
 from . import pools
 from .checkpoint import capture, read_run, run_state, write_atomic
 from .topology import pool_sizes
@@ -108,7 +109,7 @@ class _Host:
     def finish(self, futures: list, env_obs) -> np.ndarray:
         """Wait for every chunk, then merge: ``env_obs`` (or None) overridden chunk by chunk."""
         concurrent.futures.wait(futures)  # all done before any error is raised: no stray writers
-        obs = None if env_obs is None else np.array(env_obs, dtype=np.int64)
+        obs = None if env_obs is None else np.array(to_host(env_obs), dtype=np.int64)
         for ids, fut in zip(self.chunks, futures):
             got = fut.result()
             lo, hi = int(ids[0]), int(ids[-1]) + 1
@@ -362,7 +363,7 @@ def run(engine, env, steps: int, *, host_fn=None, recorder=None, checkpoint_ever
         clock.close()
         if sink.pending is not None:  # an error is propagating: still never leave a writer behind
             concurrent.futures.wait([sink.pending])
-    obs = np.asarray(obs)
+    obs = to_host(obs)
     if env is not None:
         _last_obs[env] = obs
     return clock.result(obs)
