@@ -49,10 +49,29 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
-def correctness(dry: bool) -> list[dict]:
-    """cuda vs numpy on random models: one row per (case, dtype)."""
+def compare_steps(ref, gpu, inputs, window: bool = False, reset=None) -> tuple[float, bool]:
+    """Step ``ref`` (numpy) and ``gpu`` (cuda) on the same ``inputs``: the largest relative
+    difference of q_pi, neg_efe and qs (``window``: vfe and qs_window too) over the steps, and
+    whether the actions were equal at every step; ``reset``: agents both reset after step 2."""
     import numpy as np
 
+    err, same = 0.0, True
+    for t, o in enumerate(inputs):
+        same &= bool(np.array_equal(ref.step(o), gpu.step(o)))
+        xs = [ref.q_pi, ref.neg_efe] + ref.qs
+        ys = [gpu.q_pi, gpu.neg_efe] + gpu.qs
+        if window:
+            xs += [ref.vfe] + (ref.qs_window or [])
+            ys += [gpu.vfe] + (gpu.qs_window or [])
+        for x, y in zip(xs, ys):
+            err = max(err, float(np.max(np.abs(x - y) / (1 + np.abs(x)))))
+        if t == 2 and reset is not None:
+            ref.reset(reset), gpu.reset(reset)
+    return err, same
+
+
+def correctness(dry: bool) -> list[dict]:
+    """cuda vs numpy on random models: one row per (case, dtype)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from randmodels import CASES, build, random_obs
 
@@ -71,11 +90,7 @@ def correctness(dry: bool) -> list[dict]:
             _, ref = build(case, n, 700 + idx, backend="numpy", dtype=dtype, action_selection="stochastic")
             _, gpu = build(case, n, 700 + idx, backend="cuda", dtype=dtype, action_selection="stochastic",
                            cuda_path=path)
-            err, same = 0.0, True
-            for o in random_obs(case, n, steps, 700 + idx):
-                same &= bool(np.array_equal(ref.step(o), gpu.step(o)))
-                for x, y in zip([ref.q_pi, ref.neg_efe] + ref.qs, [gpu.q_pi, gpu.neg_efe] + gpu.qs):
-                    err = max(err, float(np.max(np.abs(x - y) / (1 + np.abs(x)))))
+            err, same = compare_steps(ref, gpu, random_obs(case, n, steps, 700 + idx))
             rows.append(dict(case=case.name, path=path, dtype=dtype, max_rel_err=err,
                              actions_equal=same, ok=same and err <= tol))
     rows += window_correctness(dry)
@@ -95,15 +110,9 @@ def window_correctness(dry: bool) -> list[dict]:
     for case, kw in SEQ[:2] if dry else [SEQ[i] for i in (3, 5, 7, 8, 10)]:
         for dtype, tol in (("float64", 1e-10), ("float32", 1e-4)):
             ref, gpu = (build_seq(case, n, 41, b, False, dtype, **kw) for b in ("numpy", "cuda"))
-            err, same = 0.0, gpu.step_path == "fused"
-            for t, o in enumerate(inputs(case, kw, 41, n=n, steps=kw.get("inference_horizon", 1) + 4)):
-                same &= bool(np.array_equal(ref.step(o), gpu.step(o)))
-                xs = [ref.q_pi, ref.neg_efe, ref.vfe] + ref.qs + (ref.qs_window if ref.qs_window else [])
-                ys = [gpu.q_pi, gpu.neg_efe, gpu.vfe] + gpu.qs + (gpu.qs_window if gpu.qs_window else [])
-                for x, y in zip(xs, ys):
-                    err = max(err, float(np.max(np.abs(x - y) / (1 + np.abs(x)))))
-                if t == 2:
-                    ref.reset(np.arange(1, n, 3)), gpu.reset(np.arange(1, n, 3))
+            err, same = compare_steps(ref, gpu, inputs(case, kw, 41, n=n, steps=kw.get("inference_horizon", 1) + 4),
+                                      window=True, reset=np.arange(1, n, 3))
+            same &= gpu.step_path == "fused"
             rows.append(dict(case=case.name, path="window", dtype=dtype, max_rel_err=err,
                              actions_equal=same, ok=same and err <= tol))
     return rows
@@ -127,14 +136,10 @@ def quick_correctness(dry: bool) -> list[dict]:
     n, rows = (4 if dry else 1000), []
     for name, model, kw in quick_cells():
         ref, gpu = (fa_gpu.Engine(model, n, backend=b, dtype="float32", seed=3, **kw) for b in ("numpy", "cuda"))
-        rng, err, same = np.random.default_rng(1), 0.0, gpu.step_path == "fused"
-        for t in range(6):
-            obs = np.stack([rng.integers(0, o, size=n) for o in model.num_obs], axis=1)
-            same &= bool(np.array_equal(ref.step(obs), gpu.step(obs)))
-            for x, y in zip([ref.q_pi, ref.neg_efe] + ref.qs, [gpu.q_pi, gpu.neg_efe] + gpu.qs):
-                err = max(err, float(np.max(np.abs(x - y) / (1 + np.abs(x)))))
-            if t == 2:
-                ref.reset(np.arange(0, n, 3)), gpu.reset(np.arange(0, n, 3))
+        rng = np.random.default_rng(1)
+        obs = [np.stack([rng.integers(0, o, size=n) for o in model.num_obs], axis=1) for _ in range(6)]
+        err, same = compare_steps(ref, gpu, obs, reset=np.arange(0, n, 3))
+        same &= gpu.step_path == "fused"
         rows.append(dict(case=name, path="fused", dtype="float32", max_rel_err=err, actions_equal=same,
                          ok=same and err <= 1e-4))
     return rows
