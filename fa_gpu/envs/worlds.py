@@ -33,6 +33,7 @@ import numbers
 import numpy as np
 
 from .. import rng
+from ..devices import to_host
 
 __all__ = ["World", "SITE_KEY", "array_module"]
 
@@ -70,7 +71,7 @@ def check_real(value, name: str, low: float, high: float) -> float:
 
 def host(x) -> np.ndarray:
     """A NumPy copy of ``x`` (NumPy or CuPy)."""
-    return np.array(x.get() if hasattr(x, "get") else x)
+    return np.array(to_host(x))
 
 
 class World:
